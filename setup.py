@@ -1,0 +1,60 @@
+"""Builds only the Cython extensions in relay_ext/; everything else is in pyproject.toml.
+
+Set RELAY_NO_EXTENSIONS=1 to skip the build (the package then runs its pure-Python twins).
+A failed compile is reported and skipped, so an install without a compiler still works.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+NO_EXTENSIONS = os.environ.get("RELAY_NO_EXTENSIONS", "") not in ("", "0")
+
+
+class OptionalBuildExt(build_ext):
+    """Compile each extension if possible; a failure leaves the pure-Python path in place."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any build failure falls back to pure Python
+            print(f"warning: relay C extensions not built ({exc}); using pure Python", file=sys.stderr)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: extension {ext.name} not built ({exc}); using pure Python", file=sys.stderr)
+
+
+def extensions() -> list[Extension]:
+    if NO_EXTENSIONS:
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        print("warning: Cython not available; using pure Python", file=sys.stderr)
+        return []
+    exts = [
+        Extension(
+            f"relay_ext.{os.path.splitext(os.path.basename(path))[0]}",
+            [path],
+            extra_compile_args=["-O3"],
+        )
+        for path in sorted(glob.glob("relay_ext/*.pyx"))
+    ]
+    return list(
+        cythonize(
+            exts,
+            language_level=3,
+            compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+        )
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
