@@ -1,0 +1,235 @@
+"""The running relay: config, scrape manager, remote writers, web endpoints and signals together."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import orjson
+
+from ._exceptions import ConfigError
+from .batch import Batch
+from .clients import ClientPool
+from .config import ClusterConfig, Config, load_config, validate_cluster
+from .metrics import SelfMetrics
+from .remote_write import RemoteWriter
+from .scrape import ScrapeManager
+from .web import WebServer
+
+__all__ = ["JsonLinesSink", "Relay", "RelayOptions", "check_config"]
+
+log = logging.getLogger("relay")
+
+
+def _json_value(v: float) -> float | str:
+    if math.isfinite(v):
+        return v
+    return "NaN" if math.isnan(v) else ("+Inf" if v > 0 else "-Inf")
+
+
+class JsonLinesSink:
+    """Writes every sample as one JSON line: the relay's local receiver when no TSDB is at hand."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: IO[bytes] = sys.stdout.buffer if path == "-" else open(path, "ab")  # noqa: SIM115
+        self.samples = 0
+
+    def __call__(self, batch: Batch) -> None:
+        lines = []
+        for name, labels, value, ts in batch.samples():
+            lines.append(
+                orjson.dumps({"name": name, "labels": dict(labels), "value": _json_value(value), "timestamp_ms": ts})
+            )
+        if lines:
+            self._file.write(b"\n".join(lines) + b"\n")
+            self._file.flush()
+        self.samples += len(lines)
+
+    def close(self) -> None:
+        if self._file is not sys.stdout.buffer:
+            self._file.close()
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    config_file: str
+    listen: tuple[str, int] | None = ("127.0.0.1", 9091)
+    enable_reload: bool = True
+    jsonl_sink: str | None = None
+    duration: float = 0.0  # 0 = until a signal
+    drain_timeout: float = 30.0
+    cluster: ClusterConfig | None = None  # from flags; overrides the config file's cluster section
+    fast_http: bool = True
+    stats_file: str | None = None
+
+
+def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
+    """Load and fully validate a config (including that certificate files load)."""
+    config = load_config(path)
+    if cluster is not None:
+        validate_cluster(cluster, "--cluster")
+        config = replace(config, cluster=cluster)
+    pool = ClientPool(fast=False)
+    for i, sc in enumerate(config.scrape_configs):
+        pool.validate(sc.http, f"scrape_configs[{i}]")
+        for j, e in enumerate(sc.etcd_sd_configs):
+            pool.validate(e.http, f"scrape_configs[{i}].etcd_sd_configs[{j}]")
+    for i, rw in enumerate(config.remote_write):
+        pool.validate(rw.http, f"remote_write[{i}]")
+    return config
+
+
+class Relay:
+    """One relay process's worth of state; ``run`` until stopped."""
+
+    def __init__(self, options: RelayOptions, config: Config) -> None:
+        self.options = options
+        self.config = config
+        self.metrics = SelfMetrics()
+        self.clients = ClientPool(fast=options.fast_http)
+        self.sinks: list[Callable[[Batch], None]] = []
+        self.writers: dict[Any, RemoteWriter] = {}
+        self.jsonl = JsonLinesSink(options.jsonl_sink) if options.jsonl_sink else None
+        self.scraper = ScrapeManager(self.clients, self.sinks, self.metrics)
+        self.web: WebServer | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._ready = False
+        self._stop = anyio.Event()
+        self.started = time.time()
+
+    # -- sinks and writers -------------------------------------------------------------------
+
+    def _sync_writers(self, config: Config) -> list[RemoteWriter]:
+        assert self._tg is not None
+        wanted = {rw: rw for rw in config.remote_write}
+        retired = [w for key, w in self.writers.items() if key not in wanted]
+        self.writers = {key: w for key, w in self.writers.items() if key in wanted}
+        for key, rw in wanted.items():
+            if key not in self.writers:
+                w = self.writers[key] = RemoteWriter(rw, self.clients, self.metrics)
+                self._tg.start_soon(w.run)
+        self.sinks[:] = [w.push for w in self.writers.values()]
+        if self.jsonl is not None:
+            self.sinks.append(self.jsonl)
+        return retired
+
+    async def reload(self) -> str | None:
+        """Re-read the config file; on any error keep the running config and return the error."""
+        try:
+            config = check_config(self.options.config_file, self.options.cluster)
+        except ConfigError as exc:
+            self.metrics.config_reloads.labels("failure").inc()
+            log.error("config reload failed, keeping the running config: %s", exc)
+            return str(exc)
+        retired = self._sync_writers(config)
+        self.scraper.apply(config)
+        self.config = config
+        self.metrics.config_reloads.labels("success").inc()
+        log.info("config reloaded from %s", self.options.config_file)
+        for w in retired:
+            assert self._tg is not None
+            self._tg.start_soon(w.drain, self.options.drain_timeout)
+        return None
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def targets_json(self) -> list[dict[str, Any]]:
+        out = []
+        for loop in self.scraper.loops.values():
+            t, h = loop.target, loop.health
+            out.append(
+                {
+                    "scrapePool": t.job,
+                    "scrapeUrl": t.url,
+                    "labels": dict(t.labels),
+                    "discoveredLabels": dict(t.discovered_labels),
+                    "health": h.health,
+                    "lastError": h.last_error,
+                    "lastErrorReason": h.last_reason,
+                    "lastScrapeTs": h.last_scrape,
+                    "lastScrape": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h.last_scrape)) if h.last_scrape else "",
+                    "lastScrapeDuration": h.last_duration,
+                    "lastSamples": h.last_samples,
+                    "scrapeInterval": f"{t.scrape_interval:g}s",
+                    "scrapeTimeout": f"{t.scrape_timeout:g}s",
+                    "missedIntervals": h.missed_intervals,
+                }
+            )
+        return out
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                else:
+                    log.info("received %s, stopping", signal.Signals(signum).name)
+                    self._stop.set()
+                    return
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> dict[str, Any]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self._sync_writers(self.config)
+            port = 0
+            if self.options.listen is not None:
+                host, p = self.options.listen
+                self.web = WebServer(
+                    host,
+                    p,
+                    registry=self.metrics.registry,
+                    targets=self.targets_json,
+                    ready=lambda: self._ready,
+                    reload=self.reload if self.options.enable_reload else None,
+                )
+                port = await tg.start(self.web.run)
+            await tg.start(self.scraper.run, self.config)
+            tg.start_soon(self._signals)
+            self._ready = True
+            log.info("relay running: %d jobs, %d remote_write endpoints%s", len(self.config.scrape_configs),
+                     len(self.config.remote_write), f", listening on {self.options.listen[0]}:{port}" if port else "")
+            task_status.started(port)
+            if self.options.duration > 0:
+                with anyio.move_on_after(self.options.duration):
+                    await self._stop.wait()
+            else:
+                await self._stop.wait()
+            # Shutdown: stop scraping, then flush what was accepted.
+            self._ready = False
+            self.scraper.stop_all()
+            await anyio.sleep(0)
+            with anyio.CancelScope(shield=True):
+                for w in self.writers.values():
+                    if not await w.drain(self.options.drain_timeout):
+                        log.error("remote_write %s: %d samples not delivered at shutdown", w.label, w.pending_samples)
+            tg.cancel_scope.cancel()
+        await self.clients.aclose()
+        stats = self.stats()
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.options.stats_file:
+            Path(self.options.stats_file).write_bytes(orjson.dumps(stats))
+        return stats
+
+    def stats(self) -> dict[str, Any]:
+        scrapes = sum(lp.health.scrapes for lp in self.scraper.loops.values())
+        return {
+            "targets": len(self.scraper.loops),
+            "scrapes": scrapes,
+            "remote_write": [w.stats() for w in self.writers.values()],
+            "jsonl_samples": self.jsonl.samples if self.jsonl else 0,
+        }
+
+    def request_stop(self) -> None:
+        self._stop.set()

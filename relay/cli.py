@@ -1,0 +1,200 @@
+"""The ``relay`` command line.
+
+    relay run --config FILE [--listen HOST:PORT] [--cluster.members-count N --cluster.member-num I]
+    relay check-config --config FILE
+    relay parse FILE|-                  samples as JSON lines
+    relay sim [...]                     the etcd fleet simulator
+    relay demo [--duration S]           a local 3-member etcd cluster -> relay -> a local receiver
+    relay --version
+
+Every user error is one line on stderr naming what and where, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from . import __version__
+from ._exceptions import ConfigError
+from .config import ClusterConfig
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"relay: {message}\n")
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster.members-count", dest="members_count", type=int, default=None,
+                   help="number of relay replicas sharing the targets (as vmagent)")
+    p.add_argument("--cluster.member-num", dest="member_num", type=int, default=None,
+                   help="this replica's number, 0..members-count-1")
+    p.add_argument("--cluster.replication-factor", dest="replication_factor", type=int, default=None,
+                   help="how many replicas scrape each target (default 1)")
+    p.add_argument("--cluster.replica-label", dest="replica_label", default=None,
+                   help="label telling replicas' copies apart when replication-factor > 1 (default relay_replica)")
+
+
+def _cluster_from_flags(args: argparse.Namespace) -> ClusterConfig | None:
+    values = (args.members_count, args.member_num, args.replication_factor, args.replica_label)
+    if all(v is None for v in values):
+        return None
+    c = ClusterConfig(
+        members_count=args.members_count if args.members_count is not None else 1,
+        member_num=args.member_num if args.member_num is not None else 0,
+        replication_factor=args.replication_factor if args.replication_factor is not None else 1,
+        replica_label=args.replica_label or "relay_replica",
+    )
+    if c.members_count < 1:
+        raise ConfigError("--cluster.members-count", "must be at least 1")
+    if c.member_num < 0:
+        raise ConfigError("--cluster.member-num", "must be at least 0")
+    if c.replication_factor < 1:
+        raise ConfigError("--cluster.replication-factor", "must be at least 1")
+    return c
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="relay", description="Scrape etcd fleets fast and remote-write the samples anywhere.")
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the relay")
+    run.add_argument("--config", required=True, help="Prometheus-compatible YAML config file")
+    run.add_argument("--listen", default="127.0.0.1:9091",
+                     help="address of /metrics, /targets, /-/healthy, /-/ready, /-/reload (default 127.0.0.1:9091)")
+    run.add_argument("--web.disable-reload", dest="disable_reload", action="store_true",
+                     help="refuse POST /-/reload (SIGHUP still reloads)")
+    run.add_argument("--sink-jsonl", default=None, metavar="FILE",
+                     help="also write every sample as a JSON line to FILE ('-' for stdout)")
+    run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until a signal)")
+    run.add_argument("--drain-timeout", type=float, default=30.0,
+                     help="seconds to keep sending at shutdown (default 30)")
+    run.add_argument("--stats-file", default=None, help="write a JSON summary (samples sent, dropped) here at exit")
+    run.add_argument("--http-transport", choices=["fast", "httpx"], default="fast",
+                     help="HTTP transport for scrapes and sends (default fast; httpx = httpx's own)")
+    _add_cluster_flags(run)
+
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("--config", required=True)
+    _add_cluster_flags(check)
+
+    parse = sub.add_parser("parse", help="parse an exposition body and print its samples as JSON lines")
+    parse.add_argument("file", help="file to parse, or - for stdin")
+    parse.add_argument("--content-type", default=None,
+                       help="e.g. 'application/openmetrics-text; version=1.0.0' (default: text 0.0.4)")
+
+    demo = sub.add_parser("demo", help="run a local 3-member etcd cluster, the relay and a local receiver")
+    demo.add_argument("--duration", type=float, default=30.0, help="seconds to run (default 30)")
+    demo.add_argument("--members", type=int, default=3)
+    demo.add_argument("--interval", default="2s", help="scrape interval (default 2s)")
+    demo.add_argument("--receiver", choices=["auto", "victoria-metrics", "jsonl"], default="auto")
+    demo.add_argument("--keep", default=None, metavar="DIR", help="keep config, data and logs in DIR")
+
+    sim = sub.add_parser("sim", help="serve a simulated etcd fleet on loopback")
+    try:
+        from . import sim as sim_mod
+
+        sim_mod.add_arguments(sim)
+    except ImportError:
+        pass
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .app import Relay, RelayOptions, check_config
+    from .web import parse_listen
+
+    cluster = _cluster_from_flags(args)
+    listen = parse_listen(args.listen)
+    config = check_config(args.config, cluster)
+    options = RelayOptions(
+        config_file=args.config,
+        listen=listen,
+        enable_reload=not args.disable_reload,
+        jsonl_sink=args.sink_jsonl,
+        duration=args.duration,
+        drain_timeout=args.drain_timeout,
+        cluster=cluster,
+        fast_http=args.http_transport == "fast",
+        stats_file=args.stats_file,
+    )
+    relay = Relay(options, config)
+    stats = anyio.run(relay.run)
+    for w in stats["remote_write"]:
+        print(
+            f"relay: remote_write {w['url']}: sent {w['sent']} samples, pending {w['pending']}, dropped {w['dropped']}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .app import check_config
+
+    config = check_config(args.config, _cluster_from_flags(args))
+    n_static = sum(len(s.targets) for sc in config.scrape_configs for s in sc.static_configs)
+    print(
+        f"{args.config}: OK ({len(config.scrape_configs)} scrape configs, {n_static} static targets, "
+        f"{len(config.remote_write)} remote_write endpoints)"
+    )
+    return 0
+
+
+def _cmd_parse(args: argparse.Namespace) -> int:
+    from .parse import cli_parse
+
+    return cli_parse(args.file, sys.stdout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging(args.log_level)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "check-config":
+            return _cmd_check(args)
+        if args.command == "parse":
+            return _cmd_parse(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(args)
+        if args.command == "sim":
+            from . import sim as sim_mod
+
+            return sim_mod.main(args)
+    except ConfigError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

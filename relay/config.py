@@ -1,0 +1,656 @@
+"""The configuration file: Prometheus-compatible YAML, read into frozen dataclasses.
+
+Supported (a Prometheus config that scrapes etcd and remote-writes works unchanged if it uses
+only these): ``global`` (scrape_interval, scrape_timeout, evaluation_interval (ignored),
+external_labels, the limits), ``scrape_configs`` (job_name, scrape_interval, scrape_timeout,
+metrics_path, scheme, params, honor_labels, honor_timestamps, sample_limit, body_size_limit,
+label_limit, label_name_length_limit, label_value_length_limit, relabel_configs,
+metric_relabel_configs, static_configs, file_sd_configs, our etcd_sd_configs, tls_config,
+basic_auth, authorization), ``remote_write`` (url, name, remote_timeout, headers,
+write_relabel_configs, queue_config, tls_config, basic_auth, authorization) and our ``cluster``.
+
+Every error is a :class:`ConfigError` whose message names the key path and the problem, e.g.
+``scrape_configs[0].scrape_timeout: "5x" is not a duration (like 15s, 1m, 500ms)``.
+Relative file paths are resolved against the config file's folder, as Prometheus does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from ._exceptions import ConfigError
+from .relabel import RelabelConfig, parse_relabel_configs
+
+__all__ = [
+    "Authorization",
+    "BasicAuth",
+    "ClusterConfig",
+    "Config",
+    "EtcdSDConfig",
+    "FileSDConfig",
+    "GlobalConfig",
+    "HTTPClientConfig",
+    "QueueConfig",
+    "RemoteWriteConfig",
+    "ScrapeConfig",
+    "Secret",
+    "StaticConfig",
+    "TLSConfig",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+]
+
+
+class Secret(str):
+    """A string that never shows itself in repr() or str() of the config objects holding it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+_DURATION_RE = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
+_DURATION_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
+
+
+def parse_duration(text: object, where: str) -> float:
+    """A Prometheus duration (``1h30m``, ``15s``, ``500ms``) in seconds."""
+    if isinstance(text, bool) or not isinstance(text, str | int):
+        raise ConfigError(where, f"{text!r} is not a duration (like 15s, 1m, 500ms)")
+    s = str(text).strip()
+    if s == "0":
+        return 0.0
+    m = _DURATION_RE.match(s)
+    if not s or m is None:
+        raise ConfigError(where, f"{s!r} is not a duration (like 15s, 1m, 500ms)")
+    groups = m.groups()[1::2]
+    return sum(int(g) * unit for g, unit in zip(groups, _DURATION_UNITS, strict=True) if g)
+
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGTPE]?i?B)?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5, "E": 1024**6}
+
+
+def parse_size(text: object, where: str) -> int:
+    """A Prometheus byte size (``10MB``, ``512KiB``, ``0``); units are powers of 1024 as in Prometheus."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    m = _SIZE_RE.match(str(text).strip()) if isinstance(text, str) else None
+    if m is None:
+        raise ConfigError(where, f"{text!r} is not a size (like 10MB, 512KiB, 0)")
+    unit = (m.group(2) or "B").upper()[0]
+    return int(float(m.group(1)) * _SIZE_UNITS[unit if unit != "B" else "B"])
+
+
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class _Section:
+    """Reads one mapping of the YAML, tracking which keys were used so unknown keys are errors."""
+
+    def __init__(self, raw: object, where: str, *, base: Path) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError(where, f"must be a mapping, got {type(raw).__name__}")
+        self.raw: Mapping[str, Any] = raw
+        self.where = where
+        self.base = base
+        self.used: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str) -> Any:
+        self.used.add(key)
+        return self.raw.get(key)
+
+    def has(self, key: str) -> bool:
+        return key in self.raw and self.raw[key] is not None
+
+    def str(self, key: str, default: str = "") -> str:
+        v = self.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, str | int | float) or isinstance(v, bool):
+            raise ConfigError(self.at(key), f"must be a string, got {type(v).__name__}")
+        return str(v)
+
+    def secret(self, key: str) -> Secret | None:
+        v = self.get(key)
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            raise ConfigError(self.at(key), "must be a string")
+        return Secret(v)
+
+    def path(self, key: str) -> str | None:
+        v = self.str(key)
+        if not v:
+            return None
+        p = Path(v)
+        return str(p if p.is_absolute() else self.base / p)
+
+    def bool(self, key: str, default: bool) -> bool:
+        v = self.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise ConfigError(self.at(key), f"must be true or false, got {v!r}")
+        return v
+
+    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+        v = self.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(self.at(key), f"must be an integer, got {v!r}")
+        if v < minimum:
+            raise ConfigError(self.at(key), f"must be at least {minimum}, got {v}")
+        return v
+
+    def duration(self, key: str, default: float) -> float:
+        v = self.get(key)
+        return default if v is None else parse_duration(v, self.at(key))
+
+    def size(self, key: str, default: int) -> int:
+        v = self.get(key)
+        return default if v is None else parse_size(v, self.at(key))
+
+    def list(self, key: str) -> list[Any]:
+        v = self.get(key)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            raise ConfigError(self.at(key), f"must be a list, got {type(v).__name__}")
+        return v
+
+    def str_map(self, key: str, *, label_names: bool = False) -> dict[str, str]:
+        v = self.get(key)
+        if v is None:
+            return {}
+        if not isinstance(v, Mapping):
+            raise ConfigError(self.at(key), f"must be a mapping, got {type(v).__name__}")
+        out: dict[str, str] = {}
+        for k, val in v.items():
+            if label_names and not _LABEL_NAME_RE.match(str(k)):
+                raise ConfigError(f"{self.at(key)}.{k}", "is not a valid label name")
+            if val is None or isinstance(val, Mapping | list):
+                raise ConfigError(f"{self.at(key)}.{k}", "must be a string")
+            out[str(k)] = str(val)
+        return out
+
+    def section(self, key: str) -> _Section:
+        return _Section(self.get(key), self.at(key), base=self.base)
+
+    def done(self, ignored: tuple[str, ...] = ()) -> None:
+        for key in self.raw:
+            if key not in self.used and key not in ignored:
+                raise ConfigError(self.at(str(key)), "unknown key")
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    server_name: str | None = None
+    insecure_skip_verify: bool = False
+    min_version: str | None = None
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    username: str = ""
+    password: Secret | None = field(default=None, repr=False)
+    password_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Authorization:
+    type: str = "Bearer"
+    credentials: Secret | None = field(default=None, repr=False)
+    credentials_file: str | None = None
+
+
+@dataclass(frozen=True)
+class HTTPClientConfig:
+    """The TLS and auth settings of an HTTP client; equal settings share one client."""
+
+    tls_config: TLSConfig = TLSConfig()
+    basic_auth: BasicAuth | None = None
+    authorization: Authorization | None = None
+    follow_redirects: bool = True
+
+
+@dataclass(frozen=True)
+class StaticConfig:
+    targets: tuple[str, ...]
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class FileSDConfig:
+    files: tuple[str, ...]
+    refresh_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class EtcdSDConfig:
+    """Discover every member of a running etcd cluster from its member list.
+
+    ``endpoints`` are client URLs of one cluster (``https://10.0.0.1:2379``); each member becomes a
+    target at its client URL's host, with ``metrics_port`` (when set) instead of the client port.
+    """
+
+    endpoints: tuple[str, ...]
+    refresh_interval: float = 30.0
+    metrics_port: int = 0
+    http: HTTPClientConfig = HTTPClientConfig()
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    job_name: str
+    scrape_interval: float
+    scrape_timeout: float
+    metrics_path: str = "/metrics"
+    scheme: str = "http"
+    params: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    honor_labels: bool = False
+    honor_timestamps: bool = True
+    sample_limit: int = 0
+    body_size_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+    relabel_configs: tuple[RelabelConfig, ...] = ()
+    metric_relabel_configs: tuple[RelabelConfig, ...] = ()
+    static_configs: tuple[StaticConfig, ...] = ()
+    file_sd_configs: tuple[FileSDConfig, ...] = ()
+    etcd_sd_configs: tuple[EtcdSDConfig, ...] = ()
+    http: HTTPClientConfig = HTTPClientConfig()
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    capacity: int = 10000
+    min_shards: int = 1
+    max_shards: int = 50
+    max_samples_per_send: int = 2000
+    batch_send_deadline: float = 5.0
+    min_backoff: float = 0.03
+    max_backoff: float = 5.0
+    retry_on_http_429: bool = True
+
+
+@dataclass(frozen=True)
+class RemoteWriteConfig:
+    url: str
+    name: str = ""
+    remote_timeout: float = 30.0
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    write_relabel_configs: tuple[RelabelConfig, ...] = ()
+    queue_config: QueueConfig = QueueConfig()
+    http: HTTPClientConfig = HTTPClientConfig()
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    scrape_interval: float = 60.0
+    scrape_timeout: float = 10.0
+    external_labels: tuple[tuple[str, str], ...] = ()
+    sample_limit: int = 0
+    body_size_limit: int = 0
+    label_limit: int = 0
+    label_name_length_limit: int = 0
+    label_value_length_limit: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Sharding of targets across relay replicas (as vmagent's -promscrape.cluster.*)."""
+
+    members_count: int = 1
+    member_num: int = 0
+    replication_factor: int = 1
+    replica_label: str = "relay_replica"
+
+
+@dataclass(frozen=True)
+class Config:
+    global_config: GlobalConfig = GlobalConfig()
+    scrape_configs: tuple[ScrapeConfig, ...] = ()
+    remote_write: tuple[RemoteWriteConfig, ...] = ()
+    cluster: ClusterConfig = ClusterConfig()
+    source: str = ""
+
+
+# Keys of a Prometheus config that carry no meaning for a relay and are accepted silently.
+_IGNORED_TOP = ("alerting", "rule_files", "remote_read", "storage", "tracing")
+_IGNORED_GLOBAL = ("evaluation_interval", "query_log_file", "rule_query_offset")
+_IGNORED_SCRAPE = ("enable_http2", "scrape_protocols", "fallback_scrape_protocol", "track_timestamps_staleness")
+_IGNORED_RW = ("metadata_config", "send_exemplars", "send_native_histograms", "enable_http2", "protobuf_message")
+
+
+def _tls(sec: _Section) -> TLSConfig:
+    if not sec.raw:
+        sec.done()
+        return TLSConfig()
+    out = TLSConfig(
+        ca_file=sec.path("ca_file"),
+        cert_file=sec.path("cert_file"),
+        key_file=sec.path("key_file"),
+        server_name=sec.str("server_name") or None,
+        insecure_skip_verify=sec.bool("insecure_skip_verify", False),
+        min_version=sec.str("min_version") or None,
+    )
+    for inline in ("ca", "cert", "key"):
+        if sec.has(inline):
+            raise ConfigError(sec.at(inline), f"inline certificates are not supported; use {inline}_file")
+    sec.done()
+    if bool(out.cert_file) != bool(out.key_file):
+        raise ConfigError(sec.where, "cert_file and key_file must be given together")
+    if out.min_version not in (None, "TLS12", "TLS13"):
+        raise ConfigError(sec.at("min_version"), f"{out.min_version!r} is not one of TLS12, TLS13")
+    return out
+
+
+def _http_client(sec: _Section) -> HTTPClientConfig:
+    tls = _tls(sec.section("tls_config"))
+    basic: BasicAuth | None = None
+    auth: Authorization | None = None
+    if sec.has("basic_auth"):
+        b = sec.section("basic_auth")
+        basic = BasicAuth(username=b.str("username"), password=b.secret("password"), password_file=b.path("password_file"))
+        b.done()
+        if basic.password and basic.password_file:
+            raise ConfigError(b.where, "at most one of password and password_file")
+    if sec.has("authorization"):
+        a = sec.section("authorization")
+        auth = Authorization(
+            type=a.str("type", "Bearer"), credentials=a.secret("credentials"), credentials_file=a.path("credentials_file")
+        )
+        a.done()
+        if auth.credentials and auth.credentials_file:
+            raise ConfigError(a.where, "at most one of credentials and credentials_file")
+    if sec.has("bearer_token") or sec.has("bearer_token_file"):
+        if auth is not None:
+            raise ConfigError(sec.at("bearer_token"), "cannot be used together with authorization")
+        auth = Authorization(credentials=sec.secret("bearer_token"), credentials_file=sec.path("bearer_token_file"))
+    if basic is not None and auth is not None:
+        raise ConfigError(sec.where, "at most one of basic_auth and authorization")
+    return HTTPClientConfig(
+        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.bool("follow_redirects", True)
+    )
+
+
+def _check_target(target: object, where: str) -> str:
+    if not isinstance(target, str) or not target:
+        raise ConfigError(where, f"{target!r} is not a host:port target")
+    if "/" in target or "://" in target:
+        raise ConfigError(where, f"{target!r} must be host:port without scheme or path")
+    host, sep, port = target.rpartition(":")
+    if sep and host and not port.isdigit():
+        raise ConfigError(where, f"{target!r} has an invalid port")
+    return target
+
+
+def _static(sec: _Section) -> StaticConfig:
+    targets = tuple(_check_target(t, f"{sec.at('targets')}[{i}]") for i, t in enumerate(sec.list("targets")))
+    labels = tuple(sorted(sec.str_map("labels", label_names=True).items()))
+    sec.done()
+    return StaticConfig(targets=targets, labels=labels)
+
+
+def _file_sd(sec: _Section) -> FileSDConfig:
+    files = []
+    for i, f in enumerate(sec.list("files")):
+        if not isinstance(f, str) or not f:
+            raise ConfigError(f"{sec.at('files')}[{i}]", "must be a file path")
+        p = Path(f)
+        files.append(str(p if p.is_absolute() else sec.base / p))
+    if not files:
+        raise ConfigError(sec.at("files"), "needs at least one file")
+    out = FileSDConfig(files=tuple(files), refresh_interval=sec.duration("refresh_interval", 300.0))
+    sec.done()
+    return out
+
+
+def _etcd_sd(sec: _Section) -> EtcdSDConfig:
+    endpoints = []
+    for i, e in enumerate(sec.list("endpoints")):
+        parts = urlsplit(str(e))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{sec.at('endpoints')}[{i}]", f"{e!r} is not an http(s)://host:port URL")
+        endpoints.append(str(e).rstrip("/"))
+    if not endpoints:
+        raise ConfigError(sec.at("endpoints"), "needs at least one endpoint")
+    out = EtcdSDConfig(
+        endpoints=tuple(endpoints),
+        refresh_interval=sec.duration("refresh_interval", 30.0),
+        metrics_port=sec.int("metrics_port", 0),
+        http=_http_client(sec),
+    )
+    sec.done()
+    if out.metrics_port > 65535:
+        raise ConfigError(sec.at("metrics_port"), f"{out.metrics_port} is not a port")
+    return out
+
+
+def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
+    job = sec.str("job_name")
+    if not job:
+        raise ConfigError(sec.at("job_name"), "is required")
+    if job in seen:
+        raise ConfigError(sec.at("job_name"), f"{job!r} is used by another scrape config")
+    seen.add(job)
+    interval = sec.duration("scrape_interval", glob.scrape_interval)
+    timeout = sec.duration("scrape_timeout", min(glob.scrape_timeout, interval))
+    if interval <= 0:
+        raise ConfigError(sec.at("scrape_interval"), "must be greater than 0")
+    if timeout <= 0 or timeout > interval:
+        raise ConfigError(sec.at("scrape_timeout"), f"must be greater than 0 and at most scrape_interval ({interval:g}s)")
+    scheme = sec.str("scheme", "http")
+    if scheme not in ("http", "https"):
+        raise ConfigError(sec.at("scheme"), f"{scheme!r} is not http or https")
+    path = sec.str("metrics_path", "/metrics")
+    if not path.startswith("/"):
+        raise ConfigError(sec.at("metrics_path"), f"{path!r} must start with /")
+    params_raw = sec.get("params") or {}
+    if not isinstance(params_raw, Mapping):
+        raise ConfigError(sec.at("params"), "must be a mapping of name to list of values")
+    params = []
+    for k, v in params_raw.items():
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{sec.at('params')}.{k}", "must be a list of strings")
+        params.append((str(k), tuple(v)))
+    out = ScrapeConfig(
+        job_name=job,
+        scrape_interval=interval,
+        scrape_timeout=timeout,
+        metrics_path=path,
+        scheme=scheme,
+        params=tuple(params),
+        honor_labels=sec.bool("honor_labels", False),
+        honor_timestamps=sec.bool("honor_timestamps", True),
+        sample_limit=sec.int("sample_limit", glob.sample_limit),
+        body_size_limit=sec.size("body_size_limit", glob.body_size_limit),
+        label_limit=sec.int("label_limit", glob.label_limit),
+        label_name_length_limit=sec.int("label_name_length_limit", glob.label_name_length_limit),
+        label_value_length_limit=sec.int("label_value_length_limit", glob.label_value_length_limit),
+        relabel_configs=parse_relabel_configs(sec.get("relabel_configs") or [], sec.at("relabel_configs")),
+        metric_relabel_configs=parse_relabel_configs(
+            sec.get("metric_relabel_configs") or [], sec.at("metric_relabel_configs")
+        ),
+        static_configs=tuple(
+            _static(_Section(s, f"{sec.at('static_configs')}[{i}]", base=sec.base))
+            for i, s in enumerate(sec.list("static_configs"))
+        ),
+        file_sd_configs=tuple(
+            _file_sd(_Section(s, f"{sec.at('file_sd_configs')}[{i}]", base=sec.base))
+            for i, s in enumerate(sec.list("file_sd_configs"))
+        ),
+        etcd_sd_configs=tuple(
+            _etcd_sd(_Section(s, f"{sec.at('etcd_sd_configs')}[{i}]", base=sec.base))
+            for i, s in enumerate(sec.list("etcd_sd_configs"))
+        ),
+        http=_http_client(sec),
+    )
+    sec.done(_IGNORED_SCRAPE)
+    return out
+
+
+def _queue(sec: _Section) -> QueueConfig:
+    d = QueueConfig()
+    out = QueueConfig(
+        capacity=sec.int("capacity", d.capacity, minimum=1),
+        min_shards=sec.int("min_shards", d.min_shards, minimum=1),
+        max_shards=sec.int("max_shards", d.max_shards, minimum=1),
+        max_samples_per_send=sec.int("max_samples_per_send", d.max_samples_per_send, minimum=1),
+        batch_send_deadline=sec.duration("batch_send_deadline", d.batch_send_deadline),
+        min_backoff=sec.duration("min_backoff", d.min_backoff),
+        max_backoff=sec.duration("max_backoff", d.max_backoff),
+        retry_on_http_429=sec.bool("retry_on_http_429", d.retry_on_http_429),
+    )
+    sec.done(("max_retries", "sample_age_limit"))
+    if out.min_shards > out.max_shards:
+        raise ConfigError(sec.at("min_shards"), f"must be at most max_shards ({out.max_shards})")
+    if out.min_backoff > out.max_backoff:
+        raise ConfigError(sec.at("min_backoff"), "must be at most max_backoff")
+    return out
+
+
+_RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Authorization",
+        "Host",
+        "Content-Encoding",
+        "Content-Length",
+        "Content-Type",
+        "User-Agent",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Www-Authenticate",
+        "X-Prometheus-Remote-Write-Version",
+    )
+)
+
+
+def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
+    url = sec.str("url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(sec.at("url"), f"{url!r} is not an http(s) URL" if url else "is required")
+    headers = sec.str_map("headers")
+    for h in headers:
+        if h.lower() in _RESERVED_HEADERS:
+            raise ConfigError(f"{sec.at('headers')}.{h}", "is a reserved header and cannot be set")
+    name = sec.str("name")
+    if name:
+        if name in names:
+            raise ConfigError(sec.at("name"), f"{name!r} is used by another remote_write")
+        names.add(name)
+    out = RemoteWriteConfig(
+        url=url,
+        name=name,
+        remote_timeout=sec.duration("remote_timeout", 30.0),
+        headers=tuple(headers.items()),
+        write_relabel_configs=parse_relabel_configs(
+            sec.get("write_relabel_configs") or [], sec.at("write_relabel_configs")
+        ),
+        queue_config=_queue(sec.section("queue_config")),
+        http=_http_client(sec),
+    )
+    sec.done(_IGNORED_RW)
+    return out
+
+
+def _cluster(sec: _Section) -> ClusterConfig:
+    out = ClusterConfig(
+        members_count=sec.int("members_count", 1, minimum=1),
+        member_num=sec.int("member_num", 0),
+        replication_factor=sec.int("replication_factor", 1, minimum=1),
+        replica_label=sec.str("replica_label", "relay_replica"),
+    )
+    sec.done()
+    validate_cluster(out, sec.where)
+    return out
+
+
+def validate_cluster(c: ClusterConfig, where: str) -> None:
+    if c.member_num >= c.members_count:
+        raise ConfigError(f"{where}.member_num", f"must be below members_count ({c.members_count})")
+    if c.replication_factor > c.members_count:
+        raise ConfigError(f"{where}.replication_factor", f"must be at most members_count ({c.members_count})")
+    if not _LABEL_NAME_RE.match(c.replica_label):
+        raise ConfigError(f"{where}.replica_label", f"{c.replica_label!r} is not a valid label name")
+
+
+def parse_config(text: str, *, source: str = "<config>", base: Path | None = None) -> Config:
+    """Parse config YAML text. Raises ConfigError naming the key path and the problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(where, f"invalid YAML: {problem}") from None
+    top = _Section(raw, "", base=base or Path.cwd())
+    g = top.section("global")
+    glob = GlobalConfig(
+        scrape_interval=g.duration("scrape_interval", 60.0),
+        scrape_timeout=g.duration("scrape_timeout", 10.0),
+        external_labels=tuple(sorted(g.str_map("external_labels", label_names=True).items())),
+        sample_limit=g.int("sample_limit", 0),
+        body_size_limit=g.size("body_size_limit", 0),
+        label_limit=g.int("label_limit", 0),
+        label_name_length_limit=g.int("label_name_length_limit", 0),
+        label_value_length_limit=g.int("label_value_length_limit", 0),
+    )
+    g.done(_IGNORED_GLOBAL)
+    if glob.scrape_interval <= 0:
+        raise ConfigError("global.scrape_interval", "must be greater than 0")
+    if glob.scrape_timeout > glob.scrape_interval:
+        raise ConfigError("global.scrape_timeout", "must be at most global.scrape_interval")
+    jobs: set[str] = set()
+    scrapes = tuple(
+        _scrape(_Section(s, f"scrape_configs[{i}]", base=top.base), glob, jobs)
+        for i, s in enumerate(top.list("scrape_configs"))
+    )
+    rw_names: set[str] = set()
+    writes = tuple(
+        _remote_write(_Section(s, f"remote_write[{i}]", base=top.base), rw_names)
+        for i, s in enumerate(top.list("remote_write"))
+    )
+    cluster = _cluster(top.section("cluster")) if top.has("cluster") else ClusterConfig()
+    top.done(_IGNORED_TOP)
+    return Config(global_config=glob, scrape_configs=scrapes, remote_write=writes, cluster=cluster, source=source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and parse a config file; the error names the file when it cannot be read."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), f"cannot read config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), "config file is not UTF-8 text") from None
+    return parse_config(text, source=str(p), base=p.resolve().parent)

@@ -1,0 +1,341 @@
+"""Remote write: every sample the scraper produces reaches each configured receiver, in order per series.
+
+One :class:`RemoteWriter` per ``remote_write`` endpoint (as Prometheus' queue manager)::
+
+    push(batch)  -> write_relabel_configs (once per series, cached per series table)
+                 -> shards by series hash (per-series order holds with parallel sends)
+                 -> pending samples per shard; cut into a block at max_samples_per_send,
+                    or when the oldest pending sample is batch_send_deadline old
+                 -> block = WriteRequest encoded straight from the Batch, snappy-compressed
+                 -> BlockQueue per shard (bounded in bytes; drops the oldest, counted)
+                 -> sender per shard: POST, retry 5xx / network errors with exponential backoff
+                    and jitter up to max_backoff, 429 when retry_on_http_429 (honours
+                    Retry-After), other 4xx dropped and counted, the message logged once.
+
+``push`` never blocks the scraper: it only appends to the shard and, when a block is full,
+encodes it (a fraction of a millisecond).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+import weakref
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import httpx
+
+from .batch import Batch, SeriesTable
+from .clients import USER_AGENT, ClientPool
+from .config import RemoteWriteConfig
+from .metrics import SelfMetrics
+from .relabel import Relabeler
+from .rwencode import WriteRequestEncoder, compress, split_by_shard
+
+__all__ = ["Block", "RemoteWriter", "classify_status", "retry_after_seconds"]
+
+log = logging.getLogger("relay.remote_write")
+
+# Drop reasons: each labels relay_remote_write_samples_dropped_total.
+DROP_HTTP_4XX = "http_4xx"
+DROP_QUEUE_FULL = "queue_full"
+DROP_SHUTDOWN = "shutdown"
+DROP_RELABEL = "write_relabel"
+
+RETRY = "retry"
+DROP = "drop"
+OK = "ok"
+
+
+def classify_status(status: int, retry_on_429: bool) -> str:
+    """The one place that decides what a response status means (Prometheus' client.go rule)."""
+    if 200 <= status < 300:
+        return OK
+    if status == 429:
+        return RETRY if retry_on_429 else DROP
+    if status >= 500:
+        return RETRY
+    return DROP
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), None when absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass
+class Block:
+    """An encoded, compressed WriteRequest and how many samples it carries."""
+
+    data: bytes
+    samples: int
+    attempts: int = 0
+
+
+@dataclass
+class _Shard:
+    pending: list[tuple[Batch, array[int]]] = field(default_factory=list)
+    pending_count: int = 0
+    oldest: float = 0.0
+    blocks: deque[Block] = field(default_factory=deque)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    sending: bool = False
+
+
+class _WriteRelabelCache:
+    """write_relabel_configs applied once per series, per source series table."""
+
+    def __init__(self, relabeler: Relabeler) -> None:
+        self.relabeler = relabeler
+        self.table = SeriesTable()
+        self.maps: weakref.WeakKeyDictionary[SeriesTable, list[int]] = weakref.WeakKeyDictionary()
+
+    def apply(self, batch: Batch) -> tuple[Batch, int]:
+        mapping = self.maps.get(batch.series)
+        if mapping is None:
+            mapping = self.maps[batch.series] = []
+        src = batch.series
+        for sid in range(len(mapping), len(src)):
+            labels = src.labels_dict(sid)
+            out = self.relabeler(labels)
+            if out is None or not out.get("__name__"):
+                mapping.append(-1)
+            else:
+                name = out.pop("__name__")
+                mapping.append(self.table.add(name, tuple(sorted(out.items()))))
+        result = Batch(self.table)
+        dropped = 0
+        for sid, value, ts in zip(batch.ids, batch.values, batch.timestamps, strict=True):
+            new = mapping[sid]
+            if new < 0:
+                dropped += 1
+            else:
+                result.append(new, value, ts)
+        return result, dropped
+
+
+class RemoteWriter:
+    """Sends pushed batches to one remote-write endpoint; see the module docstring."""
+
+    def __init__(
+        self,
+        config: RemoteWriteConfig,
+        clients: ClientPool,
+        metrics: SelfMetrics,
+        *,
+        max_queue_bytes: int = 512 * 1024 * 1024,
+        sleep: Callable[[float], object] | None = None,
+    ) -> None:
+        self.config = config
+        self.clients = clients
+        self.metrics = metrics
+        self.url = config.url
+        self.label = config.name or config.url
+        q = config.queue_config
+        self.max_samples = q.max_samples_per_send
+        self.n_shards = max(q.min_shards, 1)
+        self.shards = [_Shard() for _ in range(self.n_shards)]
+        self.max_queue_bytes = max_queue_bytes
+        self.queue_bytes = 0
+        self.pending_samples = 0
+        self.sent_samples = 0
+        self.dropped: dict[str, int] = {}
+        self._messages_seen: set[str] = set()
+        self._relabel = _WriteRelabelCache(Relabeler(config.write_relabel_configs)) if config.write_relabel_configs else None
+        self._headers = {
+            "Content-Encoding": "snappy",
+            "Content-Type": "application/x-protobuf",
+            "X-Prometheus-Remote-Write-Version": "0.1.0",
+            "User-Agent": USER_AGENT,
+            **dict(config.headers),
+        }
+        self._closing = False
+        metrics.rw_shards.labels(self.label).set(self.n_shards)
+
+    # -- accepting ---------------------------------------------------------------------------
+
+    def push(self, batch: Batch) -> None:
+        """Accept a batch (the scraper's sink). Never blocks."""
+        if len(batch) == 0:
+            return
+        if self._relabel is not None:
+            batch, dropped = self._relabel.apply(batch)
+            if dropped:
+                self._drop(DROP_RELABEL, dropped)
+            if len(batch) == 0:
+                return
+        now = time.monotonic()
+        parts = split_by_shard(batch, self.n_shards)
+        for shard, index in zip(self.shards, parts, strict=True):
+            if not len(index):
+                continue
+            if not shard.pending:
+                shard.oldest = now
+            shard.pending.append((batch, index))
+            shard.pending_count += len(index)
+            if shard.pending_count >= self.max_samples:
+                self._cut(shard, only_full=True)
+        self.pending_samples += len(batch)
+        self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
+
+    def _cut(self, shard: _Shard, *, only_full: bool) -> None:
+        """Encode pending samples of a shard into blocks of at most max_samples_per_send."""
+        while shard.pending_count >= self.max_samples or (not only_full and shard.pending_count > 0):
+            enc = WriteRequestEncoder()
+            need = self.max_samples
+            while need > 0 and shard.pending:
+                batch, index = shard.pending[0]
+                if len(index) <= need:
+                    enc.add(batch, index)
+                    need -= len(index)
+                    shard.pending.pop(0)
+                else:
+                    enc.add(batch, index[:need])
+                    shard.pending[0] = (batch, index[need:])
+                    need = 0
+            n = len(enc)
+            shard.pending_count -= n
+            self._enqueue(shard, Block(compress(enc.finish()), n))
+        if shard.pending:
+            shard.oldest = time.monotonic()
+
+    def _enqueue(self, shard: _Shard, block: Block) -> None:
+        shard.blocks.append(block)
+        self.queue_bytes += len(block.data)
+        while self.queue_bytes > self.max_queue_bytes and len(shard.blocks) > 1:
+            old = shard.blocks.popleft()
+            self.queue_bytes -= len(old.data)
+            self.pending_samples -= old.samples
+            self._drop(DROP_QUEUE_FULL, old.samples)
+        self.metrics.rw_queue_bytes.labels(self.label).set(self.queue_bytes)
+        shard.wake.set()
+
+    def _drop(self, reason: str, n: int) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+        self.metrics.rw_samples_dropped.labels(self.label, reason).inc(n)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            for shard in self.shards:
+                tg.start_soon(self._sender, shard)
+            tg.start_soon(self._ticker)
+            task_status.started()
+
+    async def _ticker(self) -> None:
+        deadline = self.config.queue_config.batch_send_deadline
+        step = max(0.05, min(1.0, deadline / 4))
+        while True:
+            await anyio.sleep(step)
+            now = time.monotonic()
+            for shard in self.shards:
+                if shard.pending and now - shard.oldest >= deadline:
+                    self._cut(shard, only_full=False)
+
+    async def _sender(self, shard: _Shard) -> None:
+        while True:
+            if not shard.blocks:
+                shard.wake = anyio.Event()
+                await shard.wake.wait()
+                continue
+            block = shard.blocks[0]
+            shard.sending = True
+            try:
+                await self._send_with_retries(block)
+            finally:
+                shard.sending = False
+            shard.blocks.popleft()
+            self.queue_bytes -= len(block.data)
+            self.pending_samples -= block.samples
+            self.metrics.rw_queue_bytes.labels(self.label).set(self.queue_bytes)
+            self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
+
+    async def _send_with_retries(self, block: Block) -> None:
+        q = self.config.queue_config
+        backoff = q.min_backoff
+        label = self.label
+        while True:
+            if block.attempts:
+                self.metrics.rw_samples_retried.labels(label).inc(block.samples)
+            block.attempts += 1
+            wait: float | None = None
+            t0 = time.perf_counter()
+            try:
+                client = self.clients.get(self.config.http)
+                resp = await client.post(
+                    self.url, content=block.data, headers=self._headers, timeout=self.config.remote_timeout
+                )
+                body = await resp.aread()
+                verdict = classify_status(resp.status_code, q.retry_on_http_429)
+                self.metrics.rw_send_latency.labels(label).observe(time.perf_counter() - t0)
+                if verdict == OK:
+                    self.sent_samples += block.samples
+                    self.metrics.rw_samples_sent.labels(label).inc(block.samples)
+                    self.metrics.rw_bytes_sent.labels(label).inc(len(block.data))
+                    return
+                message = body[:512].decode("utf-8", "replace").strip()
+                if verdict == DROP:
+                    self._log_once(f"{label}: HTTP {resp.status_code}, dropping {block.samples} samples: {message}")
+                    self._drop(DROP_HTTP_4XX, block.samples)
+                    return
+                self._log_once(f"{label}: HTTP {resp.status_code}, will retry: {message}")
+                if resp.status_code == 429:
+                    wait = retry_after_seconds(resp.headers.get("retry-after"))
+            except httpx.HTTPError as exc:
+                self._log_once(f"{label}: {exc.__class__.__name__}, will retry: {exc}")
+            self.metrics.rw_samples_failed.labels(label).inc(block.samples)
+            if wait is None:
+                wait = backoff * (0.5 + random.random() / 2)
+                backoff = min(backoff * 2, q.max_backoff)
+            await anyio.sleep(wait)
+
+    def _log_once(self, message: str) -> None:
+        if message not in self._messages_seen:
+            if len(self._messages_seen) < 1000:
+                self._messages_seen.add(message)
+            log.warning("remote_write %s", message)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def flush_pending(self) -> None:
+        """Encode everything pending into blocks (at shutdown, or before a final drain)."""
+        for shard in self.shards:
+            self._cut(shard, only_full=False)
+
+    @property
+    def idle(self) -> bool:
+        return all(not s.blocks and not s.pending for s in self.shards)
+
+    async def drain(self, timeout: float) -> bool:
+        """Flush and wait up to ``timeout`` seconds for every block to be sent; True if all went."""
+        self.flush_pending()
+        with anyio.move_on_after(timeout):
+            while not self.idle:
+                await anyio.sleep(0.02)
+        return self.idle
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "url": self.label,
+            "sent": self.sent_samples,
+            "pending": self.pending_samples,
+            "dropped": dict(self.dropped),
+            "queue_bytes": self.queue_bytes,
+            "shards": self.n_shards,
+        }

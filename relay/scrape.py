@@ -1,0 +1,441 @@
+"""Scraping: one loop per target, all in one anyio task group, handing batches to sinks.
+
+``ScrapeManager`` runs discovery, turns target groups into targets, and keeps one
+:class:`ScrapeLoop` per target; a reload keeps the loops of unchanged targets. A ``ScrapeLoop``
+scrapes its target every interval, starting at an offset spread by a hash of the target; a
+scrape that outlives its timeout is cancelled and recorded; scrapes of one target never overlap;
+each loop is independent, so a slow target delays nobody else.
+
+The scraper knows nothing of remote write: each result, a :class:`~relay.batch.Batch`, goes to
+every sink (a callable), as vmagent's ``pushData``.
+
+Per scrape, like Prometheus: target labels are merged into each new series (``honor_labels``
+conflicts become ``exported_*``), ``metric_relabel_configs`` run once per new series (the parser's
+series cache), synthetic series ``up``, ``scrape_duration_seconds``, ``scrape_samples_scraped``,
+``scrape_samples_post_metric_relabeling`` and ``scrape_series_added`` are added, and staleness
+markers are written for series that vanished, and for all series of a target that fails or goes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+import httpx
+
+from ._exceptions import ParseError, ScrapeError
+from .batch import STALE_NAN, Batch, Labels
+from .clients import ClientPool
+from .config import ClusterConfig, Config, ScrapeConfig
+from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
+from .metrics import SelfMetrics
+from .parse import Parser
+from .relabel import Relabeler
+from .target import Target, TargetError, build_target
+from .transport import fetch
+
+__all__ = ["ScrapeLoop", "ScrapeManager", "Sink", "TargetHealth", "select_for_member"]
+
+log = logging.getLogger("relay.scrape")
+
+Sink = Callable[[Batch], None]
+
+ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+SYNTHETIC = (
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+)
+
+
+@dataclass
+class TargetHealth:
+    health: str = "unknown"  # "up" | "down" | "unknown"
+    last_error: str = ""
+    last_reason: str = ""
+    last_scrape: float = 0.0  # wall-clock seconds
+    last_duration: float = 0.0
+    last_samples: int = 0
+    scrapes: int = 0
+    failures: int = 0
+    missed_intervals: int = 0
+
+
+def _error_reason(exc: BaseException) -> tuple[str, str]:
+    """A short reason (labels a counter) and a one-line message for a failed scrape."""
+    if isinstance(exc, ScrapeError):
+        return exc.reason, str(exc)
+    if isinstance(exc, ParseError):
+        return "parse_error", f"body does not parse: {exc}"
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return "timeout", "scrape timed out"
+    if isinstance(exc, httpx.ConnectError | ConnectionRefusedError):
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc).lower():
+            return "tls", f"TLS handshake failed: {exc}"
+        return "connect", f"cannot connect: {exc}"
+    if isinstance(exc, ssl.SSLError):
+        return "tls", f"TLS error: {exc}"
+    if isinstance(exc, httpx.HTTPError | OSError | anyio.BrokenResourceError | anyio.EndOfStream):
+        return "http", f"{exc.__class__.__name__}: {exc}"
+    return "error", f"{exc.__class__.__name__}: {exc}"
+
+
+def merge_target_labels(
+    name: str,
+    labels: Labels,
+    target_labels: Labels,
+    honor_labels: bool,
+) -> dict[str, str]:
+    """Prometheus' mutateSampleLabels: merge target labels into a scraped series' labels."""
+    lbls = dict(labels)
+    lbls["__name__"] = name
+    if honor_labels:
+        for k, v in target_labels:
+            if lbls.get(k, "") == "":
+                lbls[k] = v
+    else:
+        conflicts = []
+        for k, v in target_labels:
+            old = lbls.get(k, "")
+            if old != "":
+                conflicts.append((k, old))
+            lbls[k] = v
+        conflicts.sort(key=lambda kv: len(kv[0]))  # shortest names first, as Prometheus
+        for k, old in conflicts:
+            new = "exported_" + k
+            while lbls.get(new, "") != "":
+                new = "exported_" + new
+            lbls[new] = old
+    return lbls
+
+
+class ScrapeLoop:
+    """Scrapes one target every interval until stopped; see the module docstring."""
+
+    def __init__(
+        self,
+        target: Target,
+        clients: ClientPool,
+        sinks: Sequence[Sink],
+        metrics: SelfMetrics,
+        *,
+        extra_labels: Labels = (),
+    ) -> None:
+        self.target = target
+        self.clients = clients
+        self.sinks = sinks
+        self.metrics = metrics
+        self.health = TargetHealth()
+        self.extra_labels = extra_labels  # external labels and the replica label: added if missing
+        sc = target.config
+        self._metric_relabel = Relabeler(sc.metric_relabel_configs) if sc.metric_relabel_configs else None
+        self.parser = Parser(
+            on_new_series=self._new_series,
+            honor_timestamps=sc.honor_timestamps,
+            sample_limit=sc.sample_limit,
+            label_limit=sc.label_limit,
+            label_name_length_limit=sc.label_name_length_limit,
+            label_value_length_limit=sc.label_value_length_limit,
+        )
+        self._synthetic_ids = [self._synthetic_id(n) for n in SYNTHETIC]
+        self._last_ids: array[int] = array("I")
+        self._headers = {
+            "Accept": ACCEPT,
+            "Accept-Encoding": "gzip",
+            "X-Prometheus-Scrape-Timeout-Seconds": f"{target.scrape_timeout:g}",
+        }
+        self.cancel_scope = anyio.CancelScope()
+        self._stale_on_stop = False
+        self._stopped = False
+
+    # -- series ------------------------------------------------------------------------------
+
+    def _finish_labels(self, lbls: dict[str, str]) -> tuple[str, Labels] | None:
+        for k, v in self.extra_labels:
+            if lbls.get(k, "") == "":
+                lbls[k] = v
+        name = lbls.pop("__name__", "")
+        if not name:
+            return None
+        return name, tuple(sorted((k, v) for k, v in lbls.items() if v != ""))
+
+    def _new_series(self, name: str, labels: Labels) -> tuple[str, Labels] | None:
+        """Called by the parser once per new raw series: target labels, metric relabeling."""
+        lbls: dict[str, str] | None = merge_target_labels(
+            name, labels, self.target.labels, self.target.config.honor_labels
+        )
+        if self._metric_relabel is not None:
+            lbls = self._metric_relabel(lbls)
+            if lbls is None:
+                return None
+        return self._finish_labels(lbls)
+
+    def _synthetic_id(self, name: str) -> int:
+        lbls = dict(self.target.labels)
+        lbls["__name__"] = name
+        finished = self._finish_labels(lbls)
+        assert finished is not None
+        return self.parser.series.add(*finished)
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Scrape every interval, on a grid offset by the target's hash, until cancelled."""
+        interval = self.target.scrape_interval
+        with self.cancel_scope:
+            try:
+                now = time.monotonic()
+                start = now - (now % interval) + self.target.offset()
+                if start < now:
+                    start += interval
+                await anyio.sleep(start - now)
+                deadline = start
+                while True:
+                    await self.scrape_once()
+                    deadline += interval
+                    now = time.monotonic()
+                    if now > deadline:
+                        missed = math.ceil((now - deadline) / interval)
+                        deadline += missed * interval
+                        self.health.missed_intervals += missed
+                        self.metrics.missed_intervals.labels(self.target.job).inc(missed)
+                    await anyio.sleep(deadline - now)
+            finally:
+                if self._stale_on_stop:
+                    self._emit_all_stale()
+
+    def stop(self, *, stale: bool = True) -> None:
+        """Stop the loop. A target that goes away gets staleness markers for all its series; at
+        shutdown (``stale=False``) none are written, as Prometheus does, so a restart continues."""
+        self._stale_on_stop = stale
+        self.cancel_scope.cancel()
+
+    def _emit_all_stale(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if len(self._last_ids) == 0:
+            return
+        now_ms = int(time.time() * 1000)
+        batch = Batch(self.parser.series)
+        for sid in self._last_ids:
+            batch.append(sid, STALE_NAN, now_ms)
+        for sid in self._synthetic_ids:
+            batch.append(sid, STALE_NAN, now_ms)
+        self._last_ids = array("I")
+        self._emit(batch)
+
+    def _emit(self, batch: Batch) -> None:
+        for sink in self.sinks:
+            try:
+                sink(batch)
+            except Exception:
+                log.exception("sink failed for target %s", self.target.url)
+
+    async def scrape_once(self) -> Batch:
+        """One scrape: fetch, parse, staleness, synthetic series; the batch goes to the sinks."""
+        target = self.target
+        sc: ScrapeConfig = target.config
+        job = target.job
+        wall = time.time()
+        ts_ms = int(wall * 1000)
+        t0 = time.perf_counter()
+        series_before = len(self.parser.series)
+        batch: Batch | None = None
+        error: BaseException | None = None
+        self.metrics.scrapes.labels(job).inc()
+        try:
+            with anyio.fail_after(target.scrape_timeout):
+                client = self.clients.get(sc.http)
+                request = client.build_request("GET", target.url, headers=self._headers)
+                response, body = await fetch(client, request, body_limit=sc.body_size_limit)
+            if response.status_code != 200:
+                raise ScrapeError("http_status", f"server returned HTTP status {response.status_code}")
+            batch = self.parser.parse(body, response.headers.get("content-type"), ts_ms)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded, none escapes the loop
+            error = exc
+        duration = time.perf_counter() - t0
+        h = self.health
+        h.scrapes += 1
+        h.last_scrape = wall
+        h.last_duration = duration
+        self.metrics.scrape_duration.labels(job).observe(duration)
+        up_id, dur_id, scraped_id, post_id, added_id = self._synthetic_ids
+        if batch is None:
+            assert error is not None
+            reason, message = _error_reason(error)
+            h.health, h.last_error, h.last_reason, h.last_samples = "down", message, reason, 0
+            h.failures += 1
+            self.metrics.scrape_failures.labels(job, reason).inc()
+            out = Batch(self.parser.series)
+            for sid in self._last_ids:
+                out.append(sid, STALE_NAN, ts_ms)
+            self._last_ids = array("I")
+            values = (0.0, duration, 0.0, 0.0, 0.0)
+        else:
+            out = batch
+            ids = batch.ids
+            n = len(ids)
+            if ids != self._last_ids and len(self._last_ids):
+                gone = set(self._last_ids).difference(ids)
+                for sid in gone:
+                    out.append(sid, STALE_NAN, ts_ms)
+            self._last_ids = ids[:n]
+            h.health, h.last_error, h.last_reason, h.last_samples = "up", "", "", n
+            self.metrics.scraped_samples.labels(job).inc(n)
+            added = len(self.parser.series) - series_before
+            values = (1.0, duration, float(n), float(n), float(added))
+        for sid, value in zip((up_id, dur_id, scraped_id, post_id, added_id), values, strict=True):
+            out.append(sid, value, ts_ms)
+        self._emit(out)
+        return out
+
+
+def select_for_member(target: Target, cluster: ClusterConfig) -> bool:
+    """Does this replica scrape ``target``? (stable hash of its labels, replication factor R)."""
+    if cluster.members_count <= 1:
+        return True
+    first = target.stable_hash() % cluster.members_count
+    return any((first + r) % cluster.members_count == cluster.member_num for r in range(cluster.replication_factor))
+
+
+@dataclass
+class _Job:
+    config: ScrapeConfig
+    providers: list[Provider]
+    groups: dict[int, list[TargetGroup]] = field(default_factory=dict)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    errors: list[str] = field(default_factory=list)
+
+
+class ScrapeManager:
+    """Discovery, targets and their loops, for one config; ``apply`` swaps configs in place."""
+
+    def __init__(self, clients: ClientPool, sinks: Sequence[Sink], metrics: SelfMetrics) -> None:
+        self.clients = clients
+        self.sinks = sinks
+        self.metrics = metrics
+        self.loops: dict[tuple[str, str, Labels], ScrapeLoop] = {}
+        self.jobs: dict[str, _Job] = {}
+        self.config: Config | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.target_errors: dict[str, list[str]] = {}
+        metrics.set_series_cache_source(lambda: float(sum(len(lp.parser) for lp in self.loops.values())))
+
+    @property
+    def extra_labels(self) -> Labels:
+        assert self.config is not None
+        out = dict(self.config.global_config.external_labels)
+        c = self.config.cluster
+        if c.members_count > 1 and c.replication_factor > 1:
+            out[c.replica_label] = str(c.member_num)
+        return tuple(sorted(out.items()))
+
+    async def run(self, config: Config, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self.apply(config)
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def apply(self, config: Config) -> None:
+        """Switch to ``config``: jobs whose config is unchanged keep their discovery and loops."""
+        assert self._tg is not None
+        old_extra = self.extra_labels if self.config is not None else None
+        self.config = config
+        if old_extra is not None and old_extra != self.extra_labels:
+            for job in list(self.jobs):  # every series changes: restart everything
+                self._drop_job(job)
+        wanted = {sc.job_name: sc for sc in config.scrape_configs}
+        for name in list(self.jobs):
+            if name not in wanted or self.jobs[name].config != wanted[name]:
+                self._drop_job(name)
+        for name, sc in wanted.items():
+            if name not in self.jobs:
+                self._start_job(sc)
+        self._sync_all()
+
+    def _drop_job(self, name: str) -> None:
+        job = self.jobs.pop(name)
+        job.scope.cancel()
+        self.metrics.targets.labels(name).set(0)
+
+    def _start_job(self, sc: ScrapeConfig) -> None:
+        providers: list[Provider] = []
+        if sc.static_configs:
+            providers.append(StaticProvider(sc.static_configs, sc.job_name))
+        providers += [FileSDProvider(f, sc.job_name) for f in sc.file_sd_configs]
+        providers += [EtcdSDProvider(e, sc.job_name, self.clients) for e in sc.etcd_sd_configs]
+        job = self.jobs[sc.job_name] = _Job(sc, providers)
+        assert self._tg is not None
+        for i, p in enumerate(providers):
+            self._tg.start_soon(self._run_provider, job, i, p)
+
+    async def _run_provider(self, job: _Job, index: int, provider: Provider) -> None:
+        def send(groups: list[TargetGroup]) -> None:
+            if self.jobs.get(job.config.job_name) is not job:
+                return
+            job.groups[index] = groups
+            self._sync_all()
+
+        with job.scope:
+            await provider.run(send)
+            await anyio.sleep_forever()
+
+    def _desired(self) -> dict[tuple[str, str, Labels], Target]:
+        assert self.config is not None
+        desired: dict[tuple[str, str, Labels], Target] = {}
+        self.target_errors = {}
+        for name, job in self.jobs.items():
+            count = 0
+            for groups in job.groups.values():
+                for g in groups:
+                    for addr in g.targets:
+                        try:
+                            t = build_target(addr, dict(g.labels), job.config)
+                        except TargetError as exc:
+                            self.target_errors.setdefault(name, []).append(str(exc))
+                            continue
+                        if t is None or not select_for_member(t, self.config.cluster):
+                            continue
+                        desired.setdefault(t.key, t)
+                        count += 1
+            self.metrics.targets.labels(name).set(count)
+        return desired
+
+    def _sync_all(self) -> None:
+        assert self._tg is not None
+        desired = self._desired()
+        for key in list(self.loops):
+            if key not in desired:
+                self.loops.pop(key).stop()
+        extra = self.extra_labels
+        for key, target in desired.items():
+            loop = self.loops.get(key)
+            if loop is not None and loop.target.config == target.config and loop.extra_labels == extra:
+                continue
+            if loop is not None:
+                loop.stop()
+            loop = self.loops[key] = ScrapeLoop(target, self.clients, self.sinks, self.metrics, extra_labels=extra)
+            self._tg.start_soon(loop.run)
+
+    def stop_all(self) -> None:
+        for loop in self.loops.values():
+            loop.stop(stale=False)
+        for job in self.jobs.values():
+            job.scope.cancel()

@@ -1,0 +1,136 @@
+"""Config loading: Prometheus-compatible YAML, and one-line errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relay._exceptions import ConfigError
+from relay.config import Secret, load_config, parse_config, parse_duration, parse_size
+
+PROMETHEUS_ETCD = """
+global:
+  scrape_interval: 15s
+  evaluation_interval: 15s
+  external_labels:
+    cluster: prod-a
+scrape_configs:
+  - job_name: etcd
+    scheme: https
+    tls_config:
+      insecure_skip_verify: false
+      server_name: etcd.example
+    static_configs:
+      - targets: ['10.0.0.1:2379', '10.0.0.2:2379']
+        labels: {role: control-plane}
+    relabel_configs:
+      - source_labels: [__address__]
+        regex: '(.*):2379'
+        target_label: __address__
+        replacement: '$1:2381'
+    metric_relabel_configs:
+      - source_labels: [__name__]
+        regex: 'go_.*'
+        action: drop
+remote_write:
+  - url: http://127.0.0.1:8428/api/v1/write
+    headers: {X-Scope-OrgID: tenant1}
+    queue_config:
+      max_samples_per_send: 5000
+      batch_send_deadline: 2s
+"""
+
+
+def test_prometheus_config_loads_unchanged() -> None:
+    c = parse_config(PROMETHEUS_ETCD)
+    assert c.global_config.scrape_interval == 15.0
+    assert c.global_config.external_labels == (("cluster", "prod-a"),)
+    (sc,) = c.scrape_configs
+    assert sc.job_name == "etcd" and sc.scheme == "https" and sc.scrape_timeout == 10.0
+    assert sc.static_configs[0].targets == ("10.0.0.1:2379", "10.0.0.2:2379")
+    assert sc.http.tls_config.server_name == "etcd.example"
+    assert len(sc.relabel_configs) == 1 and len(sc.metric_relabel_configs) == 1
+    (rw,) = c.remote_write
+    assert rw.queue_config.max_samples_per_send == 5000 and rw.queue_config.batch_send_deadline == 2.0
+    assert rw.headers == (("X-Scope-OrgID", "tenant1"),)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("scrape_configs:\n  - job_name: a\n    scrape_intervall: 1s\n", "scrape_configs[0].scrape_intervall: unknown key"),
+        ("scrape_configs:\n  - job_name: a\n    scrape_interval: 5x\n", "scrape_configs[0].scrape_interval:"),
+        ("scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n",
+         "scrape_configs[0].scrape_timeout:"),
+        ("scrape_configs:\n  - static_configs: []\n", "scrape_configs[0].job_name: is required"),
+        ("scrape_configs:\n  - job_name: a\n  - job_name: a\n", "scrape_configs[1].job_name:"),
+        ("scrape_configs:\n  - job_name: a\n    static_configs:\n      - targets: ['http://x:1']\n",
+         "scrape_configs[0].static_configs[0].targets[0]:"),
+        ("scrape_configs:\n  - job_name: a\n    scheme: ftp\n", "scrape_configs[0].scheme:"),
+        ("remote_write:\n  - url: nope\n", "remote_write[0].url:"),
+        ("remote_write:\n  - url: http://x/w\n    headers: {Content-Type: x}\n", "remote_write[0].headers.Content-Type:"),
+        ("remote_write:\n  - url: http://x/w\n    queue_config: {max_shards: 0}\n",
+         "remote_write[0].queue_config.max_shards:"),
+        ("bogus: 1\n", "bogus: unknown key"),
+        ("global: [1]\n", "global: must be a mapping"),
+        ("scrape_configs: {a: 1}\n", "scrape_configs: must be a list"),
+        ("scrape_configs:\n  - job_name: a\n    etcd_sd_configs:\n      - endpoints: []\n",
+         "scrape_configs[0].etcd_sd_configs[0].endpoints:"),
+        ("scrape_configs:\n  - job_name: a\n    body_size_limit: lots\n", "scrape_configs[0].body_size_limit:"),
+        ("cluster: {members_count: 2, member_num: 2}\n", "cluster.member_num:"),
+        ("global:\n  external_labels: {'bad-name': x}\n", "global.external_labels.bad-name:"),
+    ],
+)
+def test_bad_config_names_the_key(text: str, where: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    message = str(info.value)
+    assert message.startswith(where), message
+    assert "\n" not in message
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "c.yml"
+    p.write_text("global:\n  scrape_interval: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert str(info.value).startswith(f"{p}:"), str(info.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config("/nonexistent/relay.yml")
+
+
+def test_relative_paths_resolve_against_config_dir(tmp_path: Path) -> None:
+    p = tmp_path / "c.yml"
+    p.write_text(
+        "scrape_configs:\n  - job_name: a\n    tls_config: {ca_file: ca.pem}\n"
+        "    file_sd_configs: [{files: [targets/*.json]}]\n"
+    )
+    sc = load_config(p).scrape_configs[0]
+    assert sc.http.tls_config.ca_file == str(tmp_path / "ca.pem")
+    assert sc.file_sd_configs[0].files == (str(tmp_path / "targets/*.json"),)
+
+
+def test_secrets_do_not_show_in_repr() -> None:
+    c = parse_config(
+        "scrape_configs:\n  - job_name: a\n    basic_auth: {username: u, password: hunter2}\n"
+        "remote_write:\n  - url: http://x/w\n    authorization: {credentials: s3cret-token}\n"
+    )
+    text = repr(c)
+    assert "hunter2" not in text and "s3cret-token" not in text
+    assert isinstance(c.scrape_configs[0].http.basic_auth.password, Secret)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("15s", 15), ("1m30s", 90), ("500ms", 0.5), ("1h", 3600), ("2d", 172800), ("0", 0)]
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text, "x") == seconds
+
+
+@pytest.mark.parametrize(("text", "size"), [("10MB", 10 * 1024**2), ("512KiB", 512 * 1024), ("0", 0), (1000, 1000)])
+def test_sizes(text: object, size: int) -> None:
+    assert parse_size(text, "x") == size
