@@ -197,8 +197,9 @@ class Relay:
             await tg.start(self.scraper.run, self.config)
             tg.start_soon(self._signals)
             self._ready = True
+            where = f", listening on {self.options.listen[0]}:{port}" if self.options.listen else ""
             log.info("relay running: %d jobs, %d remote_write endpoints%s", len(self.config.scrape_configs),
-                     len(self.config.remote_write), f", listening on {self.options.listen[0]}:{port}" if port else "")
+                     len(self.config.remote_write), where)
             task_status.started(port)
             if self.options.duration > 0:
                 with anyio.move_on_after(self.options.duration):

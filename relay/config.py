@@ -121,7 +121,7 @@ class _Section:
     def has(self, key: str) -> bool:
         return key in self.raw and self.raw[key] is not None
 
-    def str(self, key: str, default: str = "") -> str:
+    def text(self, key: str, default: str = "") -> str:
         v = self.get(key)
         if v is None:
             return default
@@ -138,13 +138,13 @@ class _Section:
         return Secret(v)
 
     def path(self, key: str) -> str | None:
-        v = self.str(key)
+        v = self.text(key)
         if not v:
             return None
         p = Path(v)
         return str(p if p.is_absolute() else self.base / p)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         v = self.get(key)
         if v is None:
             return default
@@ -152,7 +152,7 @@ class _Section:
             raise ConfigError(self.at(key), f"must be true or false, got {v!r}")
         return v
 
-    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
         v = self.get(key)
         if v is None:
             return default
@@ -170,7 +170,7 @@ class _Section:
         v = self.get(key)
         return default if v is None else parse_size(v, self.at(key))
 
-    def list(self, key: str) -> list[Any]:
+    def seq(self, key: str) -> list[Any]:
         v = self.get(key)
         if v is None:
             return []
@@ -354,9 +354,9 @@ def _tls(sec: _Section) -> TLSConfig:
         ca_file=sec.path("ca_file"),
         cert_file=sec.path("cert_file"),
         key_file=sec.path("key_file"),
-        server_name=sec.str("server_name") or None,
-        insecure_skip_verify=sec.bool("insecure_skip_verify", False),
-        min_version=sec.str("min_version") or None,
+        server_name=sec.text("server_name") or None,
+        insecure_skip_verify=sec.flag("insecure_skip_verify", False),
+        min_version=sec.text("min_version") or None,
     )
     for inline in ("ca", "cert", "key"):
         if sec.has(inline):
@@ -375,14 +375,14 @@ def _http_client(sec: _Section) -> HTTPClientConfig:
     auth: Authorization | None = None
     if sec.has("basic_auth"):
         b = sec.section("basic_auth")
-        basic = BasicAuth(username=b.str("username"), password=b.secret("password"), password_file=b.path("password_file"))
+        basic = BasicAuth(username=b.text("username"), password=b.secret("password"), password_file=b.path("password_file"))
         b.done()
         if basic.password and basic.password_file:
             raise ConfigError(b.where, "at most one of password and password_file")
     if sec.has("authorization"):
         a = sec.section("authorization")
         auth = Authorization(
-            type=a.str("type", "Bearer"), credentials=a.secret("credentials"), credentials_file=a.path("credentials_file")
+            type=a.text("type", "Bearer"), credentials=a.secret("credentials"), credentials_file=a.path("credentials_file")
         )
         a.done()
         if auth.credentials and auth.credentials_file:
@@ -394,7 +394,7 @@ def _http_client(sec: _Section) -> HTTPClientConfig:
     if basic is not None and auth is not None:
         raise ConfigError(sec.where, "at most one of basic_auth and authorization")
     return HTTPClientConfig(
-        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.bool("follow_redirects", True)
+        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.flag("follow_redirects", True)
     )
 
 
@@ -410,7 +410,7 @@ def _check_target(target: object, where: str) -> str:
 
 
 def _static(sec: _Section) -> StaticConfig:
-    targets = tuple(_check_target(t, f"{sec.at('targets')}[{i}]") for i, t in enumerate(sec.list("targets")))
+    targets = tuple(_check_target(t, f"{sec.at('targets')}[{i}]") for i, t in enumerate(sec.seq("targets")))
     labels = tuple(sorted(sec.str_map("labels", label_names=True).items()))
     sec.done()
     return StaticConfig(targets=targets, labels=labels)
@@ -418,7 +418,7 @@ def _static(sec: _Section) -> StaticConfig:
 
 def _file_sd(sec: _Section) -> FileSDConfig:
     files = []
-    for i, f in enumerate(sec.list("files")):
+    for i, f in enumerate(sec.seq("files")):
         if not isinstance(f, str) or not f:
             raise ConfigError(f"{sec.at('files')}[{i}]", "must be a file path")
         p = Path(f)
@@ -432,7 +432,7 @@ def _file_sd(sec: _Section) -> FileSDConfig:
 
 def _etcd_sd(sec: _Section) -> EtcdSDConfig:
     endpoints = []
-    for i, e in enumerate(sec.list("endpoints")):
+    for i, e in enumerate(sec.seq("endpoints")):
         parts = urlsplit(str(e))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{sec.at('endpoints')}[{i}]", f"{e!r} is not an http(s)://host:port URL")
@@ -442,7 +442,7 @@ def _etcd_sd(sec: _Section) -> EtcdSDConfig:
     out = EtcdSDConfig(
         endpoints=tuple(endpoints),
         refresh_interval=sec.duration("refresh_interval", 30.0),
-        metrics_port=sec.int("metrics_port", 0),
+        metrics_port=sec.integer("metrics_port", 0),
         http=_http_client(sec),
     )
     sec.done()
@@ -452,7 +452,7 @@ def _etcd_sd(sec: _Section) -> EtcdSDConfig:
 
 
 def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
-    job = sec.str("job_name")
+    job = sec.text("job_name")
     if not job:
         raise ConfigError(sec.at("job_name"), "is required")
     if job in seen:
@@ -464,10 +464,10 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         raise ConfigError(sec.at("scrape_interval"), "must be greater than 0")
     if timeout <= 0 or timeout > interval:
         raise ConfigError(sec.at("scrape_timeout"), f"must be greater than 0 and at most scrape_interval ({interval:g}s)")
-    scheme = sec.str("scheme", "http")
+    scheme = sec.text("scheme", "http")
     if scheme not in ("http", "https"):
         raise ConfigError(sec.at("scheme"), f"{scheme!r} is not http or https")
-    path = sec.str("metrics_path", "/metrics")
+    path = sec.text("metrics_path", "/metrics")
     if not path.startswith("/"):
         raise ConfigError(sec.at("metrics_path"), f"{path!r} must start with /")
     params_raw = sec.get("params") or {}
@@ -485,28 +485,28 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         metrics_path=path,
         scheme=scheme,
         params=tuple(params),
-        honor_labels=sec.bool("honor_labels", False),
-        honor_timestamps=sec.bool("honor_timestamps", True),
-        sample_limit=sec.int("sample_limit", glob.sample_limit),
+        honor_labels=sec.flag("honor_labels", False),
+        honor_timestamps=sec.flag("honor_timestamps", True),
+        sample_limit=sec.integer("sample_limit", glob.sample_limit),
         body_size_limit=sec.size("body_size_limit", glob.body_size_limit),
-        label_limit=sec.int("label_limit", glob.label_limit),
-        label_name_length_limit=sec.int("label_name_length_limit", glob.label_name_length_limit),
-        label_value_length_limit=sec.int("label_value_length_limit", glob.label_value_length_limit),
+        label_limit=sec.integer("label_limit", glob.label_limit),
+        label_name_length_limit=sec.integer("label_name_length_limit", glob.label_name_length_limit),
+        label_value_length_limit=sec.integer("label_value_length_limit", glob.label_value_length_limit),
         relabel_configs=parse_relabel_configs(sec.get("relabel_configs") or [], sec.at("relabel_configs")),
         metric_relabel_configs=parse_relabel_configs(
             sec.get("metric_relabel_configs") or [], sec.at("metric_relabel_configs")
         ),
         static_configs=tuple(
             _static(_Section(s, f"{sec.at('static_configs')}[{i}]", base=sec.base))
-            for i, s in enumerate(sec.list("static_configs"))
+            for i, s in enumerate(sec.seq("static_configs"))
         ),
         file_sd_configs=tuple(
             _file_sd(_Section(s, f"{sec.at('file_sd_configs')}[{i}]", base=sec.base))
-            for i, s in enumerate(sec.list("file_sd_configs"))
+            for i, s in enumerate(sec.seq("file_sd_configs"))
         ),
         etcd_sd_configs=tuple(
             _etcd_sd(_Section(s, f"{sec.at('etcd_sd_configs')}[{i}]", base=sec.base))
-            for i, s in enumerate(sec.list("etcd_sd_configs"))
+            for i, s in enumerate(sec.seq("etcd_sd_configs"))
         ),
         http=_http_client(sec),
     )
@@ -517,14 +517,14 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
 def _queue(sec: _Section) -> QueueConfig:
     d = QueueConfig()
     out = QueueConfig(
-        capacity=sec.int("capacity", d.capacity, minimum=1),
-        min_shards=sec.int("min_shards", d.min_shards, minimum=1),
-        max_shards=sec.int("max_shards", d.max_shards, minimum=1),
-        max_samples_per_send=sec.int("max_samples_per_send", d.max_samples_per_send, minimum=1),
+        capacity=sec.integer("capacity", d.capacity, minimum=1),
+        min_shards=sec.integer("min_shards", d.min_shards, minimum=1),
+        max_shards=sec.integer("max_shards", d.max_shards, minimum=1),
+        max_samples_per_send=sec.integer("max_samples_per_send", d.max_samples_per_send, minimum=1),
         batch_send_deadline=sec.duration("batch_send_deadline", d.batch_send_deadline),
         min_backoff=sec.duration("min_backoff", d.min_backoff),
         max_backoff=sec.duration("max_backoff", d.max_backoff),
-        retry_on_http_429=sec.bool("retry_on_http_429", d.retry_on_http_429),
+        retry_on_http_429=sec.flag("retry_on_http_429", d.retry_on_http_429),
     )
     sec.done(("max_retries", "sample_age_limit"))
     if out.min_shards > out.max_shards:
@@ -554,7 +554,7 @@ _RESERVED_HEADERS = frozenset(
 
 
 def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
-    url = sec.str("url")
+    url = sec.text("url")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(sec.at("url"), f"{url!r} is not an http(s) URL" if url else "is required")
@@ -562,7 +562,7 @@ def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
     for h in headers:
         if h.lower() in _RESERVED_HEADERS:
             raise ConfigError(f"{sec.at('headers')}.{h}", "is a reserved header and cannot be set")
-    name = sec.str("name")
+    name = sec.text("name")
     if name:
         if name in names:
             raise ConfigError(sec.at("name"), f"{name!r} is used by another remote_write")
@@ -584,10 +584,10 @@ def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
 
 def _cluster(sec: _Section) -> ClusterConfig:
     out = ClusterConfig(
-        members_count=sec.int("members_count", 1, minimum=1),
-        member_num=sec.int("member_num", 0),
-        replication_factor=sec.int("replication_factor", 1, minimum=1),
-        replica_label=sec.str("replica_label", "relay_replica"),
+        members_count=sec.integer("members_count", 1, minimum=1),
+        member_num=sec.integer("member_num", 0),
+        replication_factor=sec.integer("replication_factor", 1, minimum=1),
+        replica_label=sec.text("replica_label", "relay_replica"),
     )
     sec.done()
     validate_cluster(out, sec.where)
@@ -618,11 +618,11 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         scrape_interval=g.duration("scrape_interval", 60.0),
         scrape_timeout=g.duration("scrape_timeout", 10.0),
         external_labels=tuple(sorted(g.str_map("external_labels", label_names=True).items())),
-        sample_limit=g.int("sample_limit", 0),
+        sample_limit=g.integer("sample_limit", 0),
         body_size_limit=g.size("body_size_limit", 0),
-        label_limit=g.int("label_limit", 0),
-        label_name_length_limit=g.int("label_name_length_limit", 0),
-        label_value_length_limit=g.int("label_value_length_limit", 0),
+        label_limit=g.integer("label_limit", 0),
+        label_name_length_limit=g.integer("label_name_length_limit", 0),
+        label_value_length_limit=g.integer("label_value_length_limit", 0),
     )
     g.done(_IGNORED_GLOBAL)
     if glob.scrape_interval <= 0:
@@ -632,12 +632,12 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     jobs: set[str] = set()
     scrapes = tuple(
         _scrape(_Section(s, f"scrape_configs[{i}]", base=top.base), glob, jobs)
-        for i, s in enumerate(top.list("scrape_configs"))
+        for i, s in enumerate(top.seq("scrape_configs"))
     )
     rw_names: set[str] = set()
     writes = tuple(
         _remote_write(_Section(s, f"remote_write[{i}]", base=top.base), rw_names)
-        for i, s in enumerate(top.list("remote_write"))
+        for i, s in enumerate(top.seq("remote_write"))
     )
     cluster = _cluster(top.section("cluster")) if top.has("cluster") else ClusterConfig()
     top.done(_IGNORED_TOP)

@@ -174,7 +174,7 @@ def members_to_groups(data: dict[str, Any], config: EtcdSDConfig, source: str) -
         host = client.hostname or ""
         if ":" in host:
             host = f"[{host}]"
-        port = config.metrics_port or client.port or (2379 if client.scheme == "https" else 2379)
+        port = config.metrics_port or client.port or 2379
         labels = {
             "__meta_etcd_member_name": str(m.get("name", "")),
             "__meta_etcd_member_id": _hex_id(m.get("ID", "")),

@@ -174,13 +174,12 @@ class ScrapeLoop:
 
     def _new_series(self, name: str, labels: Labels) -> tuple[str, Labels] | None:
         """Called by the parser once per new raw series: target labels, metric relabeling."""
-        lbls: dict[str, str] | None = merge_target_labels(
-            name, labels, self.target.labels, self.target.config.honor_labels
-        )
+        lbls = merge_target_labels(name, labels, self.target.labels, self.target.config.honor_labels)
         if self._metric_relabel is not None:
-            lbls = self._metric_relabel(lbls)
-            if lbls is None:
+            relabeled = self._metric_relabel(lbls)
+            if relabeled is None:
                 return None
+            lbls = dict(relabeled)
         return self._finish_labels(lbls)
 
     def _synthetic_id(self, name: str) -> int:
@@ -267,7 +266,7 @@ class ScrapeLoop:
             batch = self.parser.parse(body, response.headers.get("content-type"), ts_ms)
         except anyio.get_cancelled_exc_class():
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure is recorded, none escapes the loop
+        except Exception as exc:
             error = exc
         duration = time.perf_counter() - t0
         h = self.health

@@ -10,7 +10,14 @@ import pytest
 
 from relay.clients import ClientPool
 from relay.config import EtcdSDConfig, FileSDConfig
-from relay.discovery import DiscoveryError, EtcdSDProvider, FileSDProvider, TargetGroup, members_to_groups, read_file_sd
+from relay.discovery import (
+    DiscoveryError,
+    EtcdSDProvider,
+    FileSDProvider,
+    TargetGroup,
+    members_to_groups,
+    read_file_sd,
+)
 from relay.localenv import EtcdCluster
 
 pytestmark = pytest.mark.anyio
@@ -79,7 +86,7 @@ def test_members_to_groups_rewrites_port() -> None:
 
 @pytest.mark.services
 async def test_etcd_sd_real_cluster(etcd_cluster: EtcdCluster) -> None:
-    endpoints = tuple(m.client_url for m in etcd_cluster.members[:1]) + ("http://127.0.0.1:1",)
+    endpoints = (*tuple(m.client_url for m in etcd_cluster.members[:1]), "http://127.0.0.1:1")
     ports = {m.client_port: m.metrics_port for m in etcd_cluster.members}
     pool = ClientPool()
     provider = EtcdSDProvider(EtcdSDConfig(endpoints=("http://127.0.0.1:1", *endpoints)), "etcd", pool)
