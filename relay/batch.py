@@ -142,7 +142,7 @@ class SeriesTable:
     Ids are dense, start at 0 and never change; adding the same series twice gives the same id.
     """
 
-    __slots__ = ("_index", "encoded", "hashes")
+    __slots__ = ("__weakref__", "_index", "encoded", "hashes")
 
     def __init__(self) -> None:
         self.encoded: list[bytes] = []

@@ -1,0 +1,226 @@
+"""Remote write: real receivers (Prometheus, VictoriaMetrics), and MockTransport for fault shapes."""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from relay.batch import STALE_NAN, STALE_NAN_BITS, Batch, SeriesTable
+from relay.clients import ClientPool
+from relay.config import parse_config
+from relay.localenv import PrometheusReceiver, VictoriaMetrics
+from relay.metrics import SelfMetrics
+from relay.remote_write import RemoteWriter, classify_status, retry_after_seconds
+from relay.rwencode import decompress
+from tests.mockpool import MockPool
+from tests.remote_write_pb import WriteRequest
+
+pytestmark = pytest.mark.anyio
+
+
+def rw_config(url: str, extra: str = "") -> Any:
+    return parse_config(f"remote_write:\n  - url: {url}\n{extra}").remote_write[0]
+
+
+def make_batches(n_series: int, n_scrapes: int, job: str, t0_ms: int) -> list[Batch]:
+    table = SeriesTable()
+    ids = [table.add("rw_test_metric", (("job", job), ("series", str(i)))) for i in range(n_series)]
+    out = []
+    for s in range(n_scrapes):
+        b = Batch(table)
+        for i, sid in enumerate(ids):
+            b.append(sid, float(s * 1000 + i), t0_ms + s * 1000)
+        out.append(b)
+    return out
+
+
+async def run_writer(writer: RemoteWriter, batches: list[Batch], timeout: float = 30) -> bool:
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        for b in batches:
+            writer.push(b)
+        ok = await writer.drain(timeout)
+        tg.cancel_scope.cancel()
+    return ok
+
+
+def decode(body: bytes) -> list[tuple[dict[str, str], list[tuple[float, int]]]]:
+    req = WriteRequest.FromString(decompress(body))
+    return [
+        ({lb.name: lb.value for lb in ts.labels}, [(s.value, s.timestamp) for s in ts.samples])
+        for ts in req.timeseries
+    ]
+
+
+def test_classify_status() -> None:
+    assert [classify_status(s, True) for s in (200, 204, 400, 404, 429, 500, 503)] == [
+        "ok", "ok", "drop", "drop", "retry", "retry", "retry"]
+    assert classify_status(429, False) == "drop"
+
+
+def test_retry_after() -> None:
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
+    http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 10))
+    assert 8 <= (retry_after_seconds(http_date) or 0) <= 11
+
+
+async def test_request_shape_headers_and_order_across_shards() -> None:
+    bodies: list[tuple[httpx.Headers, bytes]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append((request.headers, request.content))
+        return httpx.Response(204)
+
+    cfg = rw_config(
+        "http://127.0.0.1:1/api/v1/write",
+        "    headers: {X-Scope-OrgID: t1}\n    queue_config: {min_shards: 4, max_samples_per_send: 50}\n",
+    )
+    writer = RemoteWriter(cfg, MockPool(handler), SelfMetrics())
+    batches = make_batches(40, 10, "order", 1_700_000_000_000)
+    stale = Batch(batches[0].series)
+    stale.append(0, STALE_NAN, 1_700_000_100_000)
+    assert await run_writer(writer, [*batches, stale])
+    headers = bodies[0][0]
+    assert headers["content-encoding"] == "snappy"
+    assert headers["content-type"] == "application/x-protobuf"
+    assert headers["x-prometheus-remote-write-version"] == "0.1.0"
+    assert headers["user-agent"].startswith("etcd-metrics-relay/")
+    assert headers["x-scope-orgid"] == "t1"
+    per_series: dict[str, list[int]] = {}
+    last_value: dict[str, float] = {}
+    for _, body in bodies:
+        for labels, samples in decode(body):
+            assert list(labels) == sorted(labels) and labels["__name__"] == "rw_test_metric"
+            for value, ts in samples:
+                per_series.setdefault(labels["series"], []).append(ts)
+                last_value[labels["series"]] = value
+    assert len(per_series) == 40
+    assert all(ts == sorted(ts) and len(ts) == 11 - (s != "0") for s, ts in per_series.items())
+    assert struct.pack("<d", last_value["0"]) == struct.pack("<Q", STALE_NAN_BITS)
+    assert writer.sent_samples == 401 and writer.pending_samples == 0
+
+
+async def test_500_then_200_is_retried_and_delivered_once() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(500 if len(calls) <= 2 else 200, content=b"try later")
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {min_backoff: 10ms, max_backoff: 50ms}\n")
+    metrics = SelfMetrics()
+    writer = RemoteWriter(cfg, MockPool(handler), metrics)
+    assert await run_writer(writer, make_batches(10, 1, "r", 1_700_000_000_000))
+    assert len(calls) == 3 and writer.sent_samples == 10 and writer.dropped == {}
+    assert metrics.rw_samples_retried.labels(writer.label)._value.get() == 20
+    assert metrics.rw_samples_failed.labels(writer.label)._value.get() == 20
+
+
+async def test_429_honours_retry_after() -> None:
+    times: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        times.append(time.monotonic())
+        if len(times) == 1:
+            return httpx.Response(429, headers={"Retry-After": "1"})
+        return httpx.Response(200)
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {min_backoff: 10ms, max_backoff: 20ms}\n")
+    writer = RemoteWriter(cfg, MockPool(handler), SelfMetrics())
+    assert await run_writer(writer, make_batches(5, 1, "r", 1_700_000_000_000))
+    assert len(times) == 2 and times[1] - times[0] >= 0.95 and writer.sent_samples == 5
+
+
+async def test_429_dropped_when_retry_disabled_and_400_dropped_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, content=b"out of order sample")
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {max_samples_per_send: 5}\n")
+    writer = RemoteWriter(cfg, MockPool(handler), SelfMetrics())
+    with caplog.at_level(logging.WARNING, logger="relay.remote_write"):
+        assert await run_writer(writer, make_batches(5, 4, "r", 1_700_000_000_000))
+    assert writer.dropped == {"http_4xx": 20} and writer.sent_samples == 0
+    msgs = [r.getMessage() for r in caplog.records if "out of order sample" in r.getMessage()]
+    assert len(msgs) == 1
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {retry_on_http_429: false}\n")
+    writer = RemoteWriter(cfg, MockPool(lambda r: httpx.Response(429)), SelfMetrics())
+    assert await run_writer(writer, make_batches(3, 1, "r", 1_700_000_000_000))
+    assert writer.dropped == {"http_4xx": 3}
+
+
+async def test_network_errors_are_retried() -> None:
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) < 3:
+            raise httpx.ConnectError("connection refused")
+        return httpx.Response(200)
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {min_backoff: 10ms, max_backoff: 20ms}\n")
+    writer = RemoteWriter(cfg, MockPool(handler), SelfMetrics())
+    assert await run_writer(writer, make_batches(3, 1, "r", 1_700_000_000_000))
+    assert writer.sent_samples == 3 and len(calls) == 3
+
+
+async def test_write_relabel_configs_drop_and_rewrite() -> None:
+    got: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        got.append(request.content)
+        return httpx.Response(200)
+
+    extra = (
+        "    write_relabel_configs:\n"
+        "      - {source_labels: [series], regex: '[0-4]', action: drop}\n"
+        "      - {target_label: env, replacement: prod}\n"
+    )
+    writer = RemoteWriter(rw_config("http://127.0.0.1:1/w", extra), MockPool(handler), SelfMetrics())
+    assert await run_writer(writer, make_batches(10, 2, "r", 1_700_000_000_000))
+    series = [labels for body in got for labels, _ in decode(body)]
+    assert len(series) == 10 and all(s["env"] == "prod" and int(s["series"]) >= 5 for s in series)
+    assert writer.dropped == {"write_relabel": 10}
+
+
+@pytest.mark.services
+async def test_victoria_metrics_receives_every_sample(victoria_metrics: VictoriaMetrics) -> None:
+    pool = ClientPool()
+    t0 = (int(time.time()) - 600) * 1000
+    writer = RemoteWriter(rw_config(victoria_metrics.write_url, "    queue_config: {min_shards: 3}\n"), pool,
+                          SelfMetrics())
+    try:
+        assert await run_writer(writer, make_batches(100, 5, "rw-vm", t0))
+    finally:
+        await pool.aclose()
+    assert victoria_metrics.sample_count('{job="rw-vm"}') == 500 == writer.sent_samples
+    (r,) = victoria_metrics.query('rw_test_metric{job="rw-vm", series="7"}', time_s=t0 / 1000 + 4)
+    assert r["value"][1] == "4007"
+
+
+@pytest.mark.services
+async def test_prometheus_receives_every_sample(prometheus_receiver: PrometheusReceiver) -> None:
+    pool = ClientPool()
+    t0 = (int(time.time()) - 300) * 1000
+    writer = RemoteWriter(rw_config(prometheus_receiver.write_url), pool, SelfMetrics())
+    try:
+        assert await run_writer(writer, make_batches(50, 4, "rw-prom", t0))
+    finally:
+        await pool.aclose()
+    at = t0 / 1000 + 3
+    result = prometheus_receiver.query('count_over_time(rw_test_metric{job="rw-prom"}[10m])', time_s=at)
+    assert len(result) == 50 and all(r["value"][1] == "4" for r in result)
+    (r,) = prometheus_receiver.query('rw_test_metric{job="rw-prom", series="3"}', time_s=at)
+    assert r["value"][1] == "3003"
+
+
