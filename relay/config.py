@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -616,7 +616,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     g = top.section("global")
     glob = GlobalConfig(
         scrape_interval=g.duration("scrape_interval", 60.0),
-        scrape_timeout=g.duration("scrape_timeout", 10.0),
+        scrape_timeout=g.duration("scrape_timeout", 0.0),
         external_labels=tuple(sorted(g.str_map("external_labels", label_names=True).items())),
         sample_limit=g.integer("sample_limit", 0),
         body_size_limit=g.size("body_size_limit", 0),
@@ -625,6 +625,8 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         label_value_length_limit=g.integer("label_value_length_limit", 0),
     )
     g.done(_IGNORED_GLOBAL)
+    if glob.scrape_timeout == 0:  # as Prometheus: the default 10s, but never more than the interval
+        glob = replace(glob, scrape_timeout=min(10.0, glob.scrape_interval))
     if glob.scrape_interval <= 0:
         raise ConfigError("global.scrape_interval", "must be greater than 0")
     if glob.scrape_timeout > glob.scrape_interval:

@@ -1,0 +1,133 @@
+"""The `relay` command: flags, exit statuses, one-line errors; the web endpoints of a running relay."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from relay import __version__
+from relay.localenv import free_ports, wait_http
+
+RELAY = [sys.executable, "-m", "relay.cli"]
+
+
+def relay(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RELAY, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_version_and_help() -> None:
+    out = relay("--version")
+    assert out.returncode == 0 and __version__ in out.stdout
+    out = relay("--help")
+    assert out.returncode == 0 and "run" in out.stdout and "check-config" in out.stdout
+    assert relay().returncode == 2
+
+
+def test_check_config_ok_and_bad(tmp_path: Path) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text("scrape_configs:\n  - job_name: etcd\n    static_configs: [{targets: ['a:2381']}]\n")
+    out = relay("check-config", "--config", str(good))
+    assert out.returncode == 0 and "OK" in out.stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text("scrape_configs:\n  - job_name: etcd\n    scrape_timeout: 1x\n")
+    out = relay("check-config", "--config", str(bad))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        'relay: scrape_configs[0].scrape_timeout: "1x" is not a duration (like 15s, 1m, 500ms)'.replace('"', "'")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["run", "--config", "/nonexistent.yml"], "/nonexistent.yml: cannot read config file"),
+        (["run", "--config", "{cfg}", "--listen", "nope"], "--listen: 'nope' is not HOST:PORT"),
+        (["run", "--config", "{cfg}", "--cluster.members-count", "2", "--cluster.member-num", "5"],
+         "--cluster.member_num: must be below members_count (2)"),
+        (["run"], "the following arguments are required: --config"),
+        (["check-config", "--config", "{certs}"], "scrape_configs[0].tls_config: cannot read"),
+    ],
+)
+def test_bad_flags_one_line_exit_2(tmp_path: Path, args: list[str], expect: str) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("scrape_configs: []\n")
+    certs = tmp_path / "certs.yml"
+    certs.write_text("scrape_configs:\n  - job_name: a\n    tls_config: {ca_file: /nonexistent/ca.pem}\n")
+    out = relay(*[a.format(cfg=cfg, certs=certs) for a in args])
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], out.stderr
+
+
+def test_web_endpoints_reload_and_sighup(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: j1\n    static_configs: [{targets: ['127.0.0.1:1']}]\n")
+    port = free_ports(1)[0]
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([*RELAY, "run", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
+        assert urllib.request.urlopen(base + "/-/healthy").status == 200
+        metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+        assert "relay_scrapes_total" in metrics and 'relay_targets{job="j1"} 1.0' in metrics
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # the target refuses: it must show as down with a reason
+            data = orjson.loads(urllib.request.urlopen(base + "/targets").read())
+            (t,) = data["data"]["activeTargets"]
+            if t["health"] == "down":
+                break
+            time.sleep(0.2)
+        assert t["health"] == "down" and t["lastErrorReason"] == "connect" and t["labels"]["job"] == "j1"
+        page = urllib.request.urlopen(base + "/targets?format=html").read().decode()
+        assert "<table>" in page and "127.0.0.1:1" in page
+        # invalid config on reload: 400 with the reason, old config kept
+        cfg.write_text("scrape_configs:\n  - job_name: j1\n    bogus: 1\n")
+        req = urllib.request.Request(base + "/-/reload", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req)
+        assert info.value.code == 400 and b"scrape_configs[0].bogus: unknown key" in info.value.read()
+        data = orjson.loads(urllib.request.urlopen(base + "/targets").read())
+        assert [t["labels"]["job"] for t in data["data"]["activeTargets"]] == ["j1"]
+        # valid config via SIGHUP
+        cfg.write_text("scrape_configs:\n  - job_name: j2\n    static_configs: [{targets: ['127.0.0.1:2']}]\n")
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        jobs: list[str] = []
+        while time.monotonic() < deadline:
+            data = orjson.loads(urllib.request.urlopen(base + "/targets").read())
+            jobs = [t["labels"]["job"] for t in data["data"]["activeTargets"]]
+            if jobs == ["j2"]:
+                break
+            time.sleep(0.1)
+        assert jobs == ["j2"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
+
+
+def test_reload_can_be_disabled(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("scrape_configs: []\n")
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([*RELAY, "run", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
+                             "--web.disable-reload"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 20)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/-/reload", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req)
+        assert info.value.code == 403
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(30)
