@@ -70,6 +70,8 @@ class RelayOptions:
     cluster: ClusterConfig | None = None  # from flags; overrides the config file's cluster section
     fast_http: bool = True
     stats_file: str | None = None
+    queue_dir: str | None = None  # persistent remote-write queue; None = in memory only
+    queue_max_bytes: int = 1 << 30
 
 
 def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
@@ -115,7 +117,13 @@ class Relay:
         self.writers = {key: w for key, w in self.writers.items() if key in wanted}
         for key, rw in wanted.items():
             if key not in self.writers:
-                w = self.writers[key] = RemoteWriter(rw, self.clients, self.metrics)
+                w = self.writers[key] = RemoteWriter(
+                    rw,
+                    self.clients,
+                    self.metrics,
+                    queue_dir=self.options.queue_dir,
+                    max_queue_bytes=self.options.queue_max_bytes,
+                )
                 self._tg.start_soon(w.run)
         self.sinks[:] = [w.push for w in self.writers.values()]
         if self.jsonl is not None:
@@ -213,8 +221,12 @@ class Relay:
             with anyio.CancelScope(shield=True):
                 for w in self.writers.values():
                     if not await w.drain(self.options.drain_timeout):
-                        log.error("remote_write %s: %d samples not delivered at shutdown", w.label, w.pending_samples)
+                        where = f"kept in {w.queue_dir}" if w.queue_dir else "lost (no --queue-dir)"
+                        log.error("remote_write %s: %d samples not delivered at shutdown: %s", w.label,
+                                  w.pending_samples, where)
             tg.cancel_scope.cancel()
+        for w in self.writers.values():
+            w.close()
         await self.clients.aclose()
         stats = self.stats()
         if self.jsonl is not None:

@@ -21,7 +21,7 @@ import anyio
 
 from . import __version__
 from ._exceptions import ConfigError
-from .config import ClusterConfig
+from .config import ClusterConfig, parse_size
 
 __all__ = ["main"]
 
@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--drain-timeout", type=float, default=30.0,
                      help="seconds to keep sending at shutdown (default 30)")
     run.add_argument("--stats-file", default=None, help="write a JSON summary (samples sent, dropped) here at exit")
+    run.add_argument("--queue-dir", default=None, metavar="DIR",
+                     help="persistent remote-write queue: blocks not yet sent survive a restart (default: memory)")
+    run.add_argument("--queue-max-bytes", default="1GiB",
+                     help="bound of each endpoint's queue; the oldest blocks are dropped (and counted) past it")
     run.add_argument("--http-transport", choices=["fast", "httpx"], default="fast",
                      help="HTTP transport for scrapes and sends (default fast; httpx = httpx's own)")
     _add_cluster_flags(run)
@@ -136,6 +140,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         cluster=cluster,
         fast_http=args.http_transport == "fast",
         stats_file=args.stats_file,
+        queue_dir=args.queue_dir,
+        queue_max_bytes=parse_size(args.queue_max_bytes, "--queue-max-bytes"),
     )
     relay = Relay(options, config)
     stats = anyio.run(relay.run)

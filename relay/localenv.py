@@ -377,7 +377,8 @@ class VictoriaMetrics(_HTTPService):
     def export(self, match: str = '{__name__!=""}') -> list[dict[str, Any]]:
         """Every stored series matching ``match`` with all its raw samples (``/api/v1/export``)."""
         self.flush()
-        url = self.url + "/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
+        params = {"match[]": match, "start": "0", "end": str(int(time.time()) + 86400 * 365)}
+        url = self.url + "/api/v1/export?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, timeout=60) as resp:
             return [orjson.loads(line) for line in resp.read().splitlines() if line.strip()]
 

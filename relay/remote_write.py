@@ -19,14 +19,15 @@ encodes it (a fraction of a millisecond).
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import random
 import time
 import weakref
 from array import array
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -35,10 +36,11 @@ from .batch import Batch, SeriesTable
 from .clients import USER_AGENT, ClientPool
 from .config import RemoteWriteConfig
 from .metrics import SelfMetrics
+from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
 from .relabel import Relabeler
 from .rwencode import WriteRequestEncoder, compress, split_by_shard
 
-__all__ = ["Block", "RemoteWriter", "classify_status", "retry_after_seconds"]
+__all__ = ["RemoteWriter", "classify_status", "retry_after_seconds"]
 
 log = logging.getLogger("relay.remote_write")
 
@@ -51,6 +53,13 @@ DROP_RELABEL = "write_relabel"
 RETRY = "retry"
 DROP = "drop"
 OK = "ok"
+
+
+def _folder_name(config: RemoteWriteConfig) -> str:
+    """A stable folder name per endpoint: readable host plus a hash of name and URL."""
+    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in (urlsplit(config.url).netloc or "rw"))
+    digest = hashlib.blake2b(f"{config.name}\0{config.url}".encode(), digest_size=6).hexdigest()
+    return f"{host}-{digest}"
 
 
 def classify_status(status: int, retry_on_429: bool) -> str:
@@ -79,22 +88,12 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 @dataclass
-class Block:
-    """An encoded, compressed WriteRequest and how many samples it carries."""
-
-    data: bytes
-    samples: int
-    attempts: int = 0
-
-
-@dataclass
 class _Shard:
+    queue: BlockQueue
     pending: list[tuple[Batch, array[int]]] = field(default_factory=list)
     pending_count: int = 0
     oldest: float = 0.0
-    blocks: deque[Block] = field(default_factory=deque)
     wake: anyio.Event = field(default_factory=anyio.Event)
-    sending: bool = False
 
 
 class _WriteRelabelCache:
@@ -139,7 +138,7 @@ class RemoteWriter:
         metrics: SelfMetrics,
         *,
         max_queue_bytes: int = 512 * 1024 * 1024,
-        sleep: Callable[[float], object] | None = None,
+        queue_dir: str | Path | None = None,
     ) -> None:
         self.config = config
         self.clients = clients
@@ -149,11 +148,13 @@ class RemoteWriter:
         q = config.queue_config
         self.max_samples = q.max_samples_per_send
         self.n_shards = max(q.min_shards, 1)
-        self.shards = [_Shard() for _ in range(self.n_shards)]
         self.max_queue_bytes = max_queue_bytes
-        self.queue_bytes = 0
-        self.pending_samples = 0
+        self.queue_dir = Path(queue_dir) / _folder_name(config) if queue_dir else None
+        per_shard = max(max_queue_bytes // self.n_shards, 1 << 20)
+        self.shards = [_Shard(self._make_queue(i, per_shard)) for i in range(self.n_shards)]
+        self.pending_samples = sum(s.queue.samples for s in self.shards)
         self.sent_samples = 0
+        self.accepted_samples = 0
         self.dropped: dict[str, int] = {}
         self._messages_seen: set[str] = set()
         self._relabel = _WriteRelabelCache(Relabeler(config.write_relabel_configs)) if config.write_relabel_configs else None
@@ -191,6 +192,7 @@ class RemoteWriter:
             if shard.pending_count >= self.max_samples:
                 self._cut(shard, only_full=True)
         self.pending_samples += len(batch)
+        self.accepted_samples += len(batch)
         self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
 
     def _cut(self, shard: _Shard, *, only_full: bool) -> None:
@@ -214,15 +216,27 @@ class RemoteWriter:
         if shard.pending:
             shard.oldest = time.monotonic()
 
-    def _enqueue(self, shard: _Shard, block: Block) -> None:
-        shard.blocks.append(block)
-        self.queue_bytes += len(block.data)
-        while self.queue_bytes > self.max_queue_bytes and len(shard.blocks) > 1:
-            old = shard.blocks.popleft()
-            self.queue_bytes -= len(old.data)
-            self.pending_samples -= old.samples
-            self._drop(DROP_QUEUE_FULL, old.samples)
+    def _make_queue(self, index: int, max_bytes: int) -> BlockQueue:
+        if self.queue_dir is None:
+            return MemoryQueue(max_bytes)
+        return DiskQueue(self.queue_dir / f"shard-{index:03d}", max_bytes=max_bytes)
+
+    @property
+    def queue_bytes(self) -> int:
+        return sum(s.queue.bytes for s in self.shards)
+
+    def _account_queue(self, shard: _Shard) -> None:
+        """Count what the queue's byte bound or a corrupt record forced out."""
+        q = shard.queue
+        if q.dropped_samples:
+            self.pending_samples -= q.dropped_samples
+            self._drop(DROP_QUEUE_FULL, q.dropped_samples)
+            q.dropped_samples = 0
         self.metrics.rw_queue_bytes.labels(self.label).set(self.queue_bytes)
+
+    def _enqueue(self, shard: _Shard, block: Block) -> None:
+        shard.queue.put(block)
+        self._account_queue(shard)
         shard.wake.set()
 
     def _drop(self, reason: str, n: int) -> None:
@@ -250,20 +264,16 @@ class RemoteWriter:
 
     async def _sender(self, shard: _Shard) -> None:
         while True:
-            if not shard.blocks:
+            block = shard.queue.peek()
+            self._account_queue(shard)
+            if block is None:
                 shard.wake = anyio.Event()
                 await shard.wake.wait()
                 continue
-            block = shard.blocks[0]
-            shard.sending = True
-            try:
-                await self._send_with_retries(block)
-            finally:
-                shard.sending = False
-            shard.blocks.popleft()
-            self.queue_bytes -= len(block.data)
+            await self._send_with_retries(block)
+            shard.queue.ack()
             self.pending_samples -= block.samples
-            self.metrics.rw_queue_bytes.labels(self.label).set(self.queue_bytes)
+            self._account_queue(shard)
             self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
 
     async def _send_with_retries(self, block: Block) -> None:
@@ -320,7 +330,7 @@ class RemoteWriter:
 
     @property
     def idle(self) -> bool:
-        return all(not s.blocks and not s.pending for s in self.shards)
+        return all(not len(s.queue) and not s.pending for s in self.shards)
 
     async def drain(self, timeout: float) -> bool:
         """Flush and wait up to ``timeout`` seconds for every block to be sent; True if all went."""
@@ -330,9 +340,16 @@ class RemoteWriter:
                 await anyio.sleep(0.02)
         return self.idle
 
+    def close(self) -> None:
+        """Persist what is left (with a queue folder) and close the queues. Call after the senders stop."""
+        self.flush_pending()
+        for shard in self.shards:
+            shard.queue.close()
+
     def stats(self) -> dict[str, object]:
         return {
             "url": self.label,
+            "accepted": self.accepted_samples,
             "sent": self.sent_samples,
             "pending": self.pending_samples,
             "dropped": dict(self.dropped),

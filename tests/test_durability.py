@@ -1,0 +1,105 @@
+"""Nothing accepted is lost: a receiver that goes down and comes back, a relay stopped while it is down.
+
+Real parts: etcd 3.5.1 members, VictoriaMetrics, the relay as a subprocess with a persistent queue.
+Counts are compared exactly: every sample the relay accepted is stored once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from relay.localenv import EtcdCluster, ServiceUnavailable, VictoriaMetrics, free_ports
+from tests.conftest import missing_service
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+DOWNTIME = float(os.environ.get("RELAY_TEST_RECEIVER_DOWNTIME", "20"))
+
+
+def write_config(path: Path, job: str, targets: list[str], write_url: str) -> None:
+    path.write_text(
+        "global: {scrape_interval: 1s, scrape_timeout: 1s}\n"
+        f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: {orjson.dumps(targets).decode()}\n"
+        f"remote_write:\n  - url: {write_url}\n"
+        "    queue_config: {batch_send_deadline: 500ms, min_backoff: 50ms, max_backoff: 1s, min_shards: 2}\n"
+    )
+
+
+def start_relay(config: Path, queue: Path, stats: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{free_ports(1)[0]}",
+         "--queue-dir", str(queue), "--stats-file", str(stats), *extra],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+
+def stop_relay(proc: subprocess.Popen[bytes], stats: Path) -> dict:
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    (rw,) = orjson.loads(stats.read_bytes())["remote_write"]
+    return dict(rw)
+
+
+def new_vm(tmp_path: Path, port: int) -> VictoriaMetrics:
+    try:
+        return VictoriaMetrics(base_dir=tmp_path / "vm", port=port)
+    except ServiceUnavailable as exc:
+        missing_service(str(exc))
+        raise
+
+
+def test_receiver_down_then_back_loses_nothing(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    vm = new_vm(tmp_path, port)
+    vm.start()
+    cfg, stats = tmp_path / "relay.yml", tmp_path / "stats.json"
+    write_config(cfg, "dur-down", [m.metrics_target for m in etcd_cluster.members], vm.write_url)
+    proc = start_relay(cfg, tmp_path / "queue", stats)
+    try:
+        time.sleep(3)
+        vm.stop()
+        time.sleep(DOWNTIME)
+        vm.start()
+        time.sleep(4)
+        rw = stop_relay(proc, stats)
+        assert rw["dropped"] == {} and rw["pending"] == 0
+        assert rw["accepted"] > 3 * 1400 * (DOWNTIME + 5)
+        assert vm.sample_count('{job="dur-down"}') == rw["accepted"] == rw["sent"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        vm.close()
+
+
+def test_relay_stopped_while_receiver_down_resumes_from_disk(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    cfg, queue = tmp_path / "relay.yml", tmp_path / "queue"
+    write_config(cfg, "dur-restart", [m.metrics_target for m in etcd_cluster.members], f"http://127.0.0.1:{port}/api/v1/write")
+    s1, s2 = tmp_path / "s1.json", tmp_path / "s2.json"
+    proc = start_relay(cfg, queue, s1, "--drain-timeout", "1")
+    time.sleep(4)
+    first = stop_relay(proc, s1)
+    assert first["sent"] == 0 and first["pending"] == first["accepted"] > 0
+    assert any(p.stat().st_size > 0 for p in queue.rglob("*.seg"))
+    vm = new_vm(tmp_path, port)
+    vm.start()
+    try:
+        proc = start_relay(cfg, queue, s2)
+        time.sleep(4)
+        second = stop_relay(proc, s2)
+        assert second["dropped"] == {} and second["pending"] == 0
+        assert second["sent"] == first["accepted"] + second["accepted"]
+        assert vm.sample_count('{job="dur-restart"}') == first["accepted"] + second["accepted"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        vm.close()

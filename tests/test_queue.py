@@ -1,0 +1,109 @@
+"""Block queues: FIFO, bounds, persistence across restarts, corruption, a disk that refuses writes."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from relay.queue import Block, DiskQueue, MemoryQueue
+
+
+def blocks(n: int, size: int = 100) -> list[Block]:
+    return [Block(bytes([i % 256]) * size, samples=i + 1) for i in range(n)]
+
+
+def drain(q: DiskQueue | MemoryQueue) -> list[Block]:
+    out = []
+    while (b := q.peek()) is not None:
+        out.append(b)
+        q.ack()
+    return out
+
+
+def test_memory_queue_fifo_and_bound() -> None:
+    q = MemoryQueue(max_bytes=350)
+    for b in blocks(5):
+        q.put(b)
+    assert len(q) == 3 and q.dropped_samples == 1 + 2 and q.samples == 3 + 4 + 5
+    assert [b.samples for b in drain(q)] == [3, 4, 5]
+
+
+def test_disk_queue_survives_restart(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path, segment_bytes=250, memory_bytes=150)
+    for b in blocks(10):
+        q.put(b)
+    for _ in range(3):
+        assert q.peek() is not None
+        q.ack()
+    q.close()
+    q2 = DiskQueue(tmp_path, segment_bytes=250)
+    assert len(q2) == 7 and q2.samples == sum(range(4, 11))
+    got = drain(q2)
+    assert [b.samples for b in got] == list(range(4, 11))
+    assert [b.data for b in got] == [b.data for b in blocks(10)[3:]]
+    q2.close()
+    q3 = DiskQueue(tmp_path)
+    assert len(q3) == 0 and q3.peek() is None
+    q3.close()
+    assert list(tmp_path.glob("*.seg")) == [] or all(p.stat().st_size == 0 for p in tmp_path.glob("*.seg"))
+
+
+def test_disk_queue_bound_drops_oldest_segments(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path, max_bytes=1000, segment_bytes=200)
+    for b in blocks(30):
+        q.put(b)
+    assert q._disk_bytes <= 1000 + 200 and q.bytes <= q._disk_bytes and q.dropped_samples > 0
+    got = drain(q)
+    assert sum(b.samples for b in got) + q.dropped_samples == sum(range(1, 31))
+    assert [b.samples for b in got] == sorted(b.samples for b in got) and got[-1].samples == 30
+    q.close()
+
+
+def test_corrupt_record_is_skipped_and_counted(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path, memory_bytes=0)
+    for b in blocks(3):
+        q.put(b)
+    q.close()
+    (seg,) = tmp_path.glob("*.seg")
+    raw = bytearray(seg.read_bytes())
+    raw[16 + 116 + 20] ^= 0xFF  # a byte of the second record's data
+    seg.write_bytes(bytes(raw))
+    q = DiskQueue(tmp_path)
+    got = drain(q)
+    assert [b.samples for b in got] == [1, 3] and q.corrupt_records == 1 and q.dropped_samples == 2
+    q.close()
+
+
+def test_torn_tail_and_garbage_segment(tmp_path: Path) -> None:
+    q = DiskQueue(tmp_path)
+    for b in blocks(2):
+        q.put(b)
+    q.close()
+    (seg,) = tmp_path.glob("*.seg")
+    with open(seg, "ab") as f:
+        f.write(b"RLQ1\x00\x10")  # a torn header from a kill mid-write
+    (tmp_path / "0000000000000099.seg").write_bytes(b"garbage" * 10)
+    q = DiskQueue(tmp_path)
+    assert [b.samples for b in drain(q)] == [1, 2]
+    assert q.corrupt_records == 2
+    q.close()
+
+
+def test_disk_full_keeps_blocks_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    q = DiskQueue(tmp_path)
+    q.put(blocks(1)[0])
+    real_write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    for b in blocks(3)[1:]:
+        q.put(b)
+    assert q.write_errors == 1 and len(q) == 3
+    monkeypatch.setattr(os, "write", real_write)
+    assert [b.samples for b in drain(q)] == [1, 2, 3]
+    q.close()
