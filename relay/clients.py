@@ -114,14 +114,11 @@ class ClientPool:
         self._clients: dict[HTTPClientConfig, _Entry] = {}
         self._retired: list[httpx.AsyncClient] = []
 
-    def _transport(self, ctx: ssl.SSLContext | None) -> httpx.AsyncBaseTransport:
+    def _transport(self, ctx: ssl.SSLContext | None, server_name: str | None) -> httpx.AsyncBaseTransport:
         if self.fast:
-            try:
-                from .transport import FastTransport
-            except ImportError:
-                pass
-            else:
-                return FastTransport(ssl_context=ctx)
+            from .transport import FastTransport
+
+            return FastTransport(ssl_context=ctx, server_hostname=server_name)
         limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
         return httpx.AsyncHTTPTransport(verify=ctx if ctx is not None else True, http2=False, limits=limits)
 
@@ -130,7 +127,7 @@ class ClientPool:
         ctx = build_ssl_context(tls)
         auth = FileAuth(cfg.basic_auth, cfg.authorization) if (cfg.basic_auth or cfg.authorization) else None
         client = httpx.AsyncClient(
-            transport=self._transport(ctx),
+            transport=self._transport(ctx, tls.server_name),
             auth=auth,
             follow_redirects=cfg.follow_redirects,
             headers={"User-Agent": USER_AGENT},

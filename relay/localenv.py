@@ -425,3 +425,77 @@ def victoria_metrics_or_none() -> Iterator[VictoriaMetrics | None]:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "") not in ("", "0", "false")
+
+
+def make_tls_files(folder: str | Path, *, ca_name: str = "relay-test-ca", prefix: str = "") -> TLSFiles:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate, as PEM files.
+
+    Needs the ``cryptography`` package (a test dependency).
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+        path.write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+        )
+        path.chmod(0o600)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(name(ca_name)).issuer_name(name(ca_name))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def issue(cn: str, usage: x509.ObjectIdentifier, server: bool) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        b = (
+            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if server:
+            import ipaddress
+
+            b = b.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return b.sign(ca_key, hashes.SHA256()), key
+
+    server_cert, server_key = issue("etcd-server", ExtendedKeyUsageOID.SERVER_AUTH, True)
+    client_cert, client_key = issue("relay-client", ExtendedKeyUsageOID.CLIENT_AUTH, False)
+    files = TLSFiles(
+        ca_file=str(folder / f"{prefix}ca.crt"),
+        server_cert=str(folder / f"{prefix}server.crt"),
+        server_key=str(folder / f"{prefix}server.key"),
+        client_cert=str(folder / f"{prefix}client.crt"),
+        client_key=str(folder / f"{prefix}client.key"),
+    )
+    pem = serialization.Encoding.PEM
+    Path(files.ca_file).write_bytes(ca_cert.public_bytes(pem))
+    Path(files.server_cert).write_bytes(server_cert.public_bytes(pem))
+    write_key(server_key, Path(files.server_key))
+    Path(files.client_cert).write_bytes(client_cert.public_bytes(pem))
+    write_key(client_key, Path(files.client_key))
+    return files

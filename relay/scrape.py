@@ -24,7 +24,7 @@ import ssl
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import httpx
@@ -157,6 +157,8 @@ class ScrapeLoop:
             "Accept-Encoding": "gzip",
             "X-Prometheus-Scrape-Timeout-Seconds": f"{target.scrape_timeout:g}",
         }
+        server_name = sc.http.tls_config.server_name
+        self._extensions = {"sni_hostname": server_name} if server_name else None
         self.cancel_scope = anyio.CancelScope()
         self._stale_on_stop = False
         self._stopped = False
@@ -259,7 +261,7 @@ class ScrapeLoop:
         try:
             with anyio.fail_after(target.scrape_timeout):
                 client = self.clients.get(sc.http)
-                request = client.build_request("GET", target.url, headers=self._headers)
+                request = client.build_request("GET", target.url, headers=self._headers, extensions=self._extensions)
                 response, body = await fetch(client, request, body_limit=sc.body_size_limit)
             if response.status_code != 200:
                 raise ScrapeError("http_status", f"server returned HTTP status {response.status_code}")
@@ -313,13 +315,21 @@ def select_for_member(target: Target, cluster: ClusterConfig) -> bool:
     return any((first + r) % cluster.members_count == cluster.member_num for r in range(cluster.replication_factor))
 
 
+def scrape_settings(sc: ScrapeConfig) -> ScrapeConfig:
+    """A scrape config without its discovery part: what a running loop depends on."""
+    return replace(sc, static_configs=(), file_sd_configs=(), etcd_sd_configs=())
+
+
 @dataclass
 class _Job:
     config: ScrapeConfig
     providers: list[Provider]
     groups: dict[int, list[TargetGroup]] = field(default_factory=dict)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    errors: list[str] = field(default_factory=list)
+    # After a reload that changed discovery: the old groups stay until every new provider has
+    # reported once, so that unchanged targets keep running instead of flapping.
+    carry: list[TargetGroup] | None = None
+    waiting: set[int] = field(default_factory=set)
 
 
 class ScrapeManager:
@@ -355,18 +365,18 @@ class ScrapeManager:
     def apply(self, config: Config) -> None:
         """Switch to ``config``: jobs whose config is unchanged keep their discovery and loops."""
         assert self._tg is not None
-        old_extra = self.extra_labels if self.config is not None else None
         self.config = config
-        if old_extra is not None and old_extra != self.extra_labels:
-            for job in list(self.jobs):  # every series changes: restart everything
-                self._drop_job(job)
         wanted = {sc.job_name: sc for sc in config.scrape_configs}
         for name in list(self.jobs):
-            if name not in wanted or self.jobs[name].config != wanted[name]:
+            if name not in wanted:
                 self._drop_job(name)
         for name, sc in wanted.items():
-            if name not in self.jobs:
-                self._start_job(sc)
+            old = self.jobs.get(name)
+            if old is None:
+                self._start_job(sc, None)
+            elif old.config != sc:
+                old.scope.cancel()
+                self._start_job(sc, old)
         self._sync_all()
 
     def _drop_job(self, name: str) -> None:
@@ -374,7 +384,7 @@ class ScrapeManager:
         job.scope.cancel()
         self.metrics.targets.labels(name).set(0)
 
-    def _start_job(self, sc: ScrapeConfig) -> None:
+    def _start_job(self, sc: ScrapeConfig, old: _Job | None) -> None:
         providers: list[Provider] = []
         if sc.static_configs:
             providers.append(StaticProvider(sc.static_configs, sc.job_name))
@@ -383,13 +393,22 @@ class ScrapeManager:
         job = self.jobs[sc.job_name] = _Job(sc, providers)
         assert self._tg is not None
         for i, p in enumerate(providers):
-            self._tg.start_soon(self._run_provider, job, i, p)
+            if isinstance(p, StaticProvider):
+                job.groups[i] = p.groups  # known now: no gap before the first report
+            else:
+                job.waiting.add(i)
+                self._tg.start_soon(self._run_provider, job, i, p)
+        if old is not None and job.waiting:
+            job.carry = [g for gs in old.groups.values() for g in gs] + (old.carry or [])
 
     async def _run_provider(self, job: _Job, index: int, provider: Provider) -> None:
         def send(groups: list[TargetGroup]) -> None:
             if self.jobs.get(job.config.job_name) is not job:
                 return
             job.groups[index] = groups
+            job.waiting.discard(index)
+            if not job.waiting:
+                job.carry = None
             self._sync_all()
 
         with job.scope:
@@ -402,7 +421,7 @@ class ScrapeManager:
         self.target_errors = {}
         for name, job in self.jobs.items():
             count = 0
-            for groups in job.groups.values():
+            for groups in [*job.groups.values(), job.carry or []]:
                 for g in groups:
                     for addr in g.targets:
                         try:
@@ -426,7 +445,8 @@ class ScrapeManager:
         extra = self.extra_labels
         for key, target in desired.items():
             loop = self.loops.get(key)
-            if loop is not None and loop.target.config == target.config and loop.extra_labels == extra:
+            same = loop is not None and scrape_settings(loop.target.config) == scrape_settings(target.config)
+            if loop is not None and same and loop.extra_labels == extra:
                 continue
             if loop is not None:
                 loop.stop()

@@ -197,3 +197,27 @@ async def test_manager_reload_keeps_unchanged_loops_and_stales_removed_targets()
         assert math.isnan(stale[-1][2]) and bits(stale[-1][2]) == STALE_NAN_BITS
         mgr.stop_all()
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.services
+async def test_scrape_real_etcd_34_member(tmp_path: Any) -> None:
+    from relay.localenv import ServiceUnavailable
+    from tests.conftest import missing_service
+
+    try:
+        cluster = EtcdCluster(1, version="3.4", base_dir=tmp_path)
+    except ServiceUnavailable as exc:
+        missing_service(str(exc))
+        return
+    with cluster:
+        m = cluster.members[0]
+        pool = ClientPool()
+        loop = ScrapeLoop(make_target(m.metrics_target), pool, [], SelfMetrics())
+        try:
+            batch = await loop.scrape_once()
+        finally:
+            await pool.aclose()
+    series = by_name(batch)
+    assert loop.health.health == "up", loop.health.last_error
+    assert series["etcd_server_has_leader"][0][1] == 1
+    assert any(labels.get("server_version", "").startswith("3.4") for labels, _ in series["etcd_server_version"])
