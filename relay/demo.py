@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 import anyio
@@ -69,10 +69,8 @@ def run_demo(args: argparse.Namespace) -> int:
         def writer() -> None:
             i = 0
             while not stop_writes.wait(0.2):
-                try:
+                with suppress(OSError):
                     cluster.put(f"demo/key{i % 100}", f"value {i}")
-                except OSError:
-                    pass
                 i += 1
 
         t = threading.Thread(target=writer, daemon=True)

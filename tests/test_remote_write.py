@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import Callable
 from typing import Any
 
 import anyio
