@@ -62,6 +62,13 @@ def _folder_name(config: RemoteWriteConfig) -> str:
     return f"{host}-{digest}"
 
 
+def _remove_folder(folder: Path) -> None:
+    """Remove an emptied shard folder (its files are an empty segment and a cursor)."""
+    for f in folder.iterdir():
+        f.unlink(missing_ok=True)
+    folder.rmdir()
+
+
 def classify_status(status: int, retry_on_429: bool) -> str:
     """The one place that decides what a response status means (Prometheus' client.go rule)."""
     if 200 <= status < 300:
@@ -90,10 +97,12 @@ def retry_after_seconds(value: str | None) -> float | None:
 @dataclass
 class _Shard:
     queue: BlockQueue
+    folder: Path | None = None
     pending: list[tuple[Batch, array[int]]] = field(default_factory=list)
     pending_count: int = 0
     oldest: float = 0.0
     wake: anyio.Event = field(default_factory=anyio.Event)
+    retired: bool = False  # an old generation: send what is queued, then stop
 
 
 class _WriteRelabelCache:
@@ -147,12 +156,25 @@ class RemoteWriter:
         self.label = config.name or config.url
         q = config.queue_config
         self.max_samples = q.max_samples_per_send
-        self.n_shards = max(q.min_shards, 1)
         self.max_queue_bytes = max_queue_bytes
         self.queue_dir = Path(queue_dir) / _folder_name(config) if queue_dir else None
-        per_shard = max(max_queue_bytes // self.n_shards, 1 << 20)
-        self.shards = [_Shard(self._make_queue(i, per_shard)) for i in range(self.n_shards)]
-        self.pending_samples = sum(s.queue.samples for s in self.shards)
+        # Shards come in generations. When the count changes (or at start, over what a previous run
+        # left in the queue folder), the old generation keeps sending what it holds while the new
+        # one accepts and encodes but waits to send until the old is empty: per-series order holds.
+        self.generation = 0
+        self.draining: list[_Shard] = self._recover_shards()
+        self.n_shards = max(q.min_shards, 1)
+        self.shards = self._make_shards(self.n_shards)
+        self._drained = anyio.Event()
+        if not self.draining:
+            self._drained.set()
+        self.pending_samples = sum(s.queue.samples for s in self.draining)
+        # Adaptive sharding (as Prometheus' queue manager): rates measured between reshard checks.
+        self.reshard_interval = 10.0
+        self._in_window = 0
+        self._out_window = 0
+        self._send_seconds_window = 0.0
+        self._tg: anyio.abc.TaskGroup | None = None
         self.sent_samples = 0
         self.accepted_samples = 0
         self.dropped: dict[str, int] = {}
@@ -165,7 +187,6 @@ class RemoteWriter:
             "User-Agent": USER_AGENT,
             **dict(config.headers),
         }
-        self._closing = False
         metrics.rw_shards.labels(self.label).set(self.n_shards)
 
     # -- accepting ---------------------------------------------------------------------------
@@ -180,6 +201,10 @@ class RemoteWriter:
                 self._drop(DROP_RELABEL, dropped)
             if len(batch) == 0:
                 return
+        self.pending_samples += len(batch)
+        self.accepted_samples += len(batch)
+        self._in_window += len(batch)
+        self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
         now = time.monotonic()
         parts = split_by_shard(batch, self.n_shards)
         for shard, index in zip(self.shards, parts, strict=True):
@@ -191,9 +216,6 @@ class RemoteWriter:
             shard.pending_count += len(index)
             if shard.pending_count >= self.max_samples:
                 self._cut(shard, only_full=True)
-        self.pending_samples += len(batch)
-        self.accepted_samples += len(batch)
-        self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
 
     def _cut(self, shard: _Shard, *, only_full: bool) -> None:
         """Encode pending samples of a shard into blocks of at most max_samples_per_send."""
@@ -216,14 +238,39 @@ class RemoteWriter:
         if shard.pending:
             shard.oldest = time.monotonic()
 
-    def _make_queue(self, index: int, max_bytes: int) -> BlockQueue:
-        if self.queue_dir is None:
-            return MemoryQueue(max_bytes)
-        return DiskQueue(self.queue_dir / f"shard-{index:03d}", max_bytes=max_bytes)
+    def _recover_shards(self) -> list[_Shard]:
+        """Open what a previous run left in the queue folder; it is sent before anything new."""
+        if self.queue_dir is None or not self.queue_dir.exists():
+            return []
+        out = []
+        for folder in sorted(self.queue_dir.glob("gen*-shard*")):
+            try:
+                self.generation = max(self.generation, int(folder.name[3:].split("-", 1)[0]))
+            except ValueError:
+                continue
+            queue = DiskQueue(folder, max_bytes=self.max_queue_bytes)
+            if len(queue):
+                out.append(_Shard(queue, folder, retired=True))
+            else:
+                queue.close()
+                _remove_folder(folder)
+        return out
+
+    def _make_shards(self, n: int) -> list[_Shard]:
+        self.generation += 1
+        per_shard = max(self.max_queue_bytes // n, 1 << 20)
+        shards = []
+        for i in range(n):
+            if self.queue_dir is None:
+                shards.append(_Shard(MemoryQueue(per_shard)))
+            else:
+                folder = self.queue_dir / f"gen{self.generation:06d}-shard{i:03d}"
+                shards.append(_Shard(DiskQueue(folder, max_bytes=per_shard), folder))
+        return shards
 
     @property
     def queue_bytes(self) -> int:
-        return sum(s.queue.bytes for s in self.shards)
+        return sum(s.queue.bytes for s in self.shards) + sum(s.queue.bytes for s in self.draining)
 
     def _account_queue(self, shard: _Shard) -> None:
         """Count what the queue's byte bound or a corrupt record forced out."""
@@ -247,10 +294,74 @@ class RemoteWriter:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
-            for shard in self.shards:
-                tg.start_soon(self._sender, shard)
+            self._tg = tg
+            self._start_generation()
             tg.start_soon(self._ticker)
+            tg.start_soon(self._reshard_loop)
             task_status.started()
+
+    def _start_generation(self, *, recovered: bool = True) -> None:
+        """Start senders: the current shards' wait until every draining shard is empty."""
+        assert self._tg is not None
+        if recovered:
+            for shard in self.draining:
+                self._tg.start_soon(self._sender, shard, None)
+        for shard in self.shards:
+            self._tg.start_soon(self._sender, shard, self._drained)
+        self.metrics.rw_shards.labels(self.label).set(len(self.shards))
+
+    def _shard_done(self, shard: _Shard) -> None:
+        shard.queue.close()
+        if shard.folder is not None:
+            _remove_folder(shard.folder)
+        if shard in self.draining:
+            self.draining.remove(shard)
+            if not self.draining:
+                self._drained.set()
+
+    def desired_shards(self, elapsed: float) -> int:
+        """Shards needed to send the inflow plus the backlog within the next interval."""
+        q = self.config.queue_config
+        if self._out_window == 0 or elapsed <= 0:
+            return self.n_shards  # nothing measured (idle, or the receiver is failing): keep
+        time_per_sample = self._send_seconds_window / self._out_window
+        rate_in = self._in_window / elapsed
+        backlog = max(self.pending_samples, 0)
+        desired = time_per_sample * (rate_in + backlog / self.reshard_interval)
+        # Tolerate 30% either way before changing, so the count does not flap.
+        if self.n_shards * 0.7 <= desired <= self.n_shards * 1.3:
+            return self.n_shards
+        return max(q.min_shards, min(q.max_shards, int(desired) + 1))
+
+    async def _reshard_loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            await anyio.sleep(self.reshard_interval)
+            now = time.monotonic()
+            want = self.desired_shards(now - last)
+            self._in_window = self._out_window = 0
+            self._send_seconds_window = 0.0
+            last = now
+            if want != self.n_shards:
+                self.reshard(want)
+
+    def reshard(self, n: int) -> bool:
+        """Change the shard count now. The current shards become the draining generation (they
+        send what they hold); new ones take new samples and send once those are empty. False (and
+        nothing changes) while an earlier generation is still draining."""
+        if n == self.n_shards or self.draining:
+            return False
+        log.info("remote_write %s: shards %d -> %d", self.label, self.n_shards, n)
+        self._drained = anyio.Event()
+        self.draining = list(self.shards)
+        for shard in self.shards:
+            self._cut(shard, only_full=False)
+            shard.retired = True
+            shard.wake.set()  # an idle sender wakes up, finds its queue empty and stops
+        self.n_shards = n
+        self.shards = self._make_shards(n)
+        self._start_generation(recovered=False)
+        return True
 
     async def _ticker(self) -> None:
         deadline = self.config.queue_config.batch_send_deadline
@@ -262,11 +373,16 @@ class RemoteWriter:
                 if shard.pending and now - shard.oldest >= deadline:
                     self._cut(shard, only_full=False)
 
-    async def _sender(self, shard: _Shard) -> None:
+    async def _sender(self, shard: _Shard, after: anyio.Event | None) -> None:
+        if after is not None:
+            await after.wait()
         while True:
             block = shard.queue.peek()
             self._account_queue(shard)
             if block is None:
+                if shard.retired:
+                    self._shard_done(shard)
+                    return
                 shard.wake = anyio.Event()
                 await shard.wake.wait()
                 continue
@@ -295,6 +411,8 @@ class RemoteWriter:
                 verdict = classify_status(resp.status_code, q.retry_on_http_429)
                 self.metrics.rw_send_latency.labels(label).observe(time.perf_counter() - t0)
                 if verdict == OK:
+                    self._out_window += block.samples
+                    self._send_seconds_window += time.perf_counter() - t0
                     self.sent_samples += block.samples
                     self.metrics.rw_samples_sent.labels(label).inc(block.samples)
                     self.metrics.rw_bytes_sent.labels(label).inc(len(block.data))
@@ -330,7 +448,7 @@ class RemoteWriter:
 
     @property
     def idle(self) -> bool:
-        return all(not len(s.queue) and not s.pending for s in self.shards)
+        return not self.draining and all(not len(s.queue) and not s.pending for s in self.shards)
 
     async def drain(self, timeout: float) -> bool:
         """Flush and wait up to ``timeout`` seconds for every block to be sent; True if all went."""
@@ -343,7 +461,7 @@ class RemoteWriter:
     def close(self) -> None:
         """Persist what is left (with a queue folder) and close the queues. Call after the senders stop."""
         self.flush_pending()
-        for shard in self.shards:
+        for shard in [*self.draining, *self.shards]:
             shard.queue.close()
 
     def stats(self) -> dict[str, object]:

@@ -223,3 +223,90 @@ async def test_prometheus_receives_every_sample(prometheus_receiver: PrometheusR
     assert r["value"][1] == "3003"
 
 
+
+
+async def test_reshard_keeps_per_series_order_and_loses_nothing() -> None:
+    seen: list[bytes] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.002)
+        seen.append(request.content)
+        return httpx.Response(200)
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {min_shards: 1, max_shards: 8, max_samples_per_send: 30}\n")
+    writer = RemoteWriter(cfg, MockPool(handler), SelfMetrics())
+    batches = make_batches(50, 40, "reshard", 1_700_000_000_000)
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        for i, b in enumerate(batches):
+            writer.push(b)
+            if i == 10:
+                writer.reshard(5)
+            if i == 25:
+                await anyio.sleep(0.05)
+            await anyio.sleep(0)
+        assert await writer.drain(30)
+        tg.cancel_scope.cancel()
+    assert writer.n_shards == 5 and len(writer.shards) == 5
+    per_series: dict[str, list[int]] = {}
+    for body in seen:
+        for labels, samples in decode(body):
+            per_series.setdefault(labels["series"], []).extend(ts for _, ts in samples)
+    assert len(per_series) == 50
+    assert all(ts == sorted(ts) and len(ts) == 40 for ts in per_series.values())
+    assert writer.sent_samples == 2000
+
+
+async def test_shards_grow_with_a_slow_receiver() -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.05)
+        return httpx.Response(200)
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {max_shards: 10, max_samples_per_send: 100}\n")
+    writer = RemoteWriter(cfg, MockPool(slow), SelfMetrics())
+    writer.reshard_interval = 0.5
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        with anyio.move_on_after(3):
+            while writer.n_shards == 1:
+                for b in make_batches(100, 2, "grow", 1_700_000_000_000):  # 200 samples per 50 ms: 4x one shard
+                    writer.push(b)
+                await anyio.sleep(0.05)
+        assert writer.n_shards > 1
+        assert await writer.drain(30)
+        tg.cancel_scope.cancel()
+    assert writer.dropped == {} and writer.sent_samples == writer.accepted_samples
+
+
+async def test_restart_with_fewer_shards_sends_what_the_old_ones_left_first(tmp_path: Any) -> None:
+    seen: list[bytes] = []
+    up = False
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if not up:
+            raise httpx.ConnectError("down")
+        seen.append(request.content)
+        return httpx.Response(200)
+
+    queue_cfg = "    queue_config: {{min_shards: {}, max_samples_per_send: 20, min_backoff: 10ms, max_backoff: 20ms}}\n"
+    first = RemoteWriter(rw_config("http://127.0.0.1:1/w", queue_cfg.format(3)), MockPool(handler), SelfMetrics(),
+                         queue_dir=tmp_path)
+    batches = make_batches(30, 6, "restart", 1_700_000_000_000)
+    async with anyio.create_task_group() as tg:
+        await tg.start(first.run)
+        for b in batches[:3]:
+            first.push(b)
+        assert not await first.drain(0.3)
+        tg.cancel_scope.cancel()
+    first.close()
+    up = True
+    second = RemoteWriter(rw_config("http://127.0.0.1:1/w", queue_cfg.format(1)), MockPool(handler), SelfMetrics(),
+                          queue_dir=tmp_path)
+    assert len(second.draining) == 3 and second.pending_samples == 90
+    assert await run_writer(second, batches[3:])
+    per_series: dict[str, list[int]] = {}
+    for body in seen:
+        for labels, samples in decode(body):
+            per_series.setdefault(labels["series"], []).extend(ts for _, ts in samples)
+    assert len(per_series) == 30 and all(ts == sorted(ts) and len(ts) == 6 for ts in per_series.values())
+    assert [p.name for p in tmp_path.rglob("gen*")] == ["gen000002-shard000"]
