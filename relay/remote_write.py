@@ -38,7 +38,7 @@ from .config import RemoteWriteConfig
 from .metrics import SelfMetrics
 from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
 from .relabel import Relabeler
-from .rwencode import WriteRequestEncoder, compress, split_by_shard
+from .rwencode import WriteRequestEncoder, split_by_shard
 
 __all__ = ["RemoteWriter", "classify_status", "retry_after_seconds"]
 
@@ -234,7 +234,7 @@ class RemoteWriter:
                     need = 0
             n = len(enc)
             shard.pending_count -= n
-            self._enqueue(shard, Block(compress(enc.finish()), n))
+            self._enqueue(shard, Block(enc.finish_compressed(), n))
         if shard.pending:
             shard.oldest = time.monotonic()
 

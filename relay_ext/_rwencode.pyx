@@ -1,0 +1,353 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The C twin of relay.rwencode: remote-write WriteRequest encoding and shard splitting.
+
+Same names, behaviour, errors and output bytes as ``WriteRequestEncoderPy`` and ``split_by_shard_py``
+in relay/rwencode.py, which documents the wire format and the grouping rule. Here no Python object
+is made per sample: the columns are read through their buffers, each run of samples of one series
+gets its label bytes straight from the SeriesTable's list (a borrowed pointer, no refcount), and
+everything is written into one growing C buffer that finish() turns into bytes.
+"""
+
+from cpython.array cimport array, clone
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.object cimport PyObject
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy, memset
+
+import cramjam
+
+cdef extern from "Python.h":
+    # Borrowed-reference macros, declared on PyObject* so that Cython adds no refcounting.
+    PyObject* _list_item "PyList_GET_ITEM" (PyObject* lst, Py_ssize_t i) nogil
+    bint _is_bytes "PyBytes_Check" (PyObject* o) nogil
+    char* _bytes_data "PyBytes_AS_STRING" (PyObject* o) nogil
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE" (PyObject* o) nogil
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    /* Bytes that n takes as a base-128 varint: 1..10. */
+    static inline Py_ssize_t rw_varint_len(uint64_t n) {
+    #if defined(__GNUC__) || defined(__clang__)
+        return 1 + (63 - __builtin_clzll(n | 1)) / 7;
+    #else
+        Py_ssize_t len = 1;
+        while (n >= 0x80) { n >>= 7; len++; }
+        return len;
+    #endif
+    }
+
+    static inline uint8_t *rw_put_varint(uint8_t *p, uint64_t n) {
+        while (n >= 0x80) {
+            *p++ = (uint8_t)(n | 0x80);
+            n >>= 7;
+        }
+        *p++ = (uint8_t)n;
+        return p;
+    }
+
+    /* The 8 bytes of a fixed64 field: little endian whatever the host. */
+    static inline uint8_t *rw_put_fixed64(uint8_t *p, uint64_t v) {
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        memcpy(p, &v, 8);
+    #else
+        for (int k = 0; k < 8; k++) p[k] = (uint8_t)(v >> (8 * k));
+    #endif
+        return p + 8;
+    }
+    """
+    Py_ssize_t rw_varint_len(uint64_t n) nogil
+    uint8_t* rw_put_varint(uint8_t* p, uint64_t n) nogil
+    uint8_t* rw_put_fixed64(uint8_t* p, uint64_t v) nogil
+
+
+# A Sample field: tag, length (one byte: a Sample is at most 20 bytes), 0x09, 8 value bytes, 0x10,
+# then the timestamp varint. SLACK: bytes a sample may write past its end (a fixed-size copy of a
+# cached 10-byte varint), reserved beyond what is needed.
+cdef enum:
+    SAMPLE_FIXED = 12
+    SLACK = 16
+    MIN_CAPACITY = 65536
+    KEEP_MAX = 16 << 20  # a buffer larger than this is freed at finish(), never kept as the spare
+
+cdef array _INDEX_TEMPLATE = array("I")
+_compress_raw = cramjam.snappy.compress_raw
+
+# One spare buffer, handed from an encoder that goes away to the next one made, so that the
+# one-shot pattern (encode_write_request, one encoder per send) does not grow a buffer each time.
+cdef uint8_t* _spare = NULL
+cdef Py_ssize_t _spare_cap = 0
+
+
+cdef object _as_index(object index):
+    if isinstance(index, array) and (<array>index).typecode == "I":
+        return index
+    return array("I", index)
+
+
+cdef Py_ssize_t _check_columns(object batch) except -1:
+    cdef Py_ssize_t n = len(batch.ids)
+    if len(batch.values) != n or len(batch.timestamps) != n:
+        raise ValueError(
+            f"Batch columns differ in length: {n} ids, {len(batch.values)} values, "
+            f"{len(batch.timestamps)} timestamps"
+        )
+    return n
+
+
+cdef class WriteRequestEncoder:
+    """Accumulates samples from one or more Batches (possibly different SeriesTables) into one WriteRequest.
+
+    The C twin of ``relay.rwencode.WriteRequestEncoderPy`` (same output, byte for byte).
+    """
+
+    cdef uint8_t* _buf
+    cdef Py_ssize_t _len
+    cdef Py_ssize_t _cap
+    cdef Py_ssize_t _count
+    cdef bint _busy  # the buffer is lent to the compressor (which may run without the GIL)
+
+    def __cinit__(self):
+        global _spare, _spare_cap
+        self._buf = _spare
+        self._cap = _spare_cap
+        _spare = NULL
+        _spare_cap = 0
+        self._len = 0
+        self._count = 0
+        self._busy = False
+
+    def __dealloc__(self):
+        global _spare, _spare_cap
+        if self._buf == NULL:
+            return
+        if _spare_cap < self._cap <= KEEP_MAX:
+            free(_spare)
+            _spare = self._buf
+            _spare_cap = self._cap
+        else:
+            free(self._buf)
+        self._buf = NULL
+
+    def __len__(self):
+        """Samples added since the last finish()."""
+        return self._count
+
+    cdef int _check_idle(self) except -1:
+        if self._busy:
+            raise RuntimeError("WriteRequestEncoder used from another thread during finish_compressed()")
+        return 0
+
+    cdef int _grow(self, Py_ssize_t need) except -1:
+        cdef Py_ssize_t cap = self._cap * 2 if self._cap else MIN_CAPACITY
+        cdef uint8_t* buf
+        if cap < need:
+            cap = need
+        buf = <uint8_t*>realloc(self._buf, <size_t>cap)
+        if buf == NULL:
+            raise MemoryError(f"cannot grow the WriteRequest buffer to {cap} bytes")
+        self._buf = buf
+        self._cap = cap
+        return 0
+
+    def add(self, batch, index=None):
+        """Append samples of ``batch``: those at positions ``index``, in that order, or all of them
+        when ``index`` is None. ``index`` is an ``array('I')`` (other iterables of ints are converted).
+
+        Raises IndexError for a position or a series id out of range; the encoder is then unchanged.
+        """
+        self._check_idle()
+        cdef Py_ssize_t n = _check_columns(batch)
+        cdef const uint32_t[::1] ids
+        cdef const double[::1] values
+        cdef const int64_t[::1] timestamps
+        cdef const uint32_t[::1] positions
+        cdef const uint32_t* pos = NULL
+        cdef Py_ssize_t m = n
+        cdef Py_ssize_t start = self._len
+        cdef object encoded = batch.series.encoded
+        if type(encoded) is not list:
+            encoded = list(encoded)
+        if n:
+            ids = batch.ids
+            values = batch.values
+            timestamps = batch.timestamps
+        if index is not None:
+            positions = _as_index(index)
+            m = positions.shape[0]
+            if m:
+                pos = &positions[0]
+        if m == 0:
+            return
+        if n == 0:
+            # Every position is out of range; report the first one as the Python twin does.
+            raise IndexError(f"sample position {pos[0]} out of range for a batch of 0 samples")
+        try:
+            self._encode(&ids[0], <const uint64_t*>&values[0], &timestamps[0], n, pos, m,
+                         <PyObject*>encoded)
+        except BaseException:
+            self._len = start
+            raise
+        self._count += m
+
+    cdef int _encode(self, const uint32_t* ids, const uint64_t* vbits, const int64_t* ts,
+                     Py_ssize_t n, const uint32_t* pos, Py_ssize_t m, PyObject* encoded) except -1:
+        cdef Py_ssize_t nseries = len(<object>encoded)
+        cdef Py_ssize_t i = 0, j, k, p, q, body, lablen
+        cdef uint32_t sid
+        cdef PyObject* item
+        cdef uint8_t* out = self._buf + self._len
+        cdef uint8_t* end = self._buf + self._cap
+        # The last timestamp written, its varint (padded to SLACK bytes) and the varint's length.
+        cdef int64_t last_ts
+        cdef uint8_t ts_bytes[SLACK]
+        cdef Py_ssize_t ts_len
+        memset(ts_bytes, 0, SLACK)
+        last_ts = ts[pos[0] if pos != NULL else 0]
+        ts_len = rw_put_varint(ts_bytes, <uint64_t>last_ts) - ts_bytes
+        while i < m:
+            p = pos[i] if pos != NULL else i
+            if p >= n:
+                raise IndexError(f"sample position {p} out of range for a batch of {n} samples")
+            sid = ids[p]
+            if sid >= nseries:
+                raise IndexError(
+                    f"series id {sid} of sample {p} not in the batch's SeriesTable ({nseries} series)"
+                )
+            item = _list_item(encoded, sid)
+            if not _is_bytes(item):
+                raise TypeError(f"SeriesTable.encoded[{sid}] is not bytes")
+            lablen = _bytes_size(item)
+            if ts[p] != last_ts:
+                last_ts = ts[p]
+                ts_len = rw_put_varint(ts_bytes, <uint64_t>last_ts) - ts_bytes
+            # The run: following samples of the same series (a position out of range ends it and
+            # is reported when the loop gets to it).
+            body = lablen + SAMPLE_FIXED + ts_len
+            j = i + 1
+            while j < m:
+                q = pos[j] if pos != NULL else j
+                if q >= n or ids[q] != sid:
+                    break
+                body += SAMPLE_FIXED + rw_varint_len(<uint64_t>ts[q])
+                j += 1
+            if end - out < 1 + 10 + body + SLACK:
+                self._len = out - self._buf
+                self._grow(self._len + 1 + 10 + body + SLACK)
+                out = self._buf + self._len
+                end = self._buf + self._cap
+            out[0] = 0x0A
+            out = rw_put_varint(out + 1, <uint64_t>body)
+            memcpy(out, _bytes_data(item), <size_t>lablen)
+            out += lablen
+            k = i
+            while True:
+                # Sample k of the run; ts_bytes holds the varint of ts[q].
+                out[0] = 0x12
+                out[1] = <uint8_t>(SAMPLE_FIXED - 2 + ts_len)
+                out[2] = 0x09
+                rw_put_fixed64(out + 3, vbits[p])
+                out[11] = 0x10
+                memcpy(out + SAMPLE_FIXED, ts_bytes, SLACK)
+                out += SAMPLE_FIXED + ts_len
+                k += 1
+                if k == j:
+                    break
+                p = pos[k] if pos != NULL else k
+                if ts[p] != last_ts:
+                    last_ts = ts[p]
+                    ts_len = rw_put_varint(ts_bytes, <uint64_t>last_ts) - ts_bytes
+            i = j
+        self._len = out - self._buf
+        return 0
+
+    def finish(self):
+        """The WriteRequest bytes of everything added; the encoder is then empty, ready for reuse."""
+        self._check_idle()
+        data = PyBytes_FromStringAndSize(<char*>self._buf, self._len)
+        self._reset()
+        return data
+
+    cdef void _reset(self):
+        self._len = 0
+        self._count = 0
+        if self._cap > KEEP_MAX:
+            free(self._buf)
+            self._buf = NULL
+            self._cap = 0
+
+    def finish_compressed(self):
+        """``compress(finish())`` without the intermediate bytes: snappy straight from the buffer."""
+        cdef bytes data
+        self._check_idle()
+        if self._len == 0:
+            data = bytes(_compress_raw(b""))
+        else:
+            self._busy = True
+            try:
+                data = bytes(_compress_raw(<uint8_t[:self._len]>self._buf))
+            finally:
+                self._busy = False
+        self._reset()
+        return data
+
+
+def split_by_shard(batch, Py_ssize_t n):
+    """Sample positions of ``batch`` per shard (``array('I')`` each, ascending): a sample goes to shard
+    ``SeriesTable.hashes[sid] % n``, so a series always lands in the same shard, in order.
+
+    The C twin of ``relay.rwencode.split_by_shard_py``.
+    """
+    if n < 1:
+        raise ValueError(f"shard count must be at least 1, got {n}")
+    cdef const uint64_t[::1] hashes
+    cdef const uint32_t[::1] ids
+    cdef Py_ssize_t nseries = len(batch.series.hashes)
+    cdef Py_ssize_t m = len(batch.ids)
+    cdef Py_ssize_t i, s
+    cdef uint32_t sid
+    cdef Py_ssize_t* shard_of = NULL  # shard of each series, -1 until a sample of it is seen
+    cdef Py_ssize_t* fill = NULL
+    cdef uint32_t** dest = NULL
+    cdef list shards
+    if nseries:
+        hashes = batch.series.hashes
+    if m:
+        ids = batch.ids
+    shard_of = <Py_ssize_t*>malloc(<size_t>(nseries + 1) * sizeof(Py_ssize_t))
+    fill = <Py_ssize_t*>malloc(<size_t>n * sizeof(Py_ssize_t))
+    dest = <uint32_t**>malloc(<size_t>n * sizeof(uint32_t*))
+    try:
+        if shard_of == NULL or fill == NULL or dest == NULL:
+            raise MemoryError()
+        memset(shard_of, 0xFF, <size_t>(nseries + 1) * sizeof(Py_ssize_t))
+        memset(fill, 0, <size_t>n * sizeof(Py_ssize_t))
+        for i in range(m):
+            sid = ids[i]
+            if sid >= nseries:
+                raise IndexError(
+                    f"series id {sid} of sample {i} not in the batch's SeriesTable ({nseries} series)"
+                )
+            s = shard_of[sid]
+            if s < 0:
+                s = <Py_ssize_t>(hashes[sid] % <uint64_t>n)
+                shard_of[sid] = s
+            fill[s] += 1
+        shards = []
+        for s in range(n):
+            shard = clone(_INDEX_TEMPLATE, fill[s], False)
+            shards.append(shard)
+            dest[s] = <uint32_t*>(<array>shard).data.as_uints
+            fill[s] = 0
+        for i in range(m):
+            s = shard_of[ids[i]]
+            dest[s][fill[s]] = <uint32_t>i
+            fill[s] += 1
+        return shards
+    finally:
+        free(shard_of)
+        free(fill)
+        free(dest)
