@@ -262,6 +262,50 @@ class EtcdCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _gateway(self, path: str, body: dict[str, Any]) -> Any:
+        """POST to the v3 JSON gateway of the first running member (plain HTTP only)."""
+        m = next(m for m in self.members if m.running)
+        req = urllib.request.Request(f"{m.client_url}{path}", data=orjson.dumps(body), method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return orjson.loads(resp.read())
+
+    def member_ids(self) -> dict[str, int]:
+        """Member name -> member ID, from the cluster's member list (unstarted members have no name)."""
+        data = self._gateway("/v3/cluster/member/list", {})
+        return {m.get("name", ""): int(m["ID"]) for m in data.get("members", [])}
+
+    def add_member(self, timeout: float = 60.0) -> EtcdMember:
+        """Add a member to the running cluster (member add, then start it with state existing)."""
+        i = len(self.members)
+        ports = free_ports(3)
+        m = EtcdMember(
+            name=f"m{i}", client_port=ports[0], peer_port=ports[1], metrics_port=ports[2],
+            data_dir=self.base_dir / f"m{i}", log_path=self.base_dir / f"m{i}.log",
+            scheme="https" if self.tls else "http",
+        )
+        deadline = time.monotonic() + timeout
+        while True:  # a cluster that started moments ago refuses reconfiguration ("unhealthy cluster")
+            try:
+                self._gateway("/v3/cluster/member/add", {"peerURLs": [m.peer_url]})
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 503 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        self.members.append(m)
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members if x.running or x is m)
+        m.args = self._args(m, initial, "existing")
+        self.start_member(m)
+        self.wait_member(m, timeout)
+        return m
+
+    def remove_member(self, m: EtcdMember) -> None:
+        """Remove a member from the cluster and stop it."""
+        ids = self.member_ids()
+        self._gateway("/v3/cluster/member/remove", {"ID": ids[m.name]})
+        self.stop_member(m)
+        self.members.remove(m)
+
     def put(self, key: str, value: str) -> None:
         """Write a key through the v3 JSON gateway of the first running member (plain HTTP only)."""
         import base64
@@ -441,7 +485,7 @@ def make_tls_files(folder: str | Path, *, ca_name: str = "relay-test-ca", prefix
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
