@@ -14,15 +14,7 @@ from __future__ import annotations
 
 from ._exceptions import ConfigError, ParseError, RelayError, RemoteWriteError, ScrapeError
 from .batch import STALE_NAN, STALE_NAN_BITS, Batch, Family, Labels, SeriesTable, is_stale_nan
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:  # TEMPORARY until relay/parse.py lands: keeps `import relay` working
-    if name in ("Parser", "parse"):
-        from . import parse as _parse_mod
-
-        return getattr(_parse_mod, name)
-    raise AttributeError(name)
+from .parse import Parser, parse
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,1111 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Cython twin of relay._parse_py: the same Parser, with the per-line hot loop in C.
+
+Per sample line on a warm cache: memchr the line end, split the value (and timestamp) off the end,
+hash the series text, look it up in an open-addressing table (memcmp confirmation against a key
+arena), parse the float (exact fast path, Python float() otherwise), append to C buffers. No Python
+object is made per sample. A new text-format series without an on_new_series hook is parsed and
+encoded to remote-write label bytes in C too; every other slow path (labels with a hook, metadata,
+OpenMetrics family checks, exemplars, error messages) calls the shared helpers of relay._parse_py,
+so both twins decide alike.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.object cimport PyObject, PyObject_GenericSetAttr
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython cimport array
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memset
+
+cdef extern from "Python.h":
+    PyObject *PyDict_SetDefault(object d, object key, object default) except NULL
+
+import array as _array_module  # cpython.array needs the array module imported
+import sys
+
+from relay import _parse_py as _py
+from relay._exceptions import ParseError, ScrapeError
+from relay.batch import Batch, Family, SeriesTable, series_hash
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    static inline uint64_t rl_r64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+    static inline uint64_t rl_r32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+    static inline uint64_t rl_mix(uint64_t a, uint64_t b) {
+        __uint128_t r = (__uint128_t)a * b;
+        return (uint64_t)r ^ (uint64_t)(r >> 64);
+    }
+    #define RL_P0 0xa0761d6478bd642fULL
+    #define RL_P1 0xe7037ed1a0b428dbULL
+    #define RL_P2 0x8ebc6af09c88c6e3ULL
+    /* A wyhash-style 64-bit hash (multiply-fold of 16-byte blocks); reads only p[0..n). */
+    static inline uint64_t rl_hash(const unsigned char *p, size_t n) {
+        uint64_t seed = RL_P0 ^ (uint64_t)n, a, b;
+        if (n <= 16) {
+            if (n >= 4) {
+                size_t m = (n >> 3) << 2;
+                a = (rl_r32(p) << 32) | rl_r32(p + m);
+                b = (rl_r32(p + n - 4) << 32) | rl_r32(p + n - 4 - m);
+            } else if (n > 0) {
+                a = ((uint64_t)p[0] << 16) | ((uint64_t)p[n >> 1] << 8) | p[n - 1];
+                b = 0;
+            } else {
+                a = b = 0;
+            }
+        } else {
+            size_t i = n;
+            while (i > 16) {
+                seed = rl_mix(rl_r64(p) ^ RL_P1, rl_r64(p + 8) ^ seed);
+                p += 16;
+                i -= 16;
+            }
+            a = rl_r64(p + i - 16);
+            b = rl_r64(p + i - 8);
+        }
+        return rl_mix(RL_P2 ^ (uint64_t)n, rl_mix(a ^ RL_P1, b ^ seed));
+    }
+    static const double rl_pow10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    /* Exact parse of [+-]digits[.digits][e[+-]digits] when Clinger's fast path applies
+       (<= 19 significant digits, mantissa <= 2^53, |power of ten| <= 22): one correctly rounded
+       operation on exact operands, so bit-exact with float(). Returns 0 when it does not apply. */
+    static inline int rl_fast_float(const unsigned char *p, const unsigned char *e, double *out) {
+        int neg = 0, nd = 0, frac = 0, any = 0, ex = 0;
+        uint64_t m = 0;
+        if (p < e && (*p == '+' || *p == '-')) { neg = (*p == '-'); p++; }
+        while (p < e && *p == '0') { p++; any = 1; }
+        while (p < e && (unsigned)(*p - '0') < 10) {
+            if (nd >= 19) return 0;
+            m = m * 10 + (*p - '0'); nd++; p++; any = 1;
+        }
+        if (p < e && *p == '.') {
+            p++;
+            if (nd == 0) { while (p < e && *p == '0') { p++; frac++; any = 1; } }
+            while (p < e && (unsigned)(*p - '0') < 10) {
+                if (nd >= 19) return 0;
+                m = m * 10 + (*p - '0'); nd++; frac++; p++; any = 1;
+            }
+        }
+        if (!any) return 0;
+        if (p < e && (*p == 'e' || *p == 'E')) {
+            int eneg = 0, ed = 0;
+            p++;
+            if (p < e && (*p == '+' || *p == '-')) { eneg = (*p == '-'); p++; }
+            if (p >= e) return 0;
+            while (p < e && (unsigned)(*p - '0') < 10) {
+                if (ed >= 4) return 0;
+                ex = ex * 10 + (*p - '0'); ed++; p++;
+            }
+            if (eneg) ex = -ex;
+        }
+        if (p != e) return 0;
+        ex -= frac;
+        double v;
+        if (m == 0) {
+            v = 0.0;
+        } else {
+            if (m > (1ULL << 53) || ex < -22 || ex > 22) return 0;
+            v = (double)m;
+            if (ex >= 0) v *= rl_pow10[ex]; else v /= rl_pow10[-ex];
+        }
+        *out = neg ? -v : v;
+        return 1;
+    }
+    /* [+-]digits into an int64; 0 if not that or out of range. */
+    static inline int rl_parse_int64(const unsigned char *p, const unsigned char *e, int64_t *out) {
+        int neg = 0;
+        uint64_t v = 0;
+        if (p < e && (*p == '+' || *p == '-')) { neg = (*p == '-'); p++; }
+        if (p >= e) return 0;
+        while (p < e) {
+            unsigned d = (unsigned)(*p - '0');
+            if (d >= 10) return 0;
+            if (v > (UINT64_MAX - d) / 10) return 0;
+            v = v * 10 + d;
+            p++;
+        }
+        if (neg) {
+            if (v > (uint64_t)1 << 63) return 0;
+            *out = (int64_t)(0 - v);
+        } else {
+            if (v > (uint64_t)INT64_MAX) return 0;
+            *out = (int64_t)v;
+        }
+        return 1;
+    }
+    /* BLAKE2b (RFC 7693) with an 8-byte digest, unkeyed: the same number as
+       int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"). */
+    static const uint64_t rl_b2_iv[8] = {
+        0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+        0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+    static const unsigned char rl_b2_sigma[12][16] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+        {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+        {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+        {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+        {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+        {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+        {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+        {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+        {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+    #define RL_ROTR(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
+    #define RL_G(a, b, c, d, x, y) do { \
+        a = a + b + (x); d = RL_ROTR(d ^ a, 32); c = c + d; b = RL_ROTR(b ^ c, 24); \
+        a = a + b + (y); d = RL_ROTR(d ^ a, 16); c = c + d; b = RL_ROTR(b ^ c, 63); } while (0)
+    static void rl_b2_compress(uint64_t h[8], const unsigned char *block, uint64_t t, int last) {
+        uint64_t v[16], m[16];
+        int i;
+        for (i = 0; i < 16; i++) m[i] = rl_r64(block + 8 * i);
+        for (i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = rl_b2_iv[i]; }
+        v[12] ^= t;
+        if (last) v[14] = ~v[14];
+        /* rounds unrolled with constant message indices, so m[] stays in registers */
+        #define RL_ROUND(r) do { \
+            RL_G(v[0], v[4], v[8], v[12], m[rl_b2_sigma[r][0]], m[rl_b2_sigma[r][1]]); \
+            RL_G(v[1], v[5], v[9], v[13], m[rl_b2_sigma[r][2]], m[rl_b2_sigma[r][3]]); \
+            RL_G(v[2], v[6], v[10], v[14], m[rl_b2_sigma[r][4]], m[rl_b2_sigma[r][5]]); \
+            RL_G(v[3], v[7], v[11], v[15], m[rl_b2_sigma[r][6]], m[rl_b2_sigma[r][7]]); \
+            RL_G(v[0], v[5], v[10], v[15], m[rl_b2_sigma[r][8]], m[rl_b2_sigma[r][9]]); \
+            RL_G(v[1], v[6], v[11], v[12], m[rl_b2_sigma[r][10]], m[rl_b2_sigma[r][11]]); \
+            RL_G(v[2], v[7], v[8], v[13], m[rl_b2_sigma[r][12]], m[rl_b2_sigma[r][13]]); \
+            RL_G(v[3], v[4], v[9], v[14], m[rl_b2_sigma[r][14]], m[rl_b2_sigma[r][15]]); } while (0)
+        RL_ROUND(0); RL_ROUND(1); RL_ROUND(2); RL_ROUND(3); RL_ROUND(4); RL_ROUND(5);
+        RL_ROUND(6); RL_ROUND(7); RL_ROUND(8); RL_ROUND(9); RL_ROUND(10); RL_ROUND(11);
+        #undef RL_ROUND
+        for (i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+    }
+    static uint64_t rl_blake2b_64(const unsigned char *p, size_t n) {
+        uint64_t h[8];
+        unsigned char block[128];
+        size_t off = 0;
+        int i;
+        for (i = 0; i < 8; i++) h[i] = rl_b2_iv[i];
+        h[0] ^= 0x01010000ULL ^ 8;
+        while (n - off > 128) { rl_b2_compress(h, p + off, off + 128, 0); off += 128; }
+        memset(block, 0, 128);
+        memcpy(block, p + off, n - off);
+        rl_b2_compress(h, block, n, 1);
+        return h[0];
+    }
+    static inline int rl_is_ascii(const unsigned char *p, size_t n) {
+        uint64_t acc = 0;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) acc |= rl_r64(p + i);
+        for (; i < n; i++) acc |= p[i];
+        return (acc & 0x8080808080808080ULL) == 0;
+    }
+    """
+    uint64_t rl_hash(const unsigned char *p, size_t n) nogil
+    int rl_fast_float(const unsigned char *p, const unsigned char *e, double *out) nogil
+    int rl_parse_int64(const unsigned char *p, const unsigned char *e, int64_t *out) nogil
+    int rl_is_ascii(const unsigned char *p, size_t n) nogil
+    uint64_t rl_blake2b_64(const unsigned char *p, size_t n) nogil
+
+
+# ---------------------------------------------------------------- the key table
+
+cdef struct Slot:  # 24 bytes
+    uint64_t hash
+    uint32_t off     # offset of the key in the arena (the arena stays below 4 GiB)
+    uint32_t length  # 0: empty slot (keys are never empty)
+    int32_t sid      # series id, or DROPPED
+    uint32_t ordinal # insertion order (index into Parser._info, which OpenMetrics fills)
+
+cdef struct Table:
+    Slot *slots
+    size_t mask
+    size_t count
+    unsigned char *arena
+    size_t arena_len
+    size_t arena_cap
+
+
+cdef int table_init(Table *t, size_t capacity) except -1:
+    t.slots = <Slot *>PyMem_Malloc(capacity * sizeof(Slot))
+    if t.slots == NULL:
+        raise MemoryError()
+    memset(t.slots, 0, capacity * sizeof(Slot))
+    t.mask = capacity - 1
+    t.count = 0
+    if t.arena == NULL:
+        t.arena_cap = 4096
+        t.arena = <unsigned char *>PyMem_Malloc(t.arena_cap)
+        if t.arena == NULL:
+            raise MemoryError()
+    t.arena_len = 0
+    return 0
+
+
+cdef void table_free(Table *t) noexcept:
+    PyMem_Free(t.slots)
+    PyMem_Free(t.arena)
+    t.slots = NULL
+    t.arena = NULL
+    t.count = 0
+
+
+cdef inline Slot *table_find(Table *t, uint64_t h, const unsigned char *p, size_t n) noexcept nogil:
+    """The slot holding key p[0..n), else the empty slot where it would go."""
+    cdef size_t i = <size_t>h & t.mask
+    cdef Slot *s
+    while True:
+        s = &t.slots[i]
+        if s.length == 0:
+            return s
+        if s.hash == h and s.length == n and memcmp(t.arena + s.off, p, n) == 0:
+            return s
+        i = (i + 1) & t.mask
+
+
+cdef int table_grow(Table *t) except -1:
+    cdef Slot *old = t.slots
+    cdef size_t old_cap = t.mask + 1, i, j
+    cdef size_t cap = old_cap * 2
+    t.slots = <Slot *>PyMem_Malloc(cap * sizeof(Slot))
+    if t.slots == NULL:
+        t.slots = old
+        raise MemoryError()
+    memset(t.slots, 0, cap * sizeof(Slot))
+    t.mask = cap - 1
+    for i in range(old_cap):
+        if old[i].length != 0:
+            j = <size_t>old[i].hash & t.mask
+            while t.slots[j].length != 0:
+                j = (j + 1) & t.mask
+            t.slots[j] = old[i]
+    PyMem_Free(old)
+    return 0
+
+
+cdef int table_insert(Table *t, Slot *s, uint64_t h, const unsigned char *p, size_t n, int32_t sid,
+                      uint32_t ordinal) except -1:
+    """Fill the empty slot ``s`` (from table_find) with key p[0..n)."""
+    cdef size_t cap
+    cdef unsigned char *arena
+    if t.arena_len + n > 0xFFFFFFFF:
+        raise MemoryError("series cache key arena is full (4 GiB)")
+    if t.arena_len + n > t.arena_cap:
+        cap = t.arena_cap * 2
+        while cap < t.arena_len + n:
+            cap *= 2
+        arena = <unsigned char *>PyMem_Realloc(t.arena, cap)
+        if arena == NULL:
+            raise MemoryError()
+        t.arena = arena
+        t.arena_cap = cap
+    memcpy(t.arena + t.arena_len, p, n)
+    s.hash = h
+    s.off = <uint32_t>t.arena_len
+    s.length = <uint32_t>n
+    s.sid = sid
+    s.ordinal = ordinal
+    t.arena_len += n
+    t.count += 1
+    if t.count * 2 > t.mask + 1:
+        table_grow(t)
+    return 0
+
+
+# ---------------------------------------------------------------- small scanners
+
+cdef unsigned char NAME_CHAR[256]
+cdef unsigned char NAME_START[256]
+cdef unsigned char LABEL_CHAR[256]
+cdef unsigned char LABEL_START[256]
+cdef unsigned char BAD_TOKEN[256]   # bytes float() would strip or accept that we refuse
+
+
+cdef void _init_tables() noexcept:
+    cdef int c
+    for c in range(256):
+        LABEL_START[c] = (65 <= c <= 90) or (97 <= c <= 122) or c == 95
+        LABEL_CHAR[c] = LABEL_START[c] or (48 <= c <= 57)
+        NAME_START[c] = LABEL_START[c] or c == 58
+        NAME_CHAR[c] = LABEL_CHAR[c] or c == 58
+        BAD_TOKEN[c] = c == 95 or c == 32 or (9 <= c <= 13)
+
+
+_init_tables()
+
+
+cdef inline bint is_blank(unsigned char c) noexcept nogil:
+    return c == 32 or c == 9
+
+
+cdef inline Py_ssize_t quoted_end(const unsigned char *buf, Py_ssize_t p, Py_ssize_t end) noexcept nogil:
+    """Index of the '"' closing a quoted string whose text starts at buf[p]; -1 if none before end.
+    memchr for the quote; a backslash before it (rare) sends us through the escape-aware loop."""
+    cdef const unsigned char *q = <const unsigned char *>memchr(buf + p, 34, end - p)
+    if q == NULL:
+        return -1
+    if memchr(buf + p, 92, q - (buf + p)) == NULL:
+        return q - buf
+    while p < end:
+        if buf[p] == 92:
+            p += 2
+            continue
+        if buf[p] == 34:
+            return p
+        p += 1
+    return -1
+
+
+cdef inline Py_ssize_t block_end(const unsigned char *buf, Py_ssize_t p, Py_ssize_t end) noexcept nogil:
+    """Index just past the first unquoted '}' after buf[p] == '{'; -1 if none before end."""
+    cdef unsigned char c
+    p += 1
+    while p < end:
+        c = buf[p]
+        if c == 34:
+            p = quoted_end(buf, p + 1, end)
+            if p < 0:
+                return -1
+        elif c == 125:
+            return p + 1
+        p += 1
+    return -1
+
+
+cdef inline size_t varint_len(size_t n) noexcept nogil:
+    cdef size_t k = 1
+    while n >= 0x80:
+        n >>= 7
+        k += 1
+    return k
+
+
+cdef inline unsigned char *put_varint(unsigned char *o, size_t n) noexcept nogil:
+    while n >= 0x80:
+        o[0] = <unsigned char>((n & 0x7F) | 0x80)
+        o += 1
+        n >>= 7
+    o[0] = <unsigned char>n
+    return o + 1
+
+
+cdef enum:
+    MAX_FAST_LABELS = 64
+
+cdef struct LabelRef:
+    const unsigned char *name
+    size_t name_len
+    const unsigned char *value   # raw (still escaped) bytes
+    size_t value_len             # raw length
+    size_t out_len               # unescaped length
+    bint escaped
+
+
+cdef _ARRAY_I = array.array("I")
+cdef _ARRAY_D = array.array("d")
+cdef _ARRAY_Q = array.array("q")
+cdef object _DEFAULT_TS = _py.default_timestamp
+cdef object _DESCRIBE = _py.describe_bad_line
+cdef object _TEXT_COMMENT = _py.text_comment
+cdef object _OM_REST = _py.parse_om_rest
+cdef object _CHECKER = _py.OpenMetricsChecker
+cdef object _IS_OM = _py.is_openmetrics
+cdef int32_t DROPPED = _py.DROPPED
+
+
+cdef bint _blake2b_matches():
+    """Self-test: the C BLAKE2b gives the same series hashes as relay.batch.series_hash."""
+    cdef bytes data
+    for n in (0, 1, 7, 8, 63, 64, 127, 128, 129, 255, 256, 300):
+        data = bytes([(i * 7 + 3) & 255 for i in range(n)])
+        if rl_blake2b_64(<const unsigned char *>PyBytes_AS_STRING(data), n) != series_hash(data):
+            return False
+    return True
+
+
+cdef bint _B2_OK = _blake2b_matches()
+cdef object _OBJECT_NEW = object.__new__
+cdef bint _FAST_FAMILY = False
+
+
+cdef object _family(str name, str typ, str help_text, str unit):
+    """Family(name, typ, help_text, unit), made as the frozen dataclass's own __init__ makes it
+    (object.__setattr__ on its slots) but without running Python code: metadata lines are many."""
+    if not _FAST_FAMILY:
+        return Family(name, typ, help_text, unit)
+    f = _OBJECT_NEW(Family)
+    PyObject_GenericSetAttr(f, "name", name)
+    PyObject_GenericSetAttr(f, "type", typ)
+    PyObject_GenericSetAttr(f, "help", help_text)
+    PyObject_GenericSetAttr(f, "unit", unit)
+    return f
+
+
+_FAST_FAMILY = True
+try:
+    _FAST_FAMILY = _family("n", "gauge", "h", "u") == Family("n", "gauge", "h", "u")
+except Exception:  # a Family that is no longer a slots dataclass: use its constructor
+    _FAST_FAMILY = False
+cdef dict _TYPES = {b"counter": "counter", b"gauge": "gauge", b"histogram": "histogram", b"summary": "summary",
+                    b"untyped": "unknown"}
+
+
+cdef class Parser:
+    """Parses exposition bodies of one target into Batches (Cython twin of relay._parse_py.Parser).
+
+        >>> p = Parser()
+        >>> list(p.parse(b'up{job="etcd"} 1\\n', timestamp_ms=1000).samples())
+        [('up', (('job', 'etcd'),), 1.0, 1000)]
+    """
+
+    cdef readonly object series
+    cdef public dict families
+    cdef readonly bint keep_exemplars
+    cdef readonly bint honor_timestamps
+    cdef readonly Py_ssize_t sample_limit
+    cdef object _resolver
+    cdef object _hook
+    cdef object _add_encoded
+    cdef dict _index         # the series table's own index, list and hash column when it is exactly a
+    cdef list _encoded       # SeriesTable: new series are added in C, as SeriesTable.add_encoded does
+    cdef array.array _hashes
+    cdef Py_ssize_t _label_limit, _name_limit, _value_limit
+    cdef Table _keys
+    cdef Table _comments
+    cdef list _info          # per key ordinal: (name, labels), kept for OpenMetrics checks only
+    cdef uint32_t *_ids
+    cdef double *_vals
+    cdef int64_t *_ts
+    cdef Py_ssize_t _n, _cap
+    cdef list _exemplars
+
+    def __cinit__(self):
+        self._keys.arena = NULL
+        self._comments.arena = NULL
+        table_init(&self._keys, 1024)
+        table_init(&self._comments, 256)
+        self._cap = 0
+        self._n = 0
+
+    def __init__(self, *, series=None, on_new_series=None, bint keep_exemplars=False,
+                 bint honor_timestamps=True, Py_ssize_t sample_limit=0, Py_ssize_t label_limit=0,
+                 Py_ssize_t label_name_length_limit=0, Py_ssize_t label_value_length_limit=0):
+        self.series = series if series is not None else SeriesTable()
+        self.families = {}
+        self.keep_exemplars = keep_exemplars
+        self.honor_timestamps = honor_timestamps
+        self.sample_limit = sample_limit
+        self._hook = on_new_series
+        self._label_limit = label_limit
+        self._name_limit = label_name_length_limit
+        self._value_limit = label_value_length_limit
+        self._resolver = _py.SeriesResolver(self.series, on_new_series, label_limit,
+                                            label_name_length_limit, label_value_length_limit)
+        self._add_encoded = self.series.add_encoded
+        self._index = None
+        if (_B2_OK and type(self.series) is SeriesTable and type(self.series._index) is dict
+                and type(self.series.encoded) is list and self.series.hashes.typecode == "Q"
+                and self.series.hashes.itemsize == 8):
+            self._index = self.series._index
+            self._encoded = self.series.encoded
+            self._hashes = self.series.hashes
+        self._info = []
+
+    def __dealloc__(self):
+        table_free(&self._keys)
+        table_free(&self._comments)
+        PyMem_Free(self._ids)
+        PyMem_Free(self._vals)
+        PyMem_Free(self._ts)
+
+    def __len__(self):
+        return self._keys.count
+
+    def forget(self):
+        """Drop the series cache (the series table and its ids stay)."""
+        table_free(&self._keys)
+        table_free(&self._comments)
+        table_init(&self._keys, 1024)
+        table_init(&self._comments, 256)
+        self._info = []
+
+    def cache_bytes(self):
+        """Memory held by the cache: (table slots, key arena bytes used, arena capacity, per-key list)."""
+        return ((self._keys.mask + 1) * sizeof(Slot) + (self._comments.mask + 1) * sizeof(Slot),
+                self._keys.arena_len + self._comments.arena_len,
+                self._keys.arena_cap + self._comments.arena_cap,
+                sys.getsizeof(self._info))
+
+    def parse(self, body, content_type=None, timestamp_ms=None):
+        """Parse one body; raises ParseError (bad body) or ScrapeError (limits)."""
+        cdef Py_buffer view
+        cdef int64_t dts = _DEFAULT_TS(timestamp_ms)
+        cdef bint om = _IS_OM(content_type)
+        PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
+        try:
+            if not rl_is_ascii(<const unsigned char *>view.buf, <size_t>view.len):
+                _py.check_utf8(body)
+            self._n = 0
+            self._exemplars = []
+            if om:
+                self._parse_om(<const unsigned char *>view.buf, view.len, dts)
+            else:
+                self._parse_text(<const unsigned char *>view.buf, view.len, dts)
+        finally:
+            PyBuffer_Release(&view)
+        batch = Batch(self.series, self._column(_ARRAY_I, self._ids, 4),
+                      self._column(_ARRAY_D, self._vals, 8), self._column(_ARRAY_Q, self._ts, 8),
+                      dict(self.families))
+        batch.exemplars = self._exemplars
+        self._exemplars = None
+        return batch
+
+    cdef array.array _column(self, array.array template, void *data, size_t itemsize):
+        cdef array.array col = array.clone(template, self._n, zero=False)
+        if self._n:
+            memcpy(col.data.as_voidptr, data, self._n * itemsize)
+        return col
+
+    cdef int _grow(self) except -1:
+        cdef Py_ssize_t cap = self._cap * 2 if self._cap else 4096
+        cdef void *p
+        p = PyMem_Realloc(self._ids, cap * sizeof(uint32_t))
+        if p == NULL:
+            raise MemoryError()
+        self._ids = <uint32_t *>p
+        p = PyMem_Realloc(self._vals, cap * sizeof(double))
+        if p == NULL:
+            raise MemoryError()
+        self._vals = <double *>p
+        p = PyMem_Realloc(self._ts, cap * sizeof(int64_t))
+        if p == NULL:
+            raise MemoryError()
+        self._ts = <int64_t *>p
+        self._cap = cap
+        return 0
+
+    cdef inline int _append(self, int32_t sid, double value, int64_t ts) except -1:
+        if self._n == self._cap:
+            self._grow()
+        self._ids[self._n] = <uint32_t>sid
+        self._vals[self._n] = value
+        self._ts[self._n] = ts
+        self._n += 1
+        if self.sample_limit > 0 and self._n > self.sample_limit:
+            raise ScrapeError("sample_limit", f"more than sample_limit {self.sample_limit} samples")
+        return 0
+
+    cdef int _value(self, const unsigned char *p, const unsigned char *e, double *out,
+                    Py_ssize_t lineno) except -1:
+        cdef const unsigned char *q = p
+        if rl_fast_float(p, e, out):
+            return 0
+        while q < e:
+            if BAD_TOKEN[q[0]]:
+                break
+            q += 1
+        if q == e and e > p:
+            try:
+                out[0] = float(PyBytes_FromStringAndSize(<const char *>p, e - p))
+                return 0
+            except ValueError:
+                pass
+        raise ParseError(lineno, f"invalid value {PyBytes_FromStringAndSize(<const char *>p, e - p)!r}")
+
+    cdef int _bad_timestamp(self, const unsigned char *p, Py_ssize_t n, Py_ssize_t lineno) except -1:
+        try:
+            _py.parse_text_timestamp(PyBytes_FromStringAndSize(<const char *>p, n))
+        except ValueError as exc:
+            raise ParseError(lineno, str(exc)) from None
+        raise ParseError(lineno, "invalid timestamp")
+
+    cdef int _bad_line(self, const unsigned char *p, Py_ssize_t n, bint om, Py_ssize_t lineno) except -1:
+        raise ParseError(lineno, _DESCRIBE(PyBytes_FromStringAndSize(<const char *>p, n), om))
+
+    # ------------------------------------------------------------ text format 0.0.4
+
+    cdef int _parse_text(self, const unsigned char *buf, Py_ssize_t n, int64_t dts) except -1:
+        cdef Py_ssize_t pos = 0, end, p, e, q, r, tok1, tok2, ks, ke, vs, ve, ts_s, ts_e, lineno = 0
+        cdef const unsigned char *eol
+        cdef Slot *slot
+        cdef uint64_t h
+        cdef double value
+        cdef int64_t ts
+        cdef bint has_ts, found
+        cdef Py_ssize_t len_a, len_b
+        cdef uint64_t h_a = 0, h_b = 0
+        cdef Slot *slot_a = NULL
+        cdef Slot *slot_b = NULL
+        cdef bint honor = self.honor_timestamps
+        cdef int32_t sid
+        cdef bint cold = self._keys.count == 0  # nothing to hit: go straight to the forward scan
+        while pos < n:
+            lineno += 1
+            eol = <const unsigned char *>memchr(buf + pos, 10, n - pos)
+            end = (eol - buf) if eol != NULL else n
+            p = pos
+            pos = end + 1
+            while p < end and is_blank(buf[p]):
+                p += 1
+            if p == end:
+                continue
+            if buf[p] == 35:  # '#'
+                self._text_comment(buf + p, end - p, lineno)
+                continue
+            e = end
+            while is_blank(buf[e - 1]):
+                e -= 1
+            # Warm path: split "series value [ts]" from the end; a hit proves the split, since every
+            # cached key is a whole, valid series text that a forward scan would also stop at.
+            found = False
+            len_a = len_b = -1
+            q = e
+            while q > p and not is_blank(buf[q - 1]):
+                q -= 1
+            tok1 = q
+            while q > p and is_blank(buf[q - 1]):
+                q -= 1
+            if q > p and tok1 > q and not cold:
+                h = rl_hash(buf + p, q - p)
+                slot = table_find(&self._keys, h, buf + p, q - p)
+                len_a, h_a, slot_a = q - p, h, slot
+                if slot.length != 0:
+                    found = True
+                    ke = q
+                    vs = tok1
+                    ve = e
+                    has_ts = False
+                else:
+                    r = q
+                    while r > p and not is_blank(buf[r - 1]):
+                        r -= 1
+                    tok2 = r
+                    while r > p and is_blank(buf[r - 1]):
+                        r -= 1
+                    if r > p and tok2 > r:
+                        h = rl_hash(buf + p, r - p)
+                        slot = table_find(&self._keys, h, buf + p, r - p)
+                        len_b, h_b, slot_b = r - p, h, slot
+                        if slot.length != 0:
+                            found = True
+                            ke = r
+                            vs = tok2
+                            ve = q
+                            has_ts = True
+                            ts_s = tok1
+                            ts_e = e
+            if not found:
+                # Forward scan, exactly the grammar of _parse_py._TEXT_LINE.
+                ks = p
+                if not NAME_START[buf[p]]:
+                    self._bad_line(buf + ks, end - ks, False, lineno)
+                p += 1
+                while p < end and NAME_CHAR[buf[p]]:
+                    p += 1
+                if p < end and buf[p] == 123:
+                    p = block_end(buf, p, end)
+                    if p < 0:
+                        self._bad_line(buf + ks, end - ks, False, lineno)
+                ke = p
+                if p >= end or not is_blank(buf[p]):
+                    self._bad_line(buf + ks, end - ks, False, lineno)
+                while p < end and is_blank(buf[p]):
+                    p += 1
+                vs = p
+                while p < end and not is_blank(buf[p]):
+                    p += 1
+                ve = p
+                if ve == vs:
+                    self._bad_line(buf + ks, end - ks, False, lineno)
+                while p < end and is_blank(buf[p]):
+                    p += 1
+                has_ts = p < end
+                if has_ts:
+                    ts_s = p
+                    while p < end and not is_blank(buf[p]):
+                        p += 1
+                    ts_e = p
+                    while p < end and is_blank(buf[p]):
+                        p += 1
+                    if p < end:
+                        self._bad_line(buf + ks, end - ks, False, lineno)
+                p = ks
+            if not rl_fast_float(buf + vs, buf + ve, &value):  # the usual case, inline
+                self._value(buf + vs, buf + ve, &value, lineno)
+            ts = dts
+            if has_ts:
+                if not rl_parse_int64(buf + ts_s, buf + ts_e, &ts):
+                    self._bad_timestamp(buf + ts_s, ts_e - ts_s, lineno)
+                if not honor:
+                    ts = dts
+            if not found:
+                if ke - p == len_a:  # the backward split guessed the key: reuse its probe
+                    h, slot = h_a, slot_a
+                elif ke - p == len_b:
+                    h, slot = h_b, slot_b
+                else:
+                    h = rl_hash(buf + p, ke - p)
+                    slot = table_find(&self._keys, h, buf + p, ke - p)
+                if slot.length == 0:
+                    sid = self._new_text_series(buf + p, ke - p, lineno)
+                    if self._hook is not None:  # Python ran: find the slot again
+                        slot = table_find(&self._keys, h, buf + p, ke - p)
+                        if slot.length != 0:
+                            raise RuntimeError("series cache changed during on_new_series")
+                    table_insert(&self._keys, slot, h, buf + p, ke - p, sid, self._keys.count)
+                    if sid >= 0:
+                        self._append(sid, value, ts)
+                    continue
+            if slot.sid >= 0:
+                self._append(slot.sid, value, ts)
+        return 0
+
+    cdef int _text_comment(self, const unsigned char *p, Py_ssize_t n, Py_ssize_t lineno) except -1:
+        cdef uint64_t h = rl_hash(p, n)
+        cdef Slot *slot = table_find(&self._comments, h, p, n)
+        if slot.length != 0:
+            return 0  # seen before: its metadata is already in self.families
+        cdef int r = self._metadata(p, n)
+        if r >= 0:
+            stale = r
+        else:
+            try:
+                stale = _TEXT_COMMENT(PyBytes_FromStringAndSize(<const char *>p, n), self.families)
+            except ValueError as exc:
+                raise ParseError(lineno, str(exc)) from None
+        if stale:
+            table_free(&self._comments)
+            table_init(&self._comments, 256)
+            slot = table_find(&self._comments, h, p, n)
+        table_insert(&self._comments, slot, h, p, n, 0, 0)
+        return 0
+
+    cdef int _metadata(self, const unsigned char *p, Py_ssize_t n) except -2:
+        """_parse_py.text_comment for the usual lines: 1 if it made the comment cache stale, 0 if
+        not; -1 for anything unusual (escapes, errors), which the Python function then handles."""
+        cdef Py_ssize_t i = 1, ns, ne, rs, re_
+        cdef bint is_help
+        if i >= n or not is_blank(p[i]):
+            return 0  # a plain comment
+        while i < n and is_blank(p[i]):
+            i += 1
+        if n - i < 4:
+            return 0
+        if memcmp(p + i, b"HELP", 4) == 0:
+            is_help = True
+        elif memcmp(p + i, b"TYPE", 4) == 0:
+            is_help = False
+        else:
+            return 0
+        i += 4
+        if i == n:
+            return -1
+        if not is_blank(p[i]):
+            return 0
+        while i < n and is_blank(p[i]):
+            i += 1
+        ns = i
+        if i == n or not NAME_START[p[i]]:
+            return -1
+        while i < n and NAME_CHAR[p[i]]:
+            i += 1
+        ne = i
+        if i < n and not is_blank(p[i]):
+            return -1
+        while i < n and is_blank(p[i]):
+            i += 1
+        rs = i
+        re_ = n
+        name = PyUnicode_DecodeASCII(<const char *>p + ns, ne - ns, NULL)
+        old = self.families.get(name)
+        if is_help:
+            if memchr(p + rs, 92, re_ - rs) != NULL:
+                return -1
+            text = PyUnicode_DecodeUTF8(<const char *>p + rs, re_ - rs, NULL)
+            if old is None:
+                self.families[name] = _family(name, "unknown", text, "")
+                return 0
+            self.families[name] = _family(name, old.type, text, old.unit)
+            return old.help != "" and old.help != text
+        while re_ > rs and is_blank(p[re_ - 1]):
+            re_ -= 1
+        typ = _TYPES.get(PyBytes_FromStringAndSize(<const char *>p + rs, re_ - rs))
+        if typ is None:
+            return -1
+        if old is None:
+            self.families[name] = _family(name, typ, "", "")
+            return 0
+        self.families[name] = _family(name, typ, old.help, old.unit)
+        return old.type != "unknown" and old.type != typ
+
+    cdef int32_t _new_text_series(self, const unsigned char *p, Py_ssize_t n, Py_ssize_t lineno) except? -3:
+        """Series id of a new text-format series text, or DROPPED."""
+        cdef int32_t sid
+        if self._hook is None:
+            sid = self._fast_new_series(p, n)
+            if sid != -2:
+                return sid
+        key = PyBytes_FromStringAndSize(<const char *>p, n)
+        return self._resolver.resolve(key, False, lineno)[0]
+
+    cdef int32_t _fast_new_series(self, const unsigned char *p, Py_ssize_t n) except? -3:
+        """Parse and encode a text-format series in C; -2 when anything is unusual (the Python
+        resolver then decides, raises or explains)."""
+        cdef LabelRef labels[MAX_FAST_LABELS + 1]
+        cdef LabelRef tmp
+        cdef Py_ssize_t count = 0, i, j, pos, end, stop, name_end = 0
+        cdef size_t total = 0, label_len, k
+        cdef const unsigned char *v
+        cdef unsigned char *o
+        cdef unsigned char c
+        while name_end < n and NAME_CHAR[p[name_end]]:
+            name_end += 1
+        if name_end == 0 or not NAME_START[p[0]]:
+            return -2
+        labels[0].name = <const unsigned char *>b"__name__"
+        labels[0].name_len = 8
+        labels[0].value = p
+        labels[0].value_len = name_end
+        labels[0].out_len = name_end
+        labels[0].escaped = False
+        count = 1
+        if name_end < n:
+            if p[name_end] != 123 or p[n - 1] != 125:
+                return -2
+            pos = name_end + 1
+            end = n - 1
+            while True:
+                while pos < end and is_blank(p[pos]):
+                    pos += 1
+                if pos == end:
+                    break
+                if count > MAX_FAST_LABELS or not LABEL_START[p[pos]]:
+                    return -2
+                labels[count].name = p + pos
+                stop = pos + 1
+                while stop < end and LABEL_CHAR[p[stop]]:
+                    stop += 1
+                labels[count].name_len = stop - pos
+                pos = stop
+                while pos < end and is_blank(p[pos]):
+                    pos += 1
+                if pos == end or p[pos] != 61:  # '='
+                    return -2
+                pos += 1
+                while pos < end and is_blank(p[pos]):
+                    pos += 1
+                if pos == end or p[pos] != 34:
+                    return -2
+                pos += 1
+                labels[count].value = p + pos
+                stop = quoted_end(p, pos, end)
+                if stop < 0:
+                    return -2
+                labels[count].value_len = stop - pos
+                labels[count].out_len = stop - pos  # exact unless escaped (fixed below)
+                labels[count].escaped = memchr(p + pos, 92, stop - pos) != NULL
+                pos = stop + 1
+                count += 1
+                while pos < end and is_blank(p[pos]):
+                    pos += 1
+                if pos == end:
+                    break
+                if p[pos] != 44:
+                    return -2
+                pos += 1
+        # unknown escapes stay as two bytes: compute the exact unescaped length
+        for i in range(1, count):
+            if labels[i].escaped:
+                v = labels[i].value
+                k = 0
+                j = 0
+                while j < <Py_ssize_t>labels[i].value_len:
+                    if v[j] == 92:
+                        c = v[j + 1]
+                        k += 1 if (c == 92 or c == 110 or c == 34) else 2
+                        j += 2
+                    else:
+                        k += 1
+                        j += 1
+                labels[i].out_len = k
+        # limits, duplicates, __name__: let Python raise the exact error
+        if self._label_limit > 0 and count > self._label_limit:
+            return -2
+        for i in range(count):
+            if self._name_limit > 0 and i > 0 and <Py_ssize_t>labels[i].name_len > self._name_limit:
+                return -2
+            if self._value_limit > 0 and <Py_ssize_t>labels[i].out_len > self._value_limit:
+                return -2
+        # sort by name (insertion sort: usually already sorted), spotting duplicates
+        for i in range(1, count):
+            tmp = labels[i]
+            j = i - 1
+            while j >= 0 and _name_cmp(&labels[j], &tmp) > 0:
+                labels[j + 1] = labels[j]
+                j -= 1
+            labels[j + 1] = tmp
+        for i in range(1, count):
+            if _name_cmp(&labels[i - 1], &labels[i]) == 0:
+                return -2
+        for i in range(count):
+            if labels[i].out_len == 0:
+                continue
+            label_len = (1 + varint_len(labels[i].name_len) + labels[i].name_len
+                         + 1 + varint_len(labels[i].out_len) + labels[i].out_len)
+            total += 1 + varint_len(label_len) + label_len
+        encoded = PyBytes_FromStringAndSize(NULL, total)
+        o = <unsigned char *>PyBytes_AS_STRING(encoded)
+        for i in range(count):
+            if labels[i].out_len == 0:
+                continue
+            label_len = (1 + varint_len(labels[i].name_len) + labels[i].name_len
+                         + 1 + varint_len(labels[i].out_len) + labels[i].out_len)
+            o[0] = 0x0A
+            o = put_varint(o + 1, label_len)
+            o[0] = 0x0A
+            o = put_varint(o + 1, labels[i].name_len)
+            memcpy(o, labels[i].name, labels[i].name_len)
+            o += labels[i].name_len
+            o[0] = 0x12
+            o = put_varint(o + 1, labels[i].out_len)
+            if labels[i].escaped:
+                v = labels[i].value
+                j = 0
+                while j < <Py_ssize_t>labels[i].value_len:
+                    if v[j] == 92:
+                        c = v[j + 1]
+                        if c == 110:
+                            o[0] = 10
+                            o += 1
+                        elif c == 92 or c == 34:
+                            o[0] = c
+                            o += 1
+                        else:
+                            o[0] = 92
+                            o[1] = c
+                            o += 2
+                        j += 2
+                    else:
+                        o[0] = v[j]
+                        o += 1
+                        j += 1
+            else:
+                memcpy(o, labels[i].value, labels[i].out_len)
+                o += labels[i].out_len
+        return self._add_series(encoded)
+
+    cdef int32_t _add_series(self, bytes encoded) except? -3:
+        """SeriesTable.add_encoded(encoded), without a Python call and with the hash in C."""
+        cdef PyObject *found
+        cdef Py_ssize_t sid, n
+        cdef object candidate
+        if self._index is None:
+            return self._add_encoded(encoded)
+        sid = len(self._encoded)
+        candidate = sid  # one object: SetDefault hands it back when it inserted it
+        found = PyDict_SetDefault(self._index, encoded, candidate)  # one probe: get or insert
+        if <object>found is not candidate:
+            return <object>found
+        self._encoded.append(encoded)
+        n = len(self._hashes)
+        array.resize_smart(self._hashes, n + 1)
+        self._hashes.data.as_ulonglongs[n] = rl_blake2b_64(<const unsigned char *>PyBytes_AS_STRING(encoded),
+                                                           len(encoded))
+        return sid
+
+    # ------------------------------------------------------------ OpenMetrics 1.0
+
+    cdef int _set_info(self, Py_ssize_t ordinal, object info) except -1:
+        if ordinal >= len(self._info):
+            self._info.extend([None] * (ordinal + 1 - len(self._info)))
+        self._info[ordinal] = info
+        return 0
+
+    cdef int _parse_om(self, const unsigned char *buf, Py_ssize_t n, int64_t dts) except -1:
+        cdef Py_ssize_t pos = 0, end, p, ks, ke, vs, ve, lineno = 0
+        cdef const unsigned char *eol
+        cdef Slot *slot
+        cdef uint64_t h
+        cdef double value
+        cdef int32_t sid
+        cdef bint honor = self.honor_timestamps
+        checker = _CHECKER(self.families)
+        sample = checker.sample
+        while pos < n:
+            lineno += 1
+            eol = <const unsigned char *>memchr(buf + pos, 10, n - pos)
+            end = (eol - buf) if eol != NULL else n
+            p = pos
+            pos = end + 1
+            if checker.eof:
+                raise ParseError(lineno, "text after # EOF")
+            if end == p:
+                raise ParseError(lineno, "blank line")
+            if buf[p] == 35:
+                if end - p == 5 and memcmp(buf + p, b"# EOF", 5) == 0:
+                    checker.eof = True
+                else:
+                    checker.comment(PyBytes_FromStringAndSize(<const char *>buf + p, end - p), lineno)
+                continue
+            ks = p
+            if not NAME_START[buf[p]]:
+                self._bad_line(buf + ks, end - ks, True, lineno)
+            p += 1
+            while p < end and NAME_CHAR[buf[p]]:
+                p += 1
+            if p < end and buf[p] == 123:
+                p = block_end(buf, p, end)
+                if p < 0:
+                    self._bad_line(buf + ks, end - ks, True, lineno)
+            ke = p
+            if p >= end or buf[p] != 32:
+                self._bad_line(buf + ks, end - ks, True, lineno)
+            p += 1
+            vs = p
+            while p < end and buf[p] != 32:
+                p += 1
+            ve = p
+            if ve == vs:
+                self._bad_line(buf + ks, end - ks, True, lineno)
+            if not rl_fast_float(buf + vs, buf + ve, &value):  # the usual case, inline
+                self._value(buf + vs, buf + ve, &value, lineno)
+            ts = None
+            exemplar = None
+            if p < end:
+                rest = PyBytes_FromStringAndSize(<const char *>buf + p + 1, end - p - 1)
+                try:
+                    ts, exemplar = _OM_REST(rest)
+                except ValueError as exc:
+                    raise ParseError(lineno, str(exc)) from None
+            h = rl_hash(buf + ks, ke - ks)
+            slot = table_find(&self._keys, h, buf + ks, ke - ks)
+            if slot.length == 0:
+                key = PyBytes_FromStringAndSize(<const char *>buf + ks, ke - ks)
+                sid, info = self._resolver.resolve(key, True, lineno)
+                slot = table_find(&self._keys, h, buf + ks, ke - ks)
+                self._set_info(self._keys.count, info)
+                table_insert(&self._keys, slot, h, buf + ks, ke - ks, sid, self._keys.count)
+            else:
+                sid = slot.sid
+                info = self._info[slot.ordinal] if slot.ordinal < len(self._info) else None
+                if info is None:
+                    key = PyBytes_FromStringAndSize(<const char *>buf + ks, ke - ks)
+                    info = _py._parsed_om(key, {}, lineno)
+                    self._set_info(slot.ordinal, info)
+            sample(info[0], info[1], value, ts, exemplar is not None, lineno)
+            if sid < 0:
+                continue
+            if exemplar is not None and self.keep_exemplars:
+                self._exemplars.append((self._n, *exemplar))
+            self._append(sid, value, ts if (ts is not None and honor) else dts)
+        checker.end(lineno)
+        return 0
+
+
+cdef inline int _name_cmp(LabelRef *a, LabelRef *b) noexcept nogil:
+    cdef size_t n = a.name_len if a.name_len < b.name_len else b.name_len
+    cdef int c = memcmp(a.name, b.name, n)
+    if c != 0:
+        return c
+    return (a.name_len > b.name_len) - (a.name_len < b.name_len)
