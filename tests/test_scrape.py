@@ -173,7 +173,7 @@ async def test_openmetrics_content_type_is_honoured() -> None:
     ct = "application/openmetrics-text; version=1.0.0; charset=utf-8"
     loop, _ = loop_for(lambda r: httpx.Response(200, content=body, headers={"content-type": ct}))
     batch = await loop.scrape_once()
-    (name, _, value, ts), = [s for s in batch.samples() if s[0] == "a_total"]
+    (_, _, value, ts), = [s for s in batch.samples() if s[0] == "a_total"]
     assert value == 1 and ts == 1700000000500
 
 
