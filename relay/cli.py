@@ -171,7 +171,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_parse(args: argparse.Namespace) -> int:
     from .parse import cli_parse
 
-    return cli_parse(args.file, sys.stdout)
+    return cli_parse(args.file, sys.stdout, content_type=args.content_type)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

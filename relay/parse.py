@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from typing import IO, TYPE_CHECKING
 
@@ -72,7 +73,13 @@ def cli_parse(path: str, out: IO[str], content_type: str | None = None) -> int:
     except ParseError as exc:
         print(f"relay parse: {path}: {exc}", file=sys.stderr)
         return 1
-    for name, labels, value, ts in batch.samples():
-        row: dict[str, object] = {"name": name, "labels": dict(labels), "value": _json_value(value), "timestamp_ms": ts}
-        out.write(json.dumps(row) + "\n")
+    try:
+        for name, labels, value, ts in batch.samples():
+            row: dict[str, object] = {"name": name, "labels": dict(labels), "value": _json_value(value),
+                                      "timestamp_ms": ts}
+            out.write(json.dumps(row) + "\n")
+        out.flush()
+    except BrokenPipeError:  # the reader went away (`relay parse f | head`): not our error
+        if out is sys.stdout:  # keep the interpreter from failing to flush it again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -251,6 +251,20 @@ cdef void table_free(Table *t) noexcept:
     t.count = 0
 
 
+cdef int table_reserve(Table *t, size_t keys, size_t arena) except -1:
+    """Make room for ``keys`` keys of ``arena`` bytes in all, at once (a cold parse knows its body)."""
+    cdef unsigned char *a
+    while (t.mask + 1) < keys * 2:
+        table_grow(t)
+    if arena > t.arena_cap:
+        a = <unsigned char *>PyMem_Realloc(t.arena, arena)
+        if a == NULL:
+            raise MemoryError()
+        t.arena = a
+        t.arena_cap = arena
+    return 0
+
+
 cdef inline Slot *table_find(Table *t, uint64_t h, const unsigned char *p, size_t n) noexcept nogil:
     """The slot holding key p[0..n), else the empty slot where it would go."""
     cdef size_t i = <size_t>h & t.mask
@@ -399,6 +413,7 @@ cdef struct LabelRef:
     const unsigned char *value   # raw (still escaped) bytes
     size_t value_len             # raw length
     size_t out_len               # unescaped length
+    size_t enc_len               # length of its encoded Label message
     bint escaped
 
 
@@ -548,6 +563,8 @@ cdef class Parser:
                 _py.check_utf8(body)
             self._n = 0
             self._exemplars = []
+            if self._keys.count == 0 and view.len > 0:
+                self._presize(<const unsigned char *>view.buf, view.len)
             if om:
                 self._parse_om(<const unsigned char *>view.buf, view.len, dts)
             else:
@@ -560,6 +577,19 @@ cdef class Parser:
         batch.exemplars = self._exemplars
         self._exemplars = None
         return batch
+
+    cdef int _presize(self, const unsigned char *buf, Py_ssize_t n) except -1:
+        """First parse: size the key table and arena for the body's lines (no rehash, no realloc)."""
+        cdef Py_ssize_t lines = 0, pos = 0
+        cdef const unsigned char *eol
+        while pos < n:
+            eol = <const unsigned char *>memchr(buf + pos, 10, n - pos)
+            lines += 1
+            if eol == NULL:
+                break
+            pos = (eol - buf) + 1
+        table_reserve(&self._keys, lines, n)
+        return 0
 
     cdef array.array _column(self, array.array template, void *data, size_t itemsize):
         cdef array.array col = array.clone(template, self._n, zero=False)
@@ -855,7 +885,9 @@ cdef class Parser:
         cdef LabelRef labels[MAX_FAST_LABELS + 1]
         cdef LabelRef tmp
         cdef Py_ssize_t count = 0, i, j, pos, end, stop, name_end = 0
-        cdef size_t total = 0, label_len, k
+        cdef size_t total = 0, k
+        cdef int cmp
+        cdef const unsigned char *q
         cdef const unsigned char *v
         cdef unsigned char *o
         cdef unsigned char c
@@ -899,12 +931,19 @@ cdef class Parser:
                     return -2
                 pos += 1
                 labels[count].value = p + pos
-                stop = quoted_end(p, pos, end)
-                if stop < 0:
+                q = <const unsigned char *>memchr(p + pos, 34, end - pos)
+                if q == NULL:
                     return -2
+                if memchr(p + pos, 92, q - (p + pos)) == NULL:
+                    stop = q - p
+                    labels[count].escaped = False
+                else:
+                    stop = quoted_end(p, pos, end)
+                    if stop < 0:
+                        return -2
+                    labels[count].escaped = True
                 labels[count].value_len = stop - pos
                 labels[count].out_len = stop - pos  # exact unless escaped (fixed below)
-                labels[count].escaped = memchr(p + pos, 92, stop - pos) != NULL
                 pos = stop + 1
                 count += 1
                 while pos < end and is_blank(p[pos]):
@@ -932,37 +971,44 @@ cdef class Parser:
         # limits, duplicates, __name__: let Python raise the exact error
         if self._label_limit > 0 and count > self._label_limit:
             return -2
-        for i in range(count):
-            if self._name_limit > 0 and i > 0 and <Py_ssize_t>labels[i].name_len > self._name_limit:
-                return -2
-            if self._value_limit > 0 and <Py_ssize_t>labels[i].out_len > self._value_limit:
-                return -2
-        # sort by name (insertion sort: usually already sorted), spotting duplicates
+        if self._name_limit > 0 or self._value_limit > 0:
+            for i in range(count):
+                if self._name_limit > 0 and i > 0 and <Py_ssize_t>labels[i].name_len > self._name_limit:
+                    return -2
+                if self._value_limit > 0 and <Py_ssize_t>labels[i].out_len > self._value_limit:
+                    return -2
+        # sort by name (insertion sort: usually already sorted); equal names are duplicates
         for i in range(1, count):
+            cmp = _name_cmp(&labels[i - 1], &labels[i])
+            if cmp < 0:
+                continue
+            if cmp == 0:
+                return -2
             tmp = labels[i]
             j = i - 1
-            while j >= 0 and _name_cmp(&labels[j], &tmp) > 0:
+            while j >= 0:
+                cmp = _name_cmp(&labels[j], &tmp)
+                if cmp == 0:
+                    return -2
+                if cmp < 0:
+                    break
                 labels[j + 1] = labels[j]
                 j -= 1
             labels[j + 1] = tmp
-        for i in range(1, count):
-            if _name_cmp(&labels[i - 1], &labels[i]) == 0:
-                return -2
         for i in range(count):
             if labels[i].out_len == 0:
+                labels[i].enc_len = 0
                 continue
-            label_len = (1 + varint_len(labels[i].name_len) + labels[i].name_len
-                         + 1 + varint_len(labels[i].out_len) + labels[i].out_len)
-            total += 1 + varint_len(label_len) + label_len
+            labels[i].enc_len = (1 + varint_len(labels[i].name_len) + labels[i].name_len
+                                 + 1 + varint_len(labels[i].out_len) + labels[i].out_len)
+            total += 1 + varint_len(labels[i].enc_len) + labels[i].enc_len
         encoded = PyBytes_FromStringAndSize(NULL, total)
         o = <unsigned char *>PyBytes_AS_STRING(encoded)
         for i in range(count):
             if labels[i].out_len == 0:
                 continue
-            label_len = (1 + varint_len(labels[i].name_len) + labels[i].name_len
-                         + 1 + varint_len(labels[i].out_len) + labels[i].out_len)
             o[0] = 0x0A
-            o = put_varint(o + 1, label_len)
+            o = put_varint(o + 1, labels[i].enc_len)
             o[0] = 0x0A
             o = put_varint(o + 1, labels[i].name_len)
             memcpy(o, labels[i].name, labels[i].name_len)

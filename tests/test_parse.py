@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families as text_fami
 from relay import _parse_py
 from relay._exceptions import ParseError, ScrapeError
 from relay._ext import NO_EXTENSIONS
-from relay.batch import Batch, Family, Labels, SeriesTable
+from relay.batch import Batch, Family, Labels, SeriesTable, encode_labels
 from relay.parse import Parser as PublicParser
 from relay.parse import cli_parse, is_openmetrics
 from relay.parse import parse as public_parse
@@ -350,7 +350,7 @@ def test_values_are_bit_exact_with_float(impl: ParserFactory, token: str) -> Non
 @pytest.mark.parametrize("line", [b"a 1_0", b"a 0x10", b"a 1\x0b", b"a 1 2 3", b"a", b"a{b=\"c\"}1",
                                   b"a 1 1.5", b"a 1 99999999999999999999", b"0a 1", b"a{b=c} 1",
                                   b'a{b="c} 1', b"a{b=\"c\",,d=\"e\"} 1", b'a{__name__="x"} 1',
-                                  b'a{b="1",b="2"} 1', b"a 1\r", b"# TYPE a bogus", b"# HELP",
+                                  b'a{b="1",b="2"} 1', b'a{c="1",b="2",c="3"} 1', b"a 1\r", b"# TYPE a bogus", b"# HELP",
                                   b'a{b="c\\'])
 def test_invalid_text_lines(impl: ParserFactory, line: bytes) -> None:
     with pytest.raises(ParseError) as info:
@@ -364,6 +364,14 @@ def test_text_is_lax_like_prometheus(impl: ParserFactory) -> None:
     batch = impl().parse(body, None, T0)
     assert rows(batch) == [("a", (("x", "1"), ("y", "2")), bits(3.0), 17), ("b", (), bits(1.0), T0)]
     assert batch.families == {"b": Family("b", "unknown")}
+
+
+def test_labels_are_sorted_as_remote_write_wants(impl: ParserFactory) -> None:
+    parser = impl()
+    batch = parser.parse(b'a{c="1",B="2",a="3",_x="4",c2=""} 1\n', None, T0)
+    expected = (("B", "2"), ("_x", "4"), ("a", "3"), ("c", "1"))  # byte order; empty values left out
+    assert rows(batch)[0][1] == expected
+    assert parser.series.encoded[0] == encode_labels("a", expected)
 
 
 def test_label_escaping(impl: ParserFactory) -> None:

@@ -75,7 +75,7 @@ def mutate(body: bytes, edits: list[tuple[int, str, bytes]]) -> bytes:
     return bytes(out)
 
 
-def outcome(parser: Any, body: bytes, content_type: str | None) -> tuple[Any, ...]:
+def outcome(parser: Any, body: bytes | memoryview, content_type: str | None) -> tuple[Any, ...]:
     try:
         batch = parser.parse(body, content_type, T0)
     except ParseError as exc:
