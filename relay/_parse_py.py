@@ -621,6 +621,8 @@ class Parser:
         self.keep_exemplars = keep_exemplars
         self.honor_timestamps = honor_timestamps
         self.sample_limit = sample_limit
+        self.last_dropped = 0
+        """Samples of the last parse whose series ``on_new_series`` dropped."""
         self._resolver = SeriesResolver(self.series, on_new_series, label_limit, label_name_length_limit,
                                         label_value_length_limit)
         self._cache: dict[bytes, int] = {}
@@ -643,6 +645,7 @@ class Parser:
         if not data.isascii():
             check_utf8(data)
         default_ts = default_timestamp(timestamp_ms)
+        self.last_dropped = 0
         ids: list[int] = []
         values: list[float] = []
         stamps: list[int] = []
@@ -695,6 +698,7 @@ class Parser:
             if sid is None:
                 sid = cache[key] = self._resolver.resolve(key, False, lineno)[0]
             if sid < 0:
+                self.last_dropped += 1
                 continue
             ids.append(sid)
             values.append(value)
@@ -748,6 +752,7 @@ class Parser:
                 info = parsed.get(key) or _parsed_om(key, parsed, lineno)
             checker.sample(info[0], info[1], value, ts, exemplar is not None, lineno)
             if sid < 0:
+                self.last_dropped += 1
                 continue
             if exemplar is not None and self.keep_exemplars:
                 exemplars.append((len(ids), *exemplar))

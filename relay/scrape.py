@@ -300,7 +300,7 @@ class ScrapeLoop:
             h.health, h.last_error, h.last_reason, h.last_samples = "up", "", "", n
             self.metrics.scraped_samples.labels(job).inc(n)
             added = len(self.parser.series) - series_before
-            values = (1.0, duration, float(n), float(n), float(added))
+            values = (1.0, duration, float(n + self.parser.last_dropped), float(n), float(added))
         for sid, value in zip((up_id, dur_id, scraped_id, post_id, added_id), values, strict=True):
             out.append(sid, value, ts_ms)
         self._emit(out)

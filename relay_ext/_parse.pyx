@@ -479,6 +479,7 @@ cdef class Parser:
     cdef readonly bint keep_exemplars
     cdef readonly bint honor_timestamps
     cdef readonly Py_ssize_t sample_limit
+    cdef readonly Py_ssize_t last_dropped  # samples of the last parse whose series on_new_series dropped
     cdef object _resolver
     cdef object _hook
     cdef object _add_encoded
@@ -562,6 +563,7 @@ cdef class Parser:
             if not rl_is_ascii(<const unsigned char *>view.buf, <size_t>view.len):
                 _py.check_utf8(body)
             self._n = 0
+            self.last_dropped = 0
             self._exemplars = []
             if self._keys.count == 0 and view.len > 0:
                 self._presize(<const unsigned char *>view.buf, view.len)
@@ -786,9 +788,13 @@ cdef class Parser:
                     table_insert(&self._keys, slot, h, buf + p, ke - p, sid, self._keys.count)
                     if sid >= 0:
                         self._append(sid, value, ts)
+                    else:
+                        self.last_dropped += 1
                     continue
             if slot.sid >= 0:
                 self._append(slot.sid, value, ts)
+            else:
+                self.last_dropped += 1
         return 0
 
     cdef int _text_comment(self, const unsigned char *p, Py_ssize_t n, Py_ssize_t lineno) except -1:
@@ -1141,6 +1147,7 @@ cdef class Parser:
                     self._set_info(slot.ordinal, info)
             sample(info[0], info[1], value, ts, exemplar is not None, lineno)
             if sid < 0:
+                self.last_dropped += 1
                 continue
             if exemplar is not None and self.keep_exemplars:
                 self._exemplars.append((self._n, *exemplar))

@@ -582,3 +582,13 @@ def test_cli_parse(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_parse(str(path), io.StringIO()) == 1
     assert "line 1" in capsys.readouterr().err
     assert cli_parse(str(tmp_path / "missing"), io.StringIO()) == 2
+
+
+def test_last_dropped_counts_samples_of_dropped_series(impl: ParserFactory) -> None:
+    p = impl(on_new_series=lambda name, labels: None if name.startswith("go_") else (name, labels))
+    body = b"go_a 1\ngo_b 2\nkeep 3\n"
+    for _ in range(2):  # cold, then warm (cached as dropped)
+        batch = p.parse(body)
+        assert len(batch) == 1 and p.last_dropped == 2
+    p.parse(b"keep 4\n")
+    assert p.last_dropped == 0

@@ -221,3 +221,12 @@ async def test_scrape_real_etcd_34_member(tmp_path: Any) -> None:
     assert loop.health.health == "up", loop.health.last_error
     assert series["etcd_server_has_leader"][0][1] == 1
     assert any(labels.get("server_version", "").startswith("3.4") for labels, _ in series["etcd_server_version"])
+
+
+async def test_scrape_samples_scraped_counts_before_metric_relabeling() -> None:
+    extra = "    metric_relabel_configs:\n      - {source_labels: [__name__], regex: 'go_.*', action: drop}\n"
+    body = b"go_a 1\ngo_b 2\netcd_x 1\n"
+    loop, _ = loop_for(lambda r: httpx.Response(200, content=body), make_target(extra=extra))
+    for _ in range(2):
+        s = by_name(await loop.scrape_once())
+        assert s["scrape_samples_scraped"][0][1] == 3 and s["scrape_samples_post_metric_relabeling"][0][1] == 1
