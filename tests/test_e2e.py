@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relay.localenv import EtcdCluster, VictoriaMetrics, free_ports
+from relay.localenv import EtcdCluster, PrometheusReceiver, VictoriaMetrics, free_ports
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -28,8 +28,9 @@ def run_relay(config: Path, tmp_path: Path, duration: float, *extra: str) -> dic
     return result
 
 
-def test_etcd_members_reach_victoria_metrics(
-    etcd_cluster: EtcdCluster, victoria_metrics: VictoriaMetrics, tmp_path: Path
+def test_etcd_members_reach_victoria_metrics_and_prometheus(
+    etcd_cluster: EtcdCluster, victoria_metrics: VictoriaMetrics, prometheus_receiver: PrometheusReceiver,
+    tmp_path: Path
 ) -> None:
     targets = [m.metrics_target for m in etcd_cluster.members]
     config = tmp_path / "relay.yml"
@@ -39,9 +40,14 @@ def test_etcd_members_reach_victoria_metrics(
         f"      - targets: {orjson.dumps(targets).decode()}\n"
         f"remote_write:\n  - url: {victoria_metrics.write_url}\n"
         "    queue_config: {batch_send_deadline: 500ms}\n"
+        f"  - url: {prometheus_receiver.write_url}\n"
+        "    queue_config: {batch_send_deadline: 500ms}\n"
     )
     stats = run_relay(config, tmp_path, 5)
-    (rw,) = stats["remote_write"]
+    rw, rw_prom = stats["remote_write"]
+    assert rw_prom["sent"] == rw["sent"] and rw_prom["dropped"] == {}
+    prom_leaders = prometheus_receiver.query('etcd_server_has_leader{job="e2e-etcd"}')
+    assert sorted(r["metric"]["instance"] for r in prom_leaders) == sorted(targets)
     assert rw["dropped"] == {} and rw["pending"] == 0
     assert stats["targets"] == 3 and stats["scrapes"] >= 9
 

@@ -592,3 +592,17 @@ def test_last_dropped_counts_samples_of_dropped_series(impl: ParserFactory) -> N
         assert len(batch) == 1 and p.last_dropped == 2
     p.parse(b"keep 4\n")
     assert p.last_dropped == 0
+
+
+def test_columns_go_zero_copy_into_numpy(impl: ParserFactory) -> None:
+    import numpy as np
+
+    batch = impl().parse(b'a 1\nb{x="y"} 2.5\nc NaN\n', None, T0)
+    values = np.frombuffer(batch.values, dtype=np.float64)
+    ids = np.frombuffer(batch.ids, dtype=np.uint32)
+    stamps = np.frombuffer(batch.timestamps, dtype=np.int64)
+    assert values[:2].tolist() == [1.0, 2.5] and np.isnan(values[2])
+    assert ids.tolist() == list(batch.ids) and stamps.tolist() == [T0] * 3
+    batch.values[0] = 7.0  # the array and numpy share one buffer: no copy was made
+    assert values[0] == 7.0
+    assert [batch.series.resolve(i)[0] for i in ids] == ["a", "b", "c"]
