@@ -79,8 +79,13 @@ def read_file_sd(path: str) -> list[TargetGroup]:
         raise DiscoveryError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise DiscoveryError(f"{path}: not valid {'JSON' if path.endswith('.json') else 'YAML'}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise DiscoveryError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        # Only the position and the problem: never a snippet of the file's content.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+        raise DiscoveryError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or 'syntax error'}") from None
     if data is None:
         return []
     if not isinstance(data, list):
@@ -112,13 +117,27 @@ class FileSDProvider(Provider):
         self.job = job
         self.poll = poll
         self.last_error: str | None = None
+        self._refused: set[str] = set()
 
     def _files(self) -> list[str]:
+        """The files named, and the files a pattern matches in its own folder: a match that is a
+        link to somewhere outside that folder is not followed (security: read only what was named)."""
         import glob
 
         out: list[str] = []
         for pattern in self.config.files:
-            out.extend(sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern])
+            if not any(c in pattern for c in "*?["):
+                out.append(pattern)
+                continue
+            folder = os.path.realpath(os.path.dirname(pattern) or ".")
+            for match in sorted(glob.glob(pattern)):
+                real = os.path.realpath(match)
+                if os.path.dirname(real) != folder and not real.startswith(folder + os.sep):
+                    if match not in self._refused:
+                        self._refused.add(match)
+                        log.error("file_sd for job %s: %s links outside %s; not read", self.job, match, folder)
+                    continue
+                out.append(match)
         return out
 
     def _stamp(self) -> tuple[tuple[str, float, int], ...]:

@@ -98,3 +98,29 @@ async def test_etcd_sd_real_cluster(etcd_cluster: EtcdCluster) -> None:
     names = sorted(dict(g.labels)["__meta_etcd_member_name"] for g in groups)
     assert names == ["m0", "m1", "m2"]
     assert len({dict(g.labels)["__meta_etcd_cluster_id"] for g in groups}) == 1
+
+
+async def test_file_sd_pattern_does_not_follow_links_outside_its_folder(tmp_path: Path) -> None:
+    inside = tmp_path / "targets"
+    inside.mkdir()
+    (inside / "a.json").write_text(json.dumps([{"targets": ["a:1"]}]))
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps([{"targets": ["leak:1"]}]))
+    (inside / "b.json").symlink_to(secret)
+    seen: list[list[TargetGroup]] = []
+    provider = FileSDProvider(FileSDConfig(files=(str(inside / "*.json"),)), "job", poll=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(provider.run, seen.append)
+        with anyio.fail_after(5):
+            while not seen:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert [g.targets for g in seen[-1]] == [("a:1",)]
+
+
+def test_file_sd_errors_show_no_content(tmp_path: Path) -> None:
+    p = tmp_path / "t.yml"
+    p.write_text("password: hunter2-secret\n  bad: [indent\n")
+    with pytest.raises(DiscoveryError) as info:
+        read_file_sd(str(p))
+    assert "hunter2" not in str(info.value) and str(info.value).startswith(f"{p}:")
