@@ -37,7 +37,7 @@ from relay import rwencode
 from relay.batch import Batch, SeriesTable
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = ROOT / "tests" / "data"  # copies of ../shared
 sys.path.insert(0, str(ROOT))
 from tests.remote_write_pb import WriteRequest  # noqa: E402  (the schema lives with the tests)
 

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from relay import _parse_py
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[1] / "tests" / "data"  # copies of ../shared
 BODIES = [p.read_bytes() for p in sorted((SHARED / "etcd-metrics").glob("etcd-3.5.1-*.prom"))]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 T0 = 1_700_000_000_000

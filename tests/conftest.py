@@ -15,7 +15,7 @@ import pytest
 from relay.localenv import EtcdCluster, PrometheusReceiver, ServiceUnavailable, VictoriaMetrics
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+DATA = REPO / "tests" / "data"  # copies of ../shared: etcd bodies (relay/data) and the OpenMetrics suite
 REQUIRE_SERVICES = os.environ.get("RELAY_REQUIRE_SERVICES", "") not in ("", "0")
 
 

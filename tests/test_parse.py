@@ -30,7 +30,7 @@ from relay.parse import Parser as PublicParser
 from relay.parse import cli_parse, is_openmetrics
 from relay.parse import parse as public_parse
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parent / "data"  # copies of ../shared: etcd bodies, OpenMetrics suite
 ETCD_BODIES = sorted((SHARED / "etcd-metrics").glob("*.prom"))
 CASES = sorted(p for p in (SHARED / "openmetrics-testdata" / "parsers").iterdir() if p.is_dir())
 OM = "application/openmetrics-text; version=1.0.0"

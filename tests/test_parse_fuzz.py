@@ -31,7 +31,7 @@ if NO_EXTENSIONS:
 C_PARSER: Callable[..., Any] = importlib.import_module("relay_ext._parse").Parser  # a missing build fails
 PY_PARSER: Callable[..., Any] = _parse_py.Parser
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parent / "data"  # copies of ../shared: etcd bodies, OpenMetrics suite
 OM = "application/openmetrics-text; version=1.0.0"
 T0 = 1_700_000_000_000
 EXAMPLES = int(os.environ.get("RELAY_PARSE_FUZZ_EXAMPLES", "250"))

@@ -30,7 +30,7 @@ from relay.batch import STALE_NAN, STALE_NAN_BITS, Batch, SeriesTable
 from relay.localenv import PrometheusReceiver
 from tests.remote_write_pb import WriteRequest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parent / "data"  # copies of ../shared: etcd bodies, OpenMetrics suite
 ETCD_BODIES = sorted((SHARED / "etcd-metrics").glob("*.prom"))
 T0 = 1_700_000_000_000
 
