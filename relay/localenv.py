@@ -418,6 +418,11 @@ class VictoriaMetrics(_HTTPService):
         with urllib.request.urlopen(self.url + "/internal/force_flush", timeout=30) as resp:
             resp.read()
 
+    def query(self, promql: str, time_s: float | None = None) -> list[dict[str, Any]]:
+        """Instant query over everything received so far (flushed first: VM buffers recent rows)."""
+        self.flush()
+        return super().query(promql, time_s)
+
     def export(self, match: str = '{__name__!=""}') -> list[dict[str, Any]]:
         """Every stored series matching ``match`` with all its raw samples (``/api/v1/export``)."""
         self.flush()
