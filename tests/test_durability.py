@@ -21,7 +21,7 @@ from tests.conftest import missing_service
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-DOWNTIME = float(os.environ.get("RELAY_TEST_RECEIVER_DOWNTIME", "20"))
+DOWNTIME = float(os.environ.get("RELAY_TEST_RECEIVER_DOWNTIME", "60"))  # the issue: "down for a minute"
 
 
 def write_config(path: Path, job: str, targets: list[str], write_url: str) -> None:
