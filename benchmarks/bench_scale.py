@@ -1,0 +1,164 @@
+"""Scale of one relay: N simulated etcd members at an interval, with no missed intervals?
+
+    python benchmarks/bench_scale.py --members 10000 --interval 30 --rounds 3
+
+Starts `relay sim` (N members, one port each, on loopback), VictoriaMetrics as the receiver (or
+none with --no-receiver: remote write to a closed port is then skipped entirely), and `relay run`
+scraping them through file_sd. After a warm-up of one interval plus the start spread, it measures
+for --rounds intervals: scrapes done against expected, missed intervals, failures, the relay's
+CPU (utime+stime from /proc) per scrape and per target, its RSS (current and peak) per target,
+samples per second and per CPU-second, and the simulator's CPU for comparison. Prints a table.
+Every process is stopped at the end, also on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from relay.localenv import VictoriaMetrics, free_ports, wait_http  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_kib(pid: int, key: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def metric_sum(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def scrape_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+        return str(resp.read().decode())
+
+
+def run(members: int, interval: float, rounds: int, receiver: bool, workdir: Path) -> dict[str, float]:
+    targets = workdir / "targets.json"
+    procs: list[subprocess.Popen[bytes]] = []
+    vm: VictoriaMetrics | None = None
+    try:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "sim", "--members", str(members), "--write-targets", str(targets)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        )
+        procs.append(sim)
+        deadline = time.monotonic() + 120
+        while not targets.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if receiver:
+            vm = VictoriaMetrics(base_dir=workdir / "vm")
+            vm.start()
+        rw = f"remote_write:\n  - url: {vm.write_url}\n" if vm else ""
+        config = workdir / "relay.yml"
+        config.write_text(
+            f"global: {{scrape_interval: {interval:g}s, scrape_timeout: {min(interval, 10):g}s}}\n"
+            f"scrape_configs:\n  - job_name: scale\n    file_sd_configs: [{{files: ['{targets}']}}]\n{rw}"
+        )
+        port = free_ports(1)[0]
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+        )
+        procs.append(relay)
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 60)
+        time.sleep(interval * 1.5 + 2)  # warm-up: the first scrape of every target (new series) is done
+        m0 = scrape_metrics(port)
+        c0, s0, t0 = cpu_seconds(relay.pid), cpu_seconds(sim.pid), time.monotonic()
+        peak = 0
+        end = t0 + rounds * interval
+        while time.monotonic() < end:
+            peak = max(peak, rss_kib(relay.pid))
+            time.sleep(0.5)
+        m1 = scrape_metrics(port)
+        c1, s1, t1 = cpu_seconds(relay.pid), cpu_seconds(sim.pid), time.monotonic()
+        elapsed = t1 - t0
+        scrapes = metric_sum(m1, "relay_scrapes_total") - metric_sum(m0, "relay_scrapes_total")
+        samples = metric_sum(m1, "relay_scraped_samples_total") - metric_sum(m0, "relay_scraped_samples_total")
+        missed = metric_sum(m1, "relay_scrape_missed_intervals_total")
+        failures = metric_sum(m1, "relay_scrape_failures_total") - metric_sum(m0, "relay_scrape_failures_total")
+        cpu = c1 - c0
+        return {
+            "members": members,
+            "interval": interval,
+            "seconds": elapsed,
+            "scrapes": scrapes,
+            "expected": members * elapsed / interval,
+            "missed": missed,
+            "failures": failures,
+            "cpu_s": cpu,
+            "cpu_pct": 100 * cpu / elapsed,
+            "cpu_ms_per_scrape": 1000 * cpu / max(scrapes, 1),
+            "rss_mib": rss_kib(relay.pid) / 1024,
+            "peak_rss_mib": max(peak, rss_kib(relay.pid)) / 1024,
+            "hwm_mib": rss_kib(relay.pid, "VmHWM") / 1024,
+            "rss_kib_per_target": rss_kib(relay.pid) / members,
+            "samples_per_s": samples / elapsed,
+            "samples_per_cpu_s": samples / max(cpu, 1e-9),
+            "sim_cpu_pct": 100 * (s1 - s0) / elapsed,
+            "receiver": 1.0 if receiver else 0.0,
+        }
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if vm is not None:
+            vm.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--members", default="10000", help="comma-separated fleet sizes")
+    ap.add_argument("--interval", type=float, default=30.0)
+    ap.add_argument("--rounds", type=int, default=3, help="intervals measured after the warm-up")
+    ap.add_argument("--no-receiver", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    for n in (int(x) for x in args.members.split(",")):
+        with tempfile.TemporaryDirectory(prefix="relay-scale-") as tmp:
+            rows.append(run(n, args.interval, args.rounds, not args.no_receiver, Path(tmp)))
+    cpu_model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
+    print(f"# relay scale: {os.cpu_count()} CPUs ({cpu_model.group(1) if cpu_model else '?'}), "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("| members | interval | scrapes/expected | missed | failures | relay CPU % | CPU ms/scrape | "
+          "RSS MiB (peak) | RSS KiB/target | samples/s | samples/CPU-s | sim CPU % |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['members']:,.0f} | {r['interval']:g}s | {r['scrapes']:,.0f}/{r['expected']:,.0f} | "
+              f"{r['missed']:.0f} | {r['failures']:.0f} | {r['cpu_pct']:.1f} | {r['cpu_ms_per_scrape']:.2f} | "
+              f"{r['rss_mib']:.0f} ({r['hwm_mib']:.0f}) | {r['rss_kib_per_target']:.0f} | {r['samples_per_s']:,.0f} | "
+              f"{r['samples_per_cpu_s']:,.0f} | {r['sim_cpu_pct']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
