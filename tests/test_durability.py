@@ -72,7 +72,7 @@ def test_receiver_down_then_back_loses_nothing(etcd_cluster: EtcdCluster, tmp_pa
         time.sleep(4)
         rw = stop_relay(proc, stats)
         assert rw["dropped"] == {} and rw["pending"] == 0
-        assert rw["accepted"] > 3 * 1400 * (DOWNTIME + 5)
+        assert rw["accepted"] > 3 * 1000 * DOWNTIME  # scraping went on while the receiver was down
         assert vm.sample_count('{job="dur-down"}') == rw["accepted"] == rw["sent"]
     finally:
         if proc.poll() is None:
