@@ -99,7 +99,8 @@ def run(members: int, interval: float, rounds: int, receiver: bool, workdir: Pat
         elapsed = t1 - t0
         scrapes = metric_sum(m1, "relay_scrapes_total") - metric_sum(m0, "relay_scrapes_total")
         samples = metric_sum(m1, "relay_scraped_samples_total") - metric_sum(m0, "relay_scraped_samples_total")
-        missed = metric_sum(m1, "relay_scrape_missed_intervals_total")
+        missed_total = metric_sum(m1, "relay_scrape_missed_intervals_total")
+        missed = missed_total - metric_sum(m0, "relay_scrape_missed_intervals_total")
         failures = metric_sum(m1, "relay_scrape_failures_total") - metric_sum(m0, "relay_scrape_failures_total")
         cpu = c1 - c0
         return {
@@ -109,6 +110,7 @@ def run(members: int, interval: float, rounds: int, receiver: bool, workdir: Pat
             "scrapes": scrapes,
             "expected": members * elapsed / interval,
             "missed": missed,
+            "missed_warmup": missed_total - missed,
             "failures": failures,
             "cpu_s": cpu,
             "cpu_pct": 100 * cpu / elapsed,
@@ -149,12 +151,12 @@ def main() -> int:
     cpu_model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     print(f"# relay scale: {os.cpu_count()} CPUs ({cpu_model.group(1) if cpu_model else '?'}), "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("| members | interval | scrapes/expected | missed | failures | relay CPU % | CPU ms/scrape | "
+    print("| members | interval | scrapes/expected | missed (warm-up) | failures | relay CPU % | CPU ms/scrape | "
           "RSS MiB (peak) | RSS KiB/target | samples/s | samples/CPU-s | sim CPU % |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['members']:,.0f} | {r['interval']:g}s | {r['scrapes']:,.0f}/{r['expected']:,.0f} | "
-              f"{r['missed']:.0f} | {r['failures']:.0f} | {r['cpu_pct']:.1f} | {r['cpu_ms_per_scrape']:.2f} | "
+              f"{r['missed']:.0f} ({r['missed_warmup']:.0f}) | {r['failures']:.0f} | {r['cpu_pct']:.1f} | {r['cpu_ms_per_scrape']:.2f} | "
               f"{r['rss_mib']:.0f} ({r['hwm_mib']:.0f}) | {r['rss_kib_per_target']:.0f} | {r['samples_per_s']:,.0f} | "
               f"{r['samples_per_cpu_s']:,.0f} | {r['sim_cpu_pct']:.1f} |")
     return 0
