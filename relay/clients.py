@@ -19,7 +19,7 @@ import httpx
 from ._exceptions import ConfigError
 from .config import Authorization, BasicAuth, HTTPClientConfig, TLSConfig
 
-__all__ = ["ClientPool", "FileAuth", "build_ssl_context"]
+__all__ = ["ClientPool", "Direct", "FileAuth", "build_ssl_context"]
 
 USER_AGENT = "etcd-metrics-relay/0.1"
 
@@ -92,6 +92,17 @@ class _Entry:
     files: tuple[str, ...]
     mtimes: tuple[float, ...]
     checked: float
+    transport: httpx.AsyncBaseTransport | None = None
+    auth: FileAuth | None = None
+
+
+@dataclass(frozen=True)
+class Direct:
+    """The transport under a client, for requests sent without the client layer (hot paths)."""
+
+    transport: httpx.AsyncBaseTransport
+    auth: FileAuth | None
+    follow_redirects: bool
 
 
 def _mtimes(files: tuple[str, ...]) -> tuple[float, ...]:
@@ -134,7 +145,8 @@ class ClientPool:
             trust_env=False,
         )
         files = tuple(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
-        return _Entry(client, files, _mtimes(files), time.monotonic())
+        direct = client._transport if self.fast else None  # the FastTransport we just gave it
+        return _Entry(client, files, _mtimes(files), time.monotonic(), direct, auth)
 
     def get(self, cfg: HTTPClientConfig) -> httpx.AsyncClient:
         entry = self._clients.get(cfg)
@@ -150,6 +162,14 @@ class ClientPool:
                 self._retired.append(entry.client)
                 entry = self._clients[cfg] = fresh
         return entry.client
+
+    def direct(self, cfg: HTTPClientConfig) -> Direct | None:
+        """The fast transport and auth for ``cfg`` (None when the pool uses httpx's own transport)."""
+        self.get(cfg)  # builds, or rebuilds after a certificate rotation
+        entry = self._clients.get(cfg)
+        if entry is None or entry.transport is None:
+            return None
+        return Direct(entry.transport, entry.auth, cfg.follow_redirects)
 
     def validate(self, cfg: HTTPClientConfig, where: str) -> None:
         """Fail early (at config load) on unreadable certificate files."""

@@ -39,6 +39,7 @@ from .metrics import SelfMetrics
 from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
 from .relabel import Relabeler
 from .rwencode import WriteRequestEncoder, split_by_shard
+from .transport import fetch_direct
 
 __all__ = ["RemoteWriter", "classify_status", "retry_after_seconds"]
 
@@ -187,6 +188,9 @@ class RemoteWriter:
             "User-Agent": USER_AGENT,
             **dict(config.headers),
         }
+        self._url = httpx.URL(config.url)
+        timeout = config.remote_timeout
+        self._extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
         metrics.rw_shards.labels(self.label).set(self.n_shards)
 
     # -- accepting ---------------------------------------------------------------------------
@@ -403,11 +407,7 @@ class RemoteWriter:
             wait: float | None = None
             t0 = time.perf_counter()
             try:
-                client = self.clients.get(self.config.http)
-                resp = await client.post(
-                    self.url, content=block.data, headers=self._headers, timeout=self.config.remote_timeout
-                )
-                body = await resp.aread()
+                resp, body = await self._post(block.data)
                 verdict = classify_status(resp.status_code, q.retry_on_http_429)
                 self.metrics.rw_send_latency.labels(label).observe(time.perf_counter() - t0)
                 if verdict == OK:
@@ -432,6 +432,19 @@ class RemoteWriter:
                 wait = backoff * (0.5 + random.random() / 2)
                 backoff = min(backoff * 2, q.max_backoff)
             await anyio.sleep(wait)
+
+    async def _post(self, data: bytes) -> tuple[httpx.Response, bytes]:
+        direct = self.clients.direct(self.config.http)
+        if direct is None:
+            client = self.clients.get(self.config.http)
+            resp = await client.post(self.url, content=data, headers=self._headers, timeout=self.config.remote_timeout)
+            return resp, await resp.aread()
+        # The hot path: straight to the transport, no client layer (cookies, redirects, hooks).
+        headers = self._headers
+        if direct.auth is not None:
+            headers = {**headers, "Authorization": direct.auth.header()}
+        request = httpx.Request("POST", self._url, content=data, headers=headers, extensions=self._extensions)
+        return await fetch_direct(direct.transport, request)
 
     def _log_once(self, message: str) -> None:
         if message not in self._messages_seen:

@@ -31,14 +31,14 @@ import httpx
 
 from ._exceptions import ParseError, ScrapeError
 from .batch import STALE_NAN, Batch, Labels
-from .clients import ClientPool
+from .clients import USER_AGENT, ClientPool
 from .config import ClusterConfig, Config, ScrapeConfig
 from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
 from .metrics import SelfMetrics
 from .parse import Parser
 from .relabel import Relabeler
 from .target import Target, TargetError, build_target
-from .transport import fetch
+from .transport import fetch, fetch_direct
 
 __all__ = ["ScrapeLoop", "ScrapeManager", "Sink", "TargetHealth", "select_for_member"]
 
@@ -159,6 +159,7 @@ class ScrapeLoop:
         }
         server_name = sc.http.tls_config.server_name
         self._extensions = {"sni_hostname": server_name} if server_name else None
+        self._request: httpx.Request | None = None
         self.cancel_scope = anyio.CancelScope()
         self._stale_on_stop = False
         self._stopped = False
@@ -246,6 +247,29 @@ class ScrapeLoop:
             except Exception:
                 log.exception("sink failed for target %s", self.target.url)
 
+    async def _fetch(self, sc: ScrapeConfig) -> tuple[httpx.Response, bytes]:
+        direct = self.clients.direct(sc.http)
+        if direct is None:
+            client = self.clients.get(sc.http)
+            built = client.build_request("GET", self.target.url, headers=self._headers, extensions=self._extensions)
+            return await fetch(client, built, body_limit=sc.body_size_limit)
+        # The hot path: one Request per loop, sent straight to the transport (no client layer).
+        request = self._request
+        if request is None:
+            headers = {"User-Agent": USER_AGENT, **self._headers}
+            extensions: dict[str, object] = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"),
+                                                                    self.target.scrape_timeout)}
+            extensions.update(self._extensions or {})
+            request = self._request = httpx.Request("GET", self.target.url, headers=headers, extensions=extensions)
+        if direct.auth is not None:
+            request.headers["Authorization"] = direct.auth.header()
+        response, body = await fetch_direct(direct.transport, request, body_limit=sc.body_size_limit)
+        if response.is_redirect and direct.follow_redirects:  # rare: let httpx follow it
+            client = self.clients.get(sc.http)
+            again = client.build_request("GET", self.target.url, headers=self._headers, extensions=self._extensions)
+            return await fetch(client, again, body_limit=sc.body_size_limit)
+        return response, body
+
     async def scrape_once(self) -> Batch:
         """One scrape: fetch, parse, staleness, synthetic series; the batch goes to the sinks."""
         target = self.target
@@ -260,9 +284,7 @@ class ScrapeLoop:
         self.metrics.scrapes.labels(job).inc()
         try:
             with anyio.fail_after(target.scrape_timeout):
-                client = self.clients.get(sc.http)
-                request = client.build_request("GET", target.url, headers=self._headers, extensions=self._extensions)
-                response, body = await fetch(client, request, body_limit=sc.body_size_limit)
+                response, body = await self._fetch(sc)
             if response.status_code != 200:
                 raise ScrapeError("http_status", f"server returned HTTP status {response.status_code}")
             batch = self.parser.parse(body, response.headers.get("content-type"), ts_ms)

@@ -37,7 +37,7 @@ from anyio.streams.tls import TLSAttribute
 
 from ._exceptions import ScrapeError
 
-__all__ = ["FastTransport", "fetch"]
+__all__ = ["FastTransport", "fetch", "fetch_direct"]
 
 #: Largest single receive. The asyncio selector transport reads at most 256 KiB per syscall.
 RECEIVE_SIZE: Final = 262_144
@@ -756,13 +756,30 @@ async def fetch(
         response, body = await fetch(client, request, body_limit=10_000_000)
     """
     response = await client.send(request, stream=True)
-    if (
-        response.is_stream_consumed
-    ):  # a response built from bytes (e.g. by httpx.MockTransport) is read already
+    return response, await _read_body(response, body_limit)
+
+
+async def fetch_direct(
+    transport: httpx.AsyncBaseTransport, request: httpx.Request, *, body_limit: int = 0
+) -> tuple[httpx.Response, bytes]:
+    """:func:`fetch` without the client layer (auth flow, cookies, redirects, event hooks).
+
+    For a request built once and sent again and again (a scrape loop's GET): the caller sets every
+    header itself (``Host`` comes from ``httpx.Request``), and a redirect is returned as it is.
+    About 0.1-0.2 ms of CPU less per request than going through ``AsyncClient.send``.
+    """
+    response = await transport.handle_async_request(request)
+    response.request = request
+    return response, await _read_body(response, body_limit)
+
+
+async def _read_body(response: httpx.Response, body_limit: int) -> bytes:
+    """Read and decode a streamed response's body under the limit; the response is closed after."""
+    if response.is_stream_consumed:  # a response built from bytes (e.g. by httpx.MockTransport) is read already
         body = response.content
         if body_limit and len(body) > body_limit:
             raise _limit_error(body_limit)
-        return response, body
+        return body
     try:
         encoding = response.headers.get("content-encoding", "").strip().lower()
         if encoding in ("", "identity"):
@@ -776,7 +793,7 @@ async def fetch(
         # httpx's client wraps the stream in an object that points back at the response: a cycle
         # that only the garbage collector frees, holding the body's buffers until it runs.
         response.stream = _EMPTY
-    return response, body
+    return body
 
 
 async def _read_identity(response: httpx.Response, limit: int) -> bytes:
