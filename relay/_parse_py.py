@@ -15,7 +15,9 @@ OpenMetrics family checks, error messages) lives here as small shared helpers; t
 imports and calls the very same ones, so both twins decide alike.
 
 The series cache maps the raw bytes of a series text (``name{labels}`` exactly as written) to a
-series id in the :class:`~relay.batch.SeriesTable`, or to :data:`DROPPED`.
+series id in the :class:`~relay.batch.SeriesTable`, or to :data:`DROPPED`. (The Cython twin keys
+the same cache, and its set of comment lines seen, by a 128-bit hash of those bytes and keeps no
+key bytes; the behaviour is the same.)
 """
 
 from __future__ import annotations
@@ -650,10 +652,16 @@ class Parser:
         values: list[float] = []
         stamps: list[int] = []
         exemplars: list[tuple[int, Labels, float, int | None]] = []
+        before = len(self.series)
+        if not self._cache:  # a cold parse: size the table's index for the body's sample lines
+            self.series.reserve(before + data.count(b"\n") + 1 - data.count(b"\n#") - data.startswith(b"#"))
         if is_openmetrics(content_type):
             self._parse_om(data, default_ts, ids, values, stamps, exemplars)
         else:
             self._parse_text(data, default_ts, ids, values, stamps)
+        added = len(self.series) - before
+        if added and added * 8 >= len(self.series):
+            self.series.compact()
         batch = Batch(self.series, array("I", ids), array("d", values), array("q", stamps), dict(self.families))
         batch.exemplars = exemplars
         return batch

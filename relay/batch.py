@@ -27,13 +27,15 @@ import hashlib
 import math
 import struct
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 __all__ = [
     "STALE_NAN",
     "STALE_NAN_BITS",
     "Batch",
+    "EncodedView",
     "Family",
     "Labels",
     "SeriesTable",
@@ -136,21 +138,116 @@ def series_hash(encoded: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "little")
 
 
+class EncodedView(Sequence[bytes]):
+    """``SeriesTable.encoded``: the label bytes of each series, as a read-only sequence of bytes.
+
+    ``view[sid]`` copies the bytes out of the table's arena; ``len(view)`` is the number of series.
+    Two views (or a view and a list of bytes) are equal when they hold the same bytes in order.
+    """
+
+    __slots__ = ("_table",)
+
+    def __init__(self, table: SeriesTable) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return len(self._table.hashes)
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | list[bytes]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        n = len(self._table.hashes)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"series id {index} out of range ({n} series)")
+        offsets = self._table.offsets
+        return bytes(self._table.arena[offsets[index] : offsets[index + 1]])
+
+    def __iter__(self) -> Iterator[bytes]:
+        table = self._table
+        arena = table.arena
+        offsets = table.offsets
+        for sid in range(len(table.hashes)):
+            yield bytes(arena[offsets[sid] : offsets[sid + 1]])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EncodedView):
+            a, b = self._table, other._table
+            return a.offsets == b.offsets and a.arena == b.arena
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<EncodedView of {len(self)} series>"
+
+
+_SMALL_INDEX = 0xFFFF  # an index of at most this many slots is array('H'), 0xFFFF empty
+
+
+def _new_index(cap: int) -> array[int]:
+    """An empty index of ``cap`` slots: array('H') (empty 0xFFFF) while ``cap`` <= 0xFFFF, so
+    that every sid (at most cap / 2) fits below 0xFFFF; array('i') (empty -1) above."""
+    if cap <= _SMALL_INDEX:
+        return array("H", (_SMALL_INDEX,)) * cap
+    return array("i", (-1,)) * cap
+
+
+def _empty_slot(index: array[int]) -> int:
+    return _SMALL_INDEX if index.typecode == "H" else -1
+
+
+_MAX_ARENA = 0xFFFFFFFF
+
+
 class SeriesTable:
     """Every series of one target (or one parse), stored once as remote-write label bytes.
 
     Ids are dense, start at 0 and never change; adding the same series twice gives the same id.
+
+    Layout (no Python object per series):
+
+        arena    bytearray    the encoded label sets of all series, back to back
+        offsets  array('I')   n + 1 entries: series ``sid`` is ``arena[offsets[sid]:offsets[sid + 1]]``
+        hashes   array('Q')   :func:`series_hash` of each series (sharding)
+        _index   array('H')   sids, open addressing by ``hash % len(_index)``, linear probing;
+                 or ('i')     grown (doubled and rebuilt) when more than half full; 2-byte slots
+                              (0xFFFF empty) up to 0xFFFF slots, then 4-byte ones (-1 empty)
+
+    ``encoded`` is a read-only sequence view (``encoded[sid] -> bytes``, copies). The arena and
+    columns change only when a series is added or :meth:`compact` is called, so a pointer into the
+    arena taken by C code (the remote-write encoder, once per ``add()``) stays valid while no Python
+    code runs. The Cython parser adds series to these arrays itself, by exactly the rules of
+    :meth:`add_encoded` (it checks that at import, else it calls the method).
     """
 
-    __slots__ = ("__weakref__", "_index", "encoded", "hashes")
+    __slots__ = ("__weakref__", "_index", "arena", "hashes", "offsets")
 
     def __init__(self) -> None:
-        self.encoded: list[bytes] = []
+        self.arena = bytearray()
+        self.offsets: array[int] = array("I", (0,))
         self.hashes: array[int] = array("Q")
-        self._index: dict[bytes, int] = {}
+        self._index: array[int] = _new_index(8)
 
     def __len__(self) -> int:
-        return len(self.encoded)
+        return len(self.hashes)
+
+    def __repr__(self) -> str:
+        return f"<SeriesTable {len(self)} series, {len(self.arena)} label bytes>"
+
+    @property
+    def encoded(self) -> EncodedView:
+        """The label bytes of each series: ``encoded[sid] -> bytes``, ``len(encoded)``."""
+        return EncodedView(self)
 
     def add(self, name: str, labels: Iterable[tuple[str, str]]) -> int:
         """Id of the series ``name{labels}``; added if new."""
@@ -158,13 +255,65 @@ class SeriesTable:
 
     def add_encoded(self, encoded: bytes) -> int:
         """Id of the series given as :func:`encode_labels` bytes; added if new."""
-        sid = self._index.get(encoded)
-        if sid is None:
-            sid = len(self.encoded)
-            self._index[encoded] = sid
-            self.encoded.append(encoded)
-            self.hashes.append(series_hash(encoded))
+        h = series_hash(encoded)
+        index = self._index
+        hashes = self.hashes
+        offsets = self.offsets
+        arena = self.arena
+        cap = len(index)
+        empty = _empty_slot(index)
+        i = h % cap
+        while True:
+            sid = index[i]
+            if sid == empty:
+                break
+            if hashes[sid] == h:
+                start = offsets[sid]
+                end = offsets[sid + 1]
+                if end - start == len(encoded) and arena[start:end] == encoded:
+                    return sid
+            i += 1
+            if i == cap:
+                i = 0
+        sid = len(hashes)
+        if len(arena) + len(encoded) > _MAX_ARENA:
+            raise MemoryError("series table arena is full (4 GiB)")
+        arena += encoded
+        offsets.append(len(arena))
+        hashes.append(h)
+        index[i] = sid
+        if (sid + 1) * 2 > cap:
+            self._grow_index(cap * 2)
         return sid
+
+    def compact(self) -> None:
+        """Give back the spare capacity of the arena and columns (one copy of each).
+
+        The parsers call it after a parse that grew the table by an eighth or more (a target's first
+        scrape), so that a table that no longer grows holds no growth slack.
+        """
+        self.arena = self.arena[:]
+        self.offsets = self.offsets[:]
+        self.hashes = self.hashes[:]
+
+    def reserve(self, count: int) -> None:
+        """Size the dedup index for ``count`` series in all (a parser knows its body's size)."""
+        cap = 2 * count + count // 16 + 8  # load just under 1/2: a little room to grow
+        if cap > len(self._index):
+            self._grow_index(cap)
+
+    def _grow_index(self, cap: int) -> None:
+        """Rebuild the index with ``cap`` slots (series in id order: deterministic)."""
+        index = _new_index(cap)
+        empty = _empty_slot(index)
+        for sid, h in enumerate(self.hashes):
+            i = h % cap
+            while index[i] != empty:
+                i += 1
+                if i == cap:
+                    i = 0
+            index[i] = sid
+        self._index = index
 
     def resolve(self, sid: int) -> tuple[str, Labels]:
         """``(metric name, sorted labels without __name__)`` of series ``sid``."""

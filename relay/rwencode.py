@@ -49,7 +49,7 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cramjam
 
@@ -89,6 +89,22 @@ def _as_index(index: Iterable[int]) -> array[int]:
     if isinstance(index, array) and index.typecode == "I":
         return index
     return array("I", index)
+
+
+def _arena_of(series: Any) -> tuple[bytearray, array[int]]:
+    """``(arena, offsets)`` of a SeriesTable (its public columns: the label bytes of series ``sid``
+    are ``arena[offsets[sid]:offsets[sid + 1]]``); for any other table, the same built from its
+    ``encoded`` sequence."""
+    arena = getattr(series, "arena", None)
+    offsets = getattr(series, "offsets", None)
+    if isinstance(arena, bytearray) and isinstance(offsets, array) and offsets.typecode == "I":
+        return arena, offsets
+    arena = bytearray()
+    offsets = array("I", [0])
+    for item in series.encoded:
+        arena += item
+        offsets.append(len(arena))
+    return arena, offsets
 
 
 def _check_columns(batch: Batch) -> int:
@@ -138,8 +154,8 @@ class WriteRequestEncoderPy:
         n = _check_columns(batch)
         ids = batch.ids
         timestamps = batch.timestamps
-        encoded = batch.series.encoded
-        nseries = len(encoded)
+        arena, offsets = _arena_of(batch.series)
+        nseries = len(offsets) - 1
         raw = array("d", batch.values)
         if _BIG_ENDIAN:
             raw.byteswap()
@@ -167,7 +183,7 @@ class WriteRequestEncoderPy:
                 run.append(field)
                 continue
             if run:
-                body = encoded[run_sid] + b"".join(run)
+                body = arena[offsets[run_sid] : offsets[run_sid + 1]] + b"".join(run)
                 append(b"\x0a" + _varint(len(body)) + body)
             if sid >= nseries:
                 raise IndexError(
@@ -176,7 +192,7 @@ class WriteRequestEncoderPy:
             run_sid = sid
             run = [field]
         if run:
-            body = encoded[run_sid] + b"".join(run)
+            body = arena[offsets[run_sid] : offsets[run_sid + 1]] + b"".join(run)
             append(b"\x0a" + _varint(len(body)) + body)
         self._buf += b"".join(pieces)
         self._count += len(positions)

@@ -4,25 +4,20 @@
 Same names, behaviour, errors and output bytes as ``WriteRequestEncoderPy`` and ``split_by_shard_py``
 in relay/rwencode.py, which documents the wire format and the grouping rule. Here no Python object
 is made per sample: the columns are read through their buffers, each run of samples of one series
-gets its label bytes straight from the SeriesTable's list (a borrowed pointer, no refcount), and
-everything is written into one growing C buffer that finish() turns into bytes.
+gets its label bytes straight from the SeriesTable's arena (``arena[offsets[sid]:offsets[sid + 1]]``,
+the arena's pointer taken once per add(): nothing adds series during an add()), and everything is
+written into one growing C buffer that finish() turns into bytes.
 """
 
 from cpython.array cimport array, clone
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from cpython.object cimport PyObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
 import cramjam
 
-cdef extern from "Python.h":
-    # Borrowed-reference macros, declared on PyObject* so that Cython adds no refcounting.
-    PyObject* _list_item "PyList_GET_ITEM" (PyObject* lst, Py_ssize_t i) nogil
-    bint _is_bytes "PyBytes_Check" (PyObject* o) nogil
-    char* _bytes_data "PyBytes_AS_STRING" (PyObject* o) nogil
-    Py_ssize_t _bytes_size "PyBytes_GET_SIZE" (PyObject* o) nogil
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 
 cdef extern from *:
     """
@@ -86,6 +81,23 @@ cdef object _as_index(object index):
     if isinstance(index, array) and (<array>index).typecode == "I":
         return index
     return array("I", index)
+
+
+cdef tuple _arena_of(object series):
+    """(arena bytearray, offsets array('I')) of a SeriesTable; for any other table (something with
+    an ``encoded`` sequence of bytes), the same built from its ``encoded``."""
+    arena = getattr(series, "arena", None)
+    offsets = getattr(series, "offsets", None)
+    if type(arena) is bytearray and isinstance(offsets, array) and (<array>offsets).ob_descr.typecode == b"I":
+        return arena, offsets
+    arena = bytearray()
+    offsets = array("I", [0])
+    for item in series.encoded:
+        if not isinstance(item, bytes):
+            raise TypeError(f"SeriesTable.encoded[{len(offsets) - 1}] is not bytes")
+        arena += item
+        offsets.append(len(arena))
+    return arena, offsets
 
 
 cdef Py_ssize_t _check_columns(object batch) except -1:
@@ -168,9 +180,12 @@ cdef class WriteRequestEncoder:
         cdef const uint32_t* pos = NULL
         cdef Py_ssize_t m = n
         cdef Py_ssize_t start = self._len
-        cdef object encoded = batch.series.encoded
-        if type(encoded) is not list:
-            encoded = list(encoded)
+        cdef object arena
+        cdef array offsets
+        arena, offsets = _arena_of(batch.series)
+        cdef Py_ssize_t nseries = len(offsets) - 1
+        if nseries < 0 or offsets.data.as_uints[nseries] > <size_t>PyByteArray_GET_SIZE(arena):
+            raise ValueError("SeriesTable offsets do not match its arena")
         if n:
             ids = batch.ids
             values = batch.values
@@ -187,18 +202,19 @@ cdef class WriteRequestEncoder:
             raise IndexError(f"sample position {pos[0]} out of range for a batch of 0 samples")
         try:
             self._encode(&ids[0], <const uint64_t*>&values[0], &timestamps[0], n, pos, m,
-                         <PyObject*>encoded)
+                         <const uint8_t*>PyByteArray_AS_STRING(arena), offsets.data.as_uints, nseries,
+                         offsets.data.as_uints[nseries])
         except BaseException:
             self._len = start
             raise
         self._count += m
 
     cdef int _encode(self, const uint32_t* ids, const uint64_t* vbits, const int64_t* ts,
-                     Py_ssize_t n, const uint32_t* pos, Py_ssize_t m, PyObject* encoded) except -1:
-        cdef Py_ssize_t nseries = len(<object>encoded)
+                     Py_ssize_t n, const uint32_t* pos, Py_ssize_t m, const uint8_t* arena,
+                     const uint32_t* offsets, Py_ssize_t nseries, uint32_t arena_len) except -1:
         cdef Py_ssize_t i = 0, j, k, p, q, body, lablen
         cdef uint32_t sid
-        cdef PyObject* item
+        cdef const uint8_t* item
         cdef uint8_t* out = self._buf + self._len
         cdef uint8_t* end = self._buf + self._cap
         # The last timestamp written, its varint (padded to SLACK bytes) and the varint's length.
@@ -217,10 +233,10 @@ cdef class WriteRequestEncoder:
                 raise IndexError(
                     f"series id {sid} of sample {p} not in the batch's SeriesTable ({nseries} series)"
                 )
-            item = _list_item(encoded, sid)
-            if not _is_bytes(item):
-                raise TypeError(f"SeriesTable.encoded[{sid}] is not bytes")
-            lablen = _bytes_size(item)
+            item = arena + offsets[sid]
+            lablen = <Py_ssize_t>offsets[sid + 1] - <Py_ssize_t>offsets[sid]
+            if lablen < 0 or offsets[sid + 1] > arena_len:
+                raise ValueError(f"SeriesTable offsets of series {sid} are out of order")
             if ts[p] != last_ts:
                 last_ts = ts[p]
                 ts_len = rw_put_varint(ts_bytes, <uint64_t>last_ts) - ts_bytes
@@ -241,7 +257,7 @@ cdef class WriteRequestEncoder:
                 end = self._buf + self._cap
             out[0] = 0x0A
             out = rw_put_varint(out + 1, <uint64_t>body)
-            memcpy(out, _bytes_data(item), <size_t>lablen)
+            memcpy(out, item, <size_t>lablen)
             out += lablen
             k = i
             while True:

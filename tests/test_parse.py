@@ -606,3 +606,92 @@ def test_columns_go_zero_copy_into_numpy(impl: ParserFactory) -> None:
     batch.values[0] = 7.0  # the array and numpy share one buffer: no copy was made
     assert values[0] == 7.0
     assert [batch.series.resolve(i)[0] for i in ids] == ["a", "b", "c"]
+
+
+# ---------------------------------------------------------------- the series cache keyed by hashes
+# (the Cython twin keeps no key bytes: a series text or a comment line is its 128-bit hash)
+
+
+def target_hook(name: str, labels: Labels) -> tuple[str, Labels]:
+    return name, (*labels, ("instance", "10.0.0.1:2379"), ("job", "etcd"))
+
+
+@pytest.mark.parametrize("path", ETCD_BODIES, ids=[p.stem for p in ETCD_BODIES])
+def test_warm_scrape_matches_cold(impl: ParserFactory, path: Path) -> None:
+    body = path.read_bytes()
+    warm = impl(on_new_series=target_hook)
+    cold_batch = warm.parse(body, None, T0)
+    for _ in range(2):
+        warm_batch = warm.parse(body, None, T0)
+        assert rows(warm_batch) == rows(cold_batch)
+        assert list(warm_batch.ids) == list(cold_batch.ids)
+        assert warm_batch.families == cold_batch.families
+    fresh = impl(on_new_series=target_hook).parse(body, None, T0)
+    assert rows(fresh) == rows(cold_batch)
+
+
+def test_warm_scrape_with_changes_matches_a_fresh_parser(impl: ParserFactory) -> None:
+    """Values, timestamps, blanks and new or gone series change between scrapes: the warm cache
+    (backward split, hits and misses) gives what a fresh parser gives, ids aside."""
+    lines = [b'a{k="%d"} %d' % (k, k) for k in range(500)]
+    body1 = b"\n".join(lines) + b"\n"
+    changed = [b'a{k="%d"} %d.5 %d' % (k, k, T0 + k) if k % 3 == 0 else b'a{k="%d"}  \t%d  ' % (k, -k)
+               for k in range(0, 900, 2)]
+    body2 = b"# HELP a h\n" + b"\n".join(changed) + b"\n"
+    warm = impl()
+    warm.parse(body1, None, T0)
+    got = warm.parse(body2, None, T0)
+    want = impl().parse(body2, None, T0)
+    assert [(n, lab, v, t) for n, lab, v, t in got.samples()] == [(n, lab, v, t) for n, lab, v, t in want.samples()]
+    assert len(warm) == 500 + 200  # 0..498 (even) were cached; 500..898 are new
+    assert len(warm.series) == 700
+    again = warm.parse(body2, None, T0)
+    assert list(again.ids) == list(got.ids)
+
+
+def test_cache_grows_past_its_first_size(impl: ParserFactory) -> None:
+    parser = impl()
+    parser.parse(b"a 1\n", None, T0)  # sized for one series
+    body = b"".join(b"s%d 1\n" % k for k in range(5000))
+    first = parser.parse(body, None, T0)
+    second = parser.parse(body, None, T0)
+    assert list(first.ids) == list(second.ids) == list(range(1, 5001))
+    assert len(parser) == 5001
+
+
+def test_changed_comment_lines_update_families(impl: ParserFactory) -> None:
+    parser = impl()
+    body = b"# HELP a one\n# TYPE a gauge\n# HELP b bee\n# TYPE b counter\n# plain comment\na 1\nb 2\n"
+    assert parser.parse(body, None, T0).families == {
+        "a": Family("a", "gauge", "one"), "b": Family("b", "counter", "bee")}
+    assert parser.parse(body, None, T0).families["a"] == Family("a", "gauge", "one")  # all skipped
+    body2 = body.replace(b"# TYPE a gauge", b"# TYPE a counter").replace(b"# HELP b bee", b"# HELP b wasp")
+    assert parser.parse(body2, None, T0).families == {
+        "a": Family("a", "counter", "one"), "b": Family("b", "counter", "wasp")}
+    # back to the first body: its lines were seen before, but the metadata changed since
+    assert parser.parse(body, None, T0).families == {
+        "a": Family("a", "gauge", "one"), "b": Family("b", "counter", "bee")}
+    # a comment line that only differs in blanks is another line, with the same meaning
+    assert parser.parse(body.replace(b"# HELP a one", b"#  HELP a one"), None, T0).families["a"].help == "one"
+    parser.forget()
+    assert parser.parse(body2, None, T0).families["b"] == Family("b", "counter", "wasp")
+
+
+def test_families_are_equal_across_parsers_and_twins() -> None:
+    body = (SHARED / "etcd-metrics" / "etcd-3.5.1-member-3381.prom").read_bytes()
+    py = _parse_py.Parser().parse(body, None, T0).families
+    for impl_ in ([] if NO_EXTENSIONS else [load_impl("c")]):
+        a = impl_().parse(body, None, T0).families
+        b = impl_().parse(body, None, T0).families
+        assert a == b == py
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="RELAY_NO_EXTENSIONS=1")
+def test_cython_cache_keeps_no_key_bytes() -> None:
+    parser = load_impl("c")()
+    body = (SHARED / "etcd-metrics" / "etcd-3.5.1-member-3381.prom").read_bytes()
+    parser.parse(body, None, T0)
+    slots, key_bytes, key_capacity, _ = parser.cache_bytes()
+    assert (key_bytes, key_capacity) == (0, 0)
+    series, comments = len(parser), body.count(b"\n#") + body.startswith(b"#")
+    assert slots <= 24 * (series * 4 // 3 + 1) + 16 * (comments * 4 // 3 + 1)  # load <= 3/4, no more

@@ -606,3 +606,45 @@ def test_prometheus_accepts_and_stores_what_was_encoded(
     assert probe["value"][1] == "1"
     # The staleness marker arrived as such: the series is gone right after it, not NaN.
     assert prometheus_receiver.query(f'rwencode_probe{{job="{job}"}}', time_s=at + 2) == []
+
+
+# -- the SeriesTable arena -----------------------------------------------------------------------
+
+
+def test_label_bytes_come_from_the_arena_after_it_grew() -> None:
+    """The encoder reads label bytes from the table's arena per add(): series added (and the arena
+    reallocated) between two add() calls are found, and both twins still agree byte for byte."""
+    py, c = both_twins()
+    table = SeriesTable()
+    encoders = [py.encoder(), c.encoder()]
+    for round_ in range(4):
+        batch = Batch(table)
+        for k in range(1500 * round_, 1500 * (round_ + 1)):
+            batch.append(table.add("m", (("k", str(k)), ("job", "etcd"))), float(k), T0 + k)
+        batch.append(0, 0.5, T0)  # an old series: its bytes moved with the arena
+        for encoder in encoders:
+            encoder.add(batch)
+    out_py, out_c = (bytes(e.finish()) for e in encoders)
+    assert out_py == out_c
+    series = WriteRequest.FromString(out_py).timeseries
+    assert len(series) == 4 * 1501
+    assert [(lab.name, lab.value) for lab in series[-1].labels] == [("__name__", "m"), ("job", "etcd"), ("k", "0")]
+
+
+def test_a_table_without_an_arena_is_encoded_from_its_encoded_sequence(twin: Twin) -> None:
+    """Any object with ``encoded`` (a sequence of label bytes) and ``hashes`` serves as the table."""
+    real = SeriesTable()
+    batch = Batch(real)
+    for k in range(5):
+        batch.append(real.add("up", (("k", str(k)),)), float(k), T0)
+
+    class Plain:
+        def __init__(self) -> None:
+            self.encoded = list(real.encoded)
+            self.hashes = real.hashes
+
+        def __len__(self) -> int:
+            return len(self.encoded)
+
+    plain = Batch(Plain(), batch.ids, batch.values, batch.timestamps)  # type: ignore[arg-type]
+    assert twin.encode(plain) == twin.encode(batch)
