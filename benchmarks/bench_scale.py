@@ -53,7 +53,7 @@ def metric_sum(text: str, name: str) -> float:
 
 
 def scrape_metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as resp:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=300) as resp:
         return str(resp.read().decode())
 
 
@@ -86,7 +86,15 @@ def run(members: int, interval: float, rounds: int, receiver: bool, workdir: Pat
         )
         procs.append(relay)
         wait_http(f"http://127.0.0.1:{port}/-/ready", 60)
-        time.sleep(interval * 1.5 + 2)  # warm-up: the first scrape of every target (new series) is done
+        # Warm-up: until every target has been scraped twice (its first scrape makes all its series
+        # new: the cold round is far costlier than the steady state), bounded in time.
+        t_start = time.monotonic()
+        deadline = t_start + max(20 * interval, 600)
+        while time.monotonic() < deadline:
+            if metric_sum(scrape_metrics(port), "relay_scrapes_total") >= 2 * members:
+                break
+            time.sleep(2)
+        warmup = time.monotonic() - t_start
         m0 = scrape_metrics(port)
         c0, s0, t0 = cpu_seconds(relay.pid), cpu_seconds(sim.pid), time.monotonic()
         peak = 0
@@ -123,6 +131,7 @@ def run(members: int, interval: float, rounds: int, receiver: bool, workdir: Pat
             "samples_per_cpu_s": samples / max(cpu, 1e-9),
             "sim_cpu_pct": 100 * (s1 - s0) / elapsed,
             "receiver": 1.0 if receiver else 0.0,
+            "warmup_s": warmup,
         }
     finally:
         for p in reversed(procs):
@@ -151,11 +160,11 @@ def main() -> int:
     cpu_model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     print(f"# relay scale: {os.cpu_count()} CPUs ({cpu_model.group(1) if cpu_model else '?'}), "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print("| members | interval | scrapes/expected | missed (warm-up) | failures | relay CPU % | CPU ms/scrape | "
+    print("| members | interval | warm-up s | scrapes/expected | missed (warm-up) | failures | relay CPU % | CPU ms/scrape | "
           "RSS MiB (peak) | RSS KiB/target | samples/s | samples/CPU-s | sim CPU % |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['members']:,.0f} | {r['interval']:g}s | {r['scrapes']:,.0f}/{r['expected']:,.0f} | "
+        print(f"| {r['members']:,.0f} | {r['interval']:g}s | {r['warmup_s']:.0f} | {r['scrapes']:,.0f}/{r['expected']:,.0f} | "
               f"{r['missed']:.0f} ({r['missed_warmup']:.0f}) | {r['failures']:.0f} | {r['cpu_pct']:.1f} | {r['cpu_ms_per_scrape']:.2f} | "
               f"{r['rss_mib']:.0f} ({r['hwm_mib']:.0f}) | {r['rss_kib_per_target']:.0f} | {r['samples_per_s']:,.0f} | "
               f"{r['samples_per_cpu_s']:,.0f} | {r['sim_cpu_pct']:.1f} |")
