@@ -57,13 +57,15 @@ def scrape_metrics(port: int) -> str:
         return str(resp.read().decode())
 
 
-def run(members: int, interval: float, rounds: int, receiver: bool, workdir: Path) -> dict[str, float]:
+def run(members: int, interval: float, rounds: int, receiver: bool, workdir: Path, single_port: bool = False
+        ) -> dict[str, float]:
     targets = workdir / "targets.json"
     procs: list[subprocess.Popen[bytes]] = []
     vm: VictoriaMetrics | None = None
     try:
         sim = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "sim", "--members", str(members), "--write-targets", str(targets)],
+            [sys.executable, "-m", "relay.cli", "sim", "--members", str(members), "--write-targets", str(targets),
+             *(["--single-port"] if single_port else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
         )
         procs.append(sim)
@@ -152,11 +154,13 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=30.0)
     ap.add_argument("--rounds", type=int, default=3, help="intervals measured after the warm-up")
     ap.add_argument("--no-receiver", action="store_true")
+    ap.add_argument("--single-port", action="store_true",
+                    help="the simulator serves every member on one port (a port each needs 2 fds per member)")
     args = ap.parse_args()
     rows = []
     for n in (int(x) for x in args.members.split(",")):
         with tempfile.TemporaryDirectory(prefix="relay-scale-") as tmp:
-            rows.append(run(n, args.interval, args.rounds, not args.no_receiver, Path(tmp)))
+            rows.append(run(n, args.interval, args.rounds, not args.no_receiver, Path(tmp), args.single_port))
     cpu_model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text())
     print(f"# relay scale: {os.cpu_count()} CPUs ({cpu_model.group(1) if cpu_model else '?'}), "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
