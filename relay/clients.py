@@ -129,7 +129,9 @@ class ClientPool:
         if self.fast:
             from .transport import FastTransport
 
-            return FastTransport(ssl_context=ctx, server_hostname=server_name)
+            # Many targets can sit behind one host:port (distinct paths): keep a connection for each.
+            return FastTransport(ssl_context=ctx, server_hostname=server_name,
+                                 max_keepalive_per_host=self.max_connections)
         limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
         return httpx.AsyncHTTPTransport(verify=ctx if ctx is not None else True, http2=False, limits=limits)
 
