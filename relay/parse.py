@@ -23,10 +23,10 @@ from typing import IO, TYPE_CHECKING
 
 from . import _ext, _parse_py
 from ._exceptions import ParseError
-from ._parse_py import is_openmetrics
+from ._parse_py import LabelMerge, is_openmetrics, merge_target_labels
 from .batch import Batch, is_stale_nan
 
-__all__ = ["Parser", "cli_parse", "is_openmetrics", "parse"]
+__all__ = ["LabelMerge", "Parser", "cli_parse", "is_openmetrics", "merge_target_labels", "parse"]
 
 if TYPE_CHECKING:
     Parser = _parse_py.Parser

@@ -35,12 +35,12 @@ from .clients import USER_AGENT, ClientPool
 from .config import ClusterConfig, Config, ScrapeConfig
 from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
 from .metrics import SelfMetrics
-from .parse import Parser
+from .parse import LabelMerge, Parser, merge_target_labels
 from .relabel import Relabeler
 from .target import Target, TargetError, build_target
 from .transport import fetch, fetch_direct
 
-__all__ = ["ScrapeLoop", "ScrapeManager", "Sink", "TargetHealth", "select_for_member"]
+__all__ = ["ScrapeLoop", "ScrapeManager", "Sink", "TargetHealth", "merge_target_labels", "select_for_member"]
 
 log = logging.getLogger("relay.scrape")
 
@@ -93,35 +93,6 @@ def _error_reason(exc: BaseException) -> tuple[str, str]:
     return "error", f"{exc.__class__.__name__}: {exc}"
 
 
-def merge_target_labels(
-    name: str,
-    labels: Labels,
-    target_labels: Labels,
-    honor_labels: bool,
-) -> dict[str, str]:
-    """Prometheus' mutateSampleLabels: merge target labels into a scraped series' labels."""
-    lbls = dict(labels)
-    lbls["__name__"] = name
-    if honor_labels:
-        for k, v in target_labels:
-            if lbls.get(k, "") == "":
-                lbls[k] = v
-    else:
-        conflicts = []
-        for k, v in target_labels:
-            old = lbls.get(k, "")
-            if old != "":
-                conflicts.append((k, old))
-            lbls[k] = v
-        conflicts.sort(key=lambda kv: len(kv[0]))  # shortest names first, as Prometheus
-        for k, old in conflicts:
-            new = "exported_" + k
-            while lbls.get(new, "") != "":
-                new = "exported_" + new
-            lbls[new] = old
-    return lbls
-
-
 class ScrapeLoop:
     """Scrapes one target every interval until stopped; see the module docstring."""
 
@@ -141,9 +112,10 @@ class ScrapeLoop:
         self.health = TargetHealth()
         self.extra_labels = extra_labels  # external labels and the replica label: added if missing
         sc = target.config
-        self._metric_relabel = Relabeler(sc.metric_relabel_configs) if sc.metric_relabel_configs else None
+        relabel = Relabeler(sc.metric_relabel_configs) if sc.metric_relabel_configs else None
+        self.labeler = LabelMerge(target.labels, sc.honor_labels, extra_labels, relabel)
         self.parser = Parser(
-            on_new_series=self._new_series,
+            on_new_series=self.labeler,
             honor_timestamps=sc.honor_timestamps,
             sample_limit=sc.sample_limit,
             label_limit=sc.label_limit,
@@ -166,29 +138,8 @@ class ScrapeLoop:
 
     # -- series ------------------------------------------------------------------------------
 
-    def _finish_labels(self, lbls: dict[str, str]) -> tuple[str, Labels] | None:
-        for k, v in self.extra_labels:
-            if lbls.get(k, "") == "":
-                lbls[k] = v
-        name = lbls.pop("__name__", "")
-        if not name:
-            return None
-        return name, tuple(sorted((k, v) for k, v in lbls.items() if v != ""))
-
-    def _new_series(self, name: str, labels: Labels) -> tuple[str, Labels] | None:
-        """Called by the parser once per new raw series: target labels, metric relabeling."""
-        lbls = merge_target_labels(name, labels, self.target.labels, self.target.config.honor_labels)
-        if self._metric_relabel is not None:
-            relabeled = self._metric_relabel(lbls)
-            if relabeled is None:
-                return None
-            lbls = dict(relabeled)
-        return self._finish_labels(lbls)
-
     def _synthetic_id(self, name: str) -> int:
-        lbls = dict(self.target.labels)
-        lbls["__name__"] = name
-        finished = self._finish_labels(lbls)
+        finished = LabelMerge(self.target.labels, False, self.extra_labels)(name, ())
         assert finished is not None
         return self.parser.series.add(*finished)
 

@@ -489,6 +489,7 @@ cdef inline unsigned char *put_varint(unsigned char *o, size_t n) noexcept nogil
 
 cdef enum:
     MAX_FAST_LABELS = 64
+    MAX_FAST_ADDED = 32  # as _parse_py.MAX_FAST_ADDED
 
 cdef struct LabelRef:
     const unsigned char *name
@@ -498,6 +499,7 @@ cdef struct LabelRef:
     size_t out_len               # unescaped length
     size_t enc_len               # length of its encoded Label message
     bint escaped
+    bint fill                    # an added label (LabelMerge): only where the series has none
 
 
 cdef _ARRAY_I = array.array("I")
@@ -509,6 +511,7 @@ cdef object _TEXT_COMMENT = _py.text_comment
 cdef object _OM_REST = _py.parse_om_rest
 cdef object _CHECKER = _py.OpenMetricsChecker
 cdef object _IS_OM = _py.is_openmetrics
+cdef object _LABEL_MERGE = _py.LabelMerge
 cdef int32_t DROPPED = _py.DROPPED
 
 
@@ -657,6 +660,10 @@ cdef class Parser:
     cdef object _resolver
     cdef object _hook
     cdef object _add_encoded
+    cdef LabelRef *_added    # LabelMerge.fast: labels merged into each new series in C
+    cdef Py_ssize_t _n_added
+    cdef object _added_keep  # owns the bytes _added points into
+    cdef bint _merge
     cdef bint _direct        # the series table is exactly a SeriesTable: new series are written into
                              # its arena and columns in C, as SeriesTable.add_encoded does
     cdef Py_ssize_t _hint    # samples of the last parse: the column buffers' first size
@@ -676,6 +683,9 @@ cdef class Parser:
         self._cap = 0
         self._n = 0
         self._hint = 0
+        self._added = NULL
+        self._n_added = 0
+        self._merge = False
 
     def __init__(self, *, series=None, on_new_series=None, bint keep_exemplars=False,
                  bint honor_timestamps=True, Py_ssize_t sample_limit=0, Py_ssize_t label_limit=0,
@@ -694,8 +704,34 @@ cdef class Parser:
         self._add_encoded = self.series.add_encoded
         self._direct = _DIRECT_OK and type(self.series) is SeriesTable
         self._info = []
+        if type(on_new_series) is _LABEL_MERGE and on_new_series.fast is not None:
+            self._set_merge(on_new_series.fast)
+
+    cdef int _set_merge(self, tuple fast) except -1:
+        cdef Py_ssize_t i, n = len(fast)
+        cdef bytes k, v
+        if n > MAX_FAST_ADDED:
+            return 0
+        self._added = <LabelRef *>PyMem_Malloc((n + 1) * sizeof(LabelRef))
+        if self._added == NULL:
+            raise MemoryError()
+        for i in range(n):
+            k, v, fill = fast[i]
+            self._added[i].name = <const unsigned char *>PyBytes_AS_STRING(k)
+            self._added[i].name_len = len(k)
+            self._added[i].value = <const unsigned char *>PyBytes_AS_STRING(v)
+            self._added[i].value_len = len(v)
+            self._added[i].out_len = len(v)
+            self._added[i].enc_len = 0
+            self._added[i].escaped = False
+            self._added[i].fill = bool(fill)
+        self._n_added = n
+        self._added_keep = fast
+        self._merge = True
+        return 0
 
     def __dealloc__(self):
+        PyMem_Free(self._added)
         table_free(&self._keys)
         hset_free(&self._comments)
         PyMem_Free(self._ids)
@@ -1073,7 +1109,7 @@ cdef class Parser:
     cdef int32_t _new_text_series(self, const unsigned char *p, Py_ssize_t n, Py_ssize_t lineno) except? -3:
         """Series id of a new text-format series text, or DROPPED."""
         cdef int32_t sid
-        if self._hook is None:
+        if self._hook is None or self._merge:
             sid = self._fast_new_series(p, n)
             if sid != -2:
                 return sid
@@ -1084,6 +1120,9 @@ cdef class Parser:
         """Parse and encode a text-format series in C; -2 when anything is unusual (the Python
         resolver then decides, raises or explains)."""
         cdef LabelRef labels[MAX_FAST_LABELS + 1]
+        cdef LabelRef merged[MAX_FAST_LABELS + 1 + MAX_FAST_ADDED]
+        cdef LabelRef *out = labels
+        cdef Py_ssize_t nout
         cdef LabelRef tmp
         cdef Py_ssize_t count = 0, i, j, pos, end, stop, name_end = 0
         cdef size_t total = 0, k
@@ -1196,13 +1235,40 @@ cdef class Parser:
                 labels[j + 1] = labels[j]
                 j -= 1
             labels[j + 1] = tmp
-        for i in range(count):
-            if labels[i].out_len == 0:
-                labels[i].enc_len = 0
+        nout = count
+        if self._merge:  # LabelMerge without conflicts: both lists are sorted by name
+            i = j = nout = 0
+            while i < count or j < self._n_added:
+                if j >= self._n_added:
+                    cmp = -1
+                elif i >= count:
+                    cmp = 1
+                else:
+                    cmp = _name_cmp(&labels[i], &self._added[j])
+                if cmp < 0:
+                    merged[nout] = labels[i]
+                    i += 1
+                elif cmp > 0:
+                    merged[nout] = self._added[j]
+                    j += 1
+                else:
+                    if labels[i].out_len == 0:  # an empty value is no label: the added one goes in
+                        merged[nout] = self._added[j]
+                    elif self._added[j].fill:
+                        merged[nout] = labels[i]
+                    else:
+                        return -2  # the scraped value becomes exported_<name>: Python does that
+                    i += 1
+                    j += 1
+                nout += 1
+            out = merged
+        for i in range(nout):
+            if out[i].out_len == 0:
+                out[i].enc_len = 0
                 continue
-            labels[i].enc_len = (1 + varint_len(labels[i].name_len) + labels[i].name_len
-                                 + 1 + varint_len(labels[i].out_len) + labels[i].out_len)
-            total += 1 + varint_len(labels[i].enc_len) + labels[i].enc_len
+            out[i].enc_len = (1 + varint_len(out[i].name_len) + out[i].name_len
+                                 + 1 + varint_len(out[i].out_len) + out[i].out_len)
+            total += 1 + varint_len(out[i].enc_len) + out[i].enc_len
         cdef object arena = None, series = None, offsets = None, hashes = None, index = None
         cdef Py_ssize_t start = 0
         if self._direct:  # straight into the series table's arena (taken back if not new)
@@ -1219,21 +1285,21 @@ cdef class Parser:
         else:
             encoded = PyBytes_FromStringAndSize(NULL, total)
             o = <unsigned char *>PyBytes_AS_STRING(encoded)
-        for i in range(count):
-            if labels[i].out_len == 0:
+        for i in range(nout):
+            if out[i].out_len == 0:
                 continue
             o[0] = 0x0A
-            o = put_varint(o + 1, labels[i].enc_len)
+            o = put_varint(o + 1, out[i].enc_len)
             o[0] = 0x0A
-            o = put_varint(o + 1, labels[i].name_len)
-            memcpy(o, labels[i].name, labels[i].name_len)
-            o += labels[i].name_len
+            o = put_varint(o + 1, out[i].name_len)
+            memcpy(o, out[i].name, out[i].name_len)
+            o += out[i].name_len
             o[0] = 0x12
-            o = put_varint(o + 1, labels[i].out_len)
-            if labels[i].escaped:
-                v = labels[i].value
+            o = put_varint(o + 1, out[i].out_len)
+            if out[i].escaped:
+                v = out[i].value
                 j = 0
-                while j < <Py_ssize_t>labels[i].value_len:
+                while j < <Py_ssize_t>out[i].value_len:
                     if v[j] == 92:
                         c = v[j + 1]
                         if c == 110:
@@ -1252,8 +1318,8 @@ cdef class Parser:
                         o += 1
                         j += 1
             else:
-                memcpy(o, labels[i].value, labels[i].out_len)
-                o += labels[i].out_len
+                memcpy(o, out[i].value, out[i].out_len)
+                o += out[i].out_len
         if self._direct:
             return _arena_commit(series, arena, offsets, hashes, index, start, <Py_ssize_t>total)
         return self._add_encoded(encoded)

@@ -695,3 +695,86 @@ def test_cython_cache_keeps_no_key_bytes() -> None:
     assert (key_bytes, key_capacity) == (0, 0)
     series, comments = len(parser), body.count(b"\n#") + body.startswith(b"#")
     assert slots <= 24 * (series * 4 // 3 + 1) + 16 * (comments * 4 // 3 + 1)  # load <= 3/4, no more
+
+
+# ---------------------------------------------------------------- LabelMerge: target labels in C
+# (the Cython twin merges a LabelMerge's labels itself; both twins must give the same series table)
+
+MERGE_CASES = [
+    # (target labels, honor_labels, extra labels)
+    ((("instance", "10.0.0.1:2381"), ("job", "etcd")), False, ()),
+    ((("instance", "10.0.0.1:2381"), ("job", "etcd")), True, ()),
+    ((("instance", "m1"), ("job", "etcd"), ("zone", "a")), False, (("cluster", "prod"), ("job", "ext"))),
+    ((("A", "upper"), ("instance", "m1"), ("job", "etcd")), True, (("__replica", "1"), ("cluster", "c"))),
+    ((("instance", "m1"), ("job", "")), False, ()),  # an empty target value: Python does it all
+    ((), False, (("cluster", "only-external"),)),
+]
+
+MERGE_BODY = (
+    b'plain 1\n'
+    b'with_labels{a="1",b="2"} 2\n'
+    b'unsorted{z="1",a="2",m="3"} 3\n'
+    b'conflict{job="inner"} 4\n'
+    b'conflict2{job="x",exported_job="y"} 5\n'
+    b'empty_job{job=""} 6\n'
+    b'cluster_set{cluster="mine"} 7\n'
+    b'escaped{v="a\\\\b\\"c\\nd"} 8\n'
+    b'instance_set{instance="i"} 9\n'
+    b'upper{A="scraped",zone=""} 10\n'
+)
+
+
+@pytest.mark.parametrize("case", range(len(MERGE_CASES)))
+@pytest.mark.parametrize("path", [None, *ETCD_BODIES[:2]], ids=["hard", *(p.stem for p in ETCD_BODIES[:2])])
+def test_label_merge_twins_agree(case: int, path: Path | None) -> None:
+    target, honor, extra = MERGE_CASES[case]
+    body = MERGE_BODY if path is None else path.read_bytes()
+    ref_merge = _parse_py.LabelMerge(target, honor, extra)
+    ref = _parse_py.Parser(on_new_series=ref_merge)
+    ref_rows = rows(ref.parse(body, None, T0))
+    for _, labels, _, _ in ref_rows:  # every series got what the rules give, sorted
+        assert list(labels) == sorted(labels) and all(v != "" for _, v in labels)
+    c_merge = _parse_py.LabelMerge(target, honor, extra)
+    fast = load_impl("c")(on_new_series=c_merge)
+    assert rows(fast.parse(body, None, T0)) == ref_rows
+    assert bytes(fast.series.arena) == bytes(ref.series.arena)
+    assert list(fast.series.offsets) == list(ref.series.offsets)
+    assert ref_merge.calls == len(ref.series)
+    if path is not None and c_merge.fast is not None:  # etcd bodies: no conflict, no Python call
+        assert c_merge.calls == 0
+    if path is None and c_merge.fast is not None:
+        overrides = {k for k, _, fill in c_merge.fast if not fill}
+        if b"job" in overrides:  # conflict{job=...}: exported_job, made in Python; the rest in C
+            assert 0 < c_merge.calls < ref_merge.calls
+        else:
+            assert c_merge.calls == 0
+
+
+def test_label_merge_semantics() -> None:
+    merge = _parse_py.LabelMerge((("instance", "m1"), ("job", "etcd")), False, (("cluster", "c"), ("job", "x")))
+    assert merge("up", (("job", "inner"), ("cluster", "mine"))) == (
+        "up", (("cluster", "mine"), ("exported_job", "inner"), ("instance", "m1"), ("job", "etcd")))
+    assert merge.fast == ((b"cluster", b"c", True), (b"instance", b"m1", False), (b"job", b"etcd", False))
+    honor = _parse_py.LabelMerge((("job", "etcd"),), True)
+    assert honor("up", (("job", "inner"),)) == ("up", (("job", "inner"),))
+    assert honor("up", (("job", ""),)) == ("up", (("job", "etcd"),))
+    dropping = _parse_py.LabelMerge((("job", "etcd"),), False, relabel=lambda lbls: None)
+    assert dropping.fast is None and dropping("up", ()) is None
+
+
+@given(st.lists(st.tuples(st.sampled_from(["job", "instance", "a", "cluster", "exported_job", "Z"]),
+                          st.sampled_from(["", "v", "etcd", 'q"\\'])), max_size=5),
+       st.integers(min_value=0, max_value=len(MERGE_CASES) - 1))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_label_merge_twins_agree_generated(labels: list[tuple[str, str]], case: int) -> None:
+    target, honor, extra = MERGE_CASES[case]
+    seen: dict[str, str] = {}
+    for k, v in labels:
+        seen.setdefault(k, v)
+    block = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
+                     for k, v in seen.items())
+    body = f"m{{{block}}} 1\nm2 2\n".encode()
+    ref = _parse_py.Parser(on_new_series=_parse_py.LabelMerge(target, honor, extra))
+    fast = load_impl("c")(on_new_series=_parse_py.LabelMerge(target, honor, extra))
+    assert rows(fast.parse(body, None, T0)) == rows(ref.parse(body, None, T0))
+    assert bytes(fast.series.arena) == bytes(ref.series.arena)
