@@ -284,6 +284,16 @@ class BenchVictoriaMetrics(VictoriaMetrics):
             if line.startswith('vm_rows_inserted_total{type="promremotewrite"}')
         )
 
+    def wire_bytes(self) -> float:
+        """Bytes VictoriaMetrics' HTTP listener has read (``vm_tcplistener_read_bytes_total``):
+        remote-write bodies as sent (compressed) plus their HTTP headers, and our few queries."""
+        text = http_get(self.url + "/metrics").decode()
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('vm_tcplistener_read_bytes_total{name="http"')
+        )
+
     def count_samples(self, selector: str, t0: float, t1: float) -> int:
         """Samples of ``selector`` with timestamps in (t0, t1] (``count_over_time``, evaluated at t1)."""
         window = f"{round((t1 - t0) * 1000)}ms"
@@ -516,6 +526,7 @@ class RunResult:
     relay_missed: float | None = None  # relay_scrape_missed_intervals_total over the window
     relay_failures: float | None = None
     relay_stats: dict[str, float] = field(default_factory=dict)  # the relay's own /metrics over the window
+    vm_bytes: float = 0.0  # bytes VM's HTTP listener read while the window lasted (bodies + headers)
     warmup_s: float = 0.0  # from ready to the window: at least --warmup intervals, then until caught up
     t0: float = 0.0  # the window, Unix seconds
     t1: float = 0.0
@@ -539,13 +550,19 @@ class RunResult:
         return self.sim_cpu_s / self.window_s if self.window_s else 0.0
 
     @property
+    def wire_bytes_per_sample(self) -> float:
+        """Bytes on the wire (compressed bodies and HTTP headers) per row ingested, in the window."""
+        return self.vm_bytes / self.vm_rows if self.vm_rows else 0.0
+
+    @property
     def samples_per_scrape(self) -> float:
         return self.samples / self.up_samples if self.up_samples else 0.0
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(samples_per_s=self.samples_per_s, samples_per_cpu_s=self.samples_per_cpu_s,
-                 cpu_cores=self.cpu_cores, sim_cores=self.sim_cores, samples_per_scrape=self.samples_per_scrape)
+                 cpu_cores=self.cpu_cores, sim_cores=self.sim_cores, samples_per_scrape=self.samples_per_scrape,
+                 wire_bytes_per_sample=self.wire_bytes_per_sample)
         return d
 
 
@@ -559,7 +576,7 @@ def markdown_table(results: Sequence[RunResult], baseline: str = "vmagent") -> s
     """One table for one fleet size and interval; ratios are to ``baseline``'s figures."""
     base = next((r for r in results if r.peer == baseline and r.error is None), None)
     head = ("| peer | samples/s | x vm | CPU s | cores | samples/CPU-s | x vm | peak RSS MiB | x vm "
-            "| missed / expected scrapes | failed | samples/scrape | sim cores |")
+            "| missed / expected scrapes | failed | samples/scrape | wire B/sample | x vm | sim cores |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in results:
         if r.error is not None:
@@ -568,13 +585,15 @@ def markdown_table(results: Sequence[RunResult], baseline: str = "vmagent") -> s
         missed = f"{r.missed} / {r.expected_up_samples}"
         if r.relay_missed is not None:
             missed += f" (relay counter: {r.relay_missed:g})"
-        b_rate, b_eff, b_rss = (base.samples_per_s, base.samples_per_cpu_s, base.peak_rss_mib) if base else (None,) * 3
+        b_rate, b_eff, b_rss, b_wire = ((base.samples_per_s, base.samples_per_cpu_s, base.peak_rss_mib,
+                                         base.wire_bytes_per_sample) if base else (None,) * 4)
         lines.append(
             f"| {r.peer} | {r.samples_per_s:,.0f} | {_ratio(r.samples_per_s, b_rate)} "
             f"| {r.cpu_s:.2f} | {r.cpu_cores:.3f} "
             f"| {r.samples_per_cpu_s:,.0f} | {_ratio(r.samples_per_cpu_s, b_eff)} "
             f"| {r.peak_rss_mib:,.0f} | {_ratio(r.peak_rss_mib, b_rss)} "
-            f"| {missed} | {r.failed} | {r.samples_per_scrape:,.0f} | {r.sim_cores:.3f} |"
+            f"| {missed} | {r.failed} | {r.samples_per_scrape:,.0f} "
+            f"| {r.wire_bytes_per_sample:.2f} | {_ratio(r.wire_bytes_per_sample, b_wire)} | {r.sim_cores:.3f} |"
         )
     return "\n".join(lines)
 

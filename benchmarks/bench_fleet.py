@@ -154,14 +154,14 @@ def run_peer(
                 relay_missed0 = relay_counter(text, "relay_scrape_missed_intervals", peer.job)
                 relay_failures0 = relay_counter(text, "relay_scrape_failures", peer.job)
                 snapshot0 = relay_snapshot(text)
-            rows0 = vm.rows_inserted()
+            rows0, bytes0 = vm.rows_inserted(), vm.wire_bytes()
             t0 = time.time()
             cpu0, sim0 = tree_cpu_seconds(pid), tree_cpu_seconds(fleet.pid)
             log(f"{name}: measuring {window:g}s (after {result.warmup_s:.0f}s of warm-up)")
             _sleep_while_alive(t0 + window - time.time(), alive)
             t1 = time.time()
             cpu1, sim1 = tree_cpu_seconds(pid), tree_cpu_seconds(fleet.pid)
-            rows1 = vm.rows_inserted()
+            rows1, bytes1 = vm.rows_inserted(), vm.wire_bytes()
             result.hwm_mib = proc_status_kib(pid, "VmHWM") / 1024
             if name == "relay":
                 text = http_get(peer.url + "/metrics").decode()
@@ -171,6 +171,7 @@ def run_peer(
             result.peak_rss_mib = rss.peak_kib / 1024
         result.window_s, result.t0, result.t1 = t1 - t0, t0, t1
         result.cpu_s, result.sim_cpu_s, result.vm_rows = cpu1 - cpu0, sim1 - sim0, rows1 - rows0
+        result.vm_bytes = bytes1 - bytes0
         log(f"{name}: window done (CPU {result.cpu_s:.1f}s, sim CPU {result.sim_cpu_s:.1f}s); draining {drain:g}s")
         _sleep_while_alive(drain, alive)
         vm.flush()
