@@ -11,7 +11,6 @@ import ctypes
 import importlib
 import mmap
 import os
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relay import _parse_py
-from relay._exceptions import ParseError, ScrapeError
 from relay._ext import NO_EXTENSIONS
 from relay.batch import Labels
+from tests.fuzz.twins import outcome
 
 if NO_EXTENSIONS:
     pytest.skip("RELAY_NO_EXTENSIONS=1: nothing to compare", allow_module_level=True)
@@ -33,7 +32,6 @@ PY_PARSER: Callable[..., Any] = _parse_py.Parser
 
 SHARED = Path(__file__).resolve().parent / "data"  # copies of ../shared: etcd bodies, OpenMetrics suite
 OM = "application/openmetrics-text; version=1.0.0"
-T0 = 1_700_000_000_000
 EXAMPLES = int(os.environ.get("RELAY_PARSE_FUZZ_EXAMPLES", "250"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 250,
                 suppress_health_check=list(HealthCheck))
@@ -73,18 +71,6 @@ def mutate(body: bytes, edits: list[tuple[int, str, bytes]]) -> bytes:
         else:
             out[pos : pos + len(chunk)] = chunk
     return bytes(out)
-
-
-def outcome(parser: Any, body: bytes | memoryview, content_type: str | None) -> tuple[Any, ...]:
-    try:
-        batch = parser.parse(body, content_type, T0)
-    except ParseError as exc:
-        return ("ParseError", exc.line)
-    except ScrapeError as exc:
-        return ("ScrapeError", exc.reason)
-    return ("ok", [(n, lab, struct.pack("<d", v), ts) for n, lab, v, ts in batch.samples()], list(batch.ids),
-            [(i, lab, struct.pack("<d", v), ts) for i, lab, v, ts in batch.exemplars], batch.families,
-            len(parser))
 
 
 def hook(name: str, labels: Labels) -> tuple[str, Labels] | None:
