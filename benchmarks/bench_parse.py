@@ -109,8 +109,7 @@ def cache_memory(factory: Callable[[], Any], c_twin: bool) -> tuple[int, float]:
     traced = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     # the series table is the parser's output, not its cache: take it out
-    table_bytes = sum(sys.getsizeof(e) for e in table.encoded) + sys.getsizeof(table.encoded)
-    table_bytes += sys.getsizeof(table._index) + table.hashes.itemsize * len(table.hashes)
+    table_bytes = table.nbytes()
     n = len(parser)
     if c_twin:
         # exact: slot tables (keys and comment lines), unused arena capacity, the per-key list

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import cramjam
@@ -91,20 +91,18 @@ def _as_index(index: Iterable[int]) -> array[int]:
     return array("I", index)
 
 
-def _arena_of(series: Any) -> tuple[bytearray, array[int]]:
-    """``(arena, offsets)`` of a SeriesTable (its public columns: the label bytes of series ``sid``
-    are ``arena[offsets[sid]:offsets[sid + 1]]``); for any other table, the same built from its
-    ``encoded`` sequence."""
-    arena = getattr(series, "arena", None)
-    offsets = getattr(series, "offsets", None)
-    if isinstance(arena, bytearray) and isinstance(offsets, array) and offsets.typecode == "I":
-        return arena, offsets
-    arena = bytearray()
-    offsets = array("I", [0])
-    for item in series.encoded:
-        arena += item
-        offsets.append(len(arena))
-    return arena, offsets
+def _labels_of(series: Any) -> tuple[Callable[[int], bytes], int]:
+    """``(label bytes of series sid, number of series)`` of a SeriesTable; for any other table,
+    the same from its ``encoded`` sequence."""
+    label_bytes = getattr(series, "label_bytes", None)
+    hashes = getattr(series, "hashes", None)
+    if label_bytes is not None and hashes is not None:
+        return label_bytes, len(hashes)
+    encoded = list(series.encoded)
+    for sid, item in enumerate(encoded):
+        if not isinstance(item, bytes):
+            raise TypeError(f"SeriesTable.encoded[{sid}] is not bytes")
+    return encoded.__getitem__, len(encoded)
 
 
 def _check_columns(batch: Batch) -> int:
@@ -154,8 +152,7 @@ class WriteRequestEncoderPy:
         n = _check_columns(batch)
         ids = batch.ids
         timestamps = batch.timestamps
-        arena, offsets = _arena_of(batch.series)
-        nseries = len(offsets) - 1
+        label_bytes, nseries = _labels_of(batch.series)
         raw = array("d", batch.values)
         if _BIG_ENDIAN:
             raw.byteswap()
@@ -183,7 +180,7 @@ class WriteRequestEncoderPy:
                 run.append(field)
                 continue
             if run:
-                body = arena[offsets[run_sid] : offsets[run_sid + 1]] + b"".join(run)
+                body = label_bytes(run_sid) + b"".join(run)
                 append(b"\x0a" + _varint(len(body)) + body)
             if sid >= nseries:
                 raise IndexError(
@@ -192,7 +189,7 @@ class WriteRequestEncoderPy:
             run_sid = sid
             run = [field]
         if run:
-            body = arena[offsets[run_sid] : offsets[run_sid + 1]] + b"".join(run)
+            body = label_bytes(run_sid) + b"".join(run)
             append(b"\x0a" + _varint(len(body)) + body)
         self._buf += b"".join(pieces)
         self._count += len(positions)

@@ -5,8 +5,8 @@ Per sample line on a warm cache: memchr the line end, split the value (and times
 hash the series text (128 bits: two independent 64-bit hashes, one pass), look the hash up in an
 open-addressing table of 24-byte slots (no key bytes are kept), parse the float (exact fast path,
 Python float() otherwise), append to C buffers. No Python object is made per sample. A new
-text-format series without an on_new_series hook is parsed and encoded to remote-write label bytes
-in C too, straight into the SeriesTable's arena; every other slow path (labels with a hook,
+text-format series without an on_new_series hook (or with a LabelMerge) is parsed, merged and
+encoded to remote-write label bytes in C too, straight into the SeriesTable's columns; every other slow path (labels with a hook,
 metadata, OpenMetrics family checks, exemplars, error messages) calls the shared helpers of
 relay._parse_py, so both twins decide alike.
 """
@@ -21,12 +21,15 @@ from cpython cimport array
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
+cdef extern from "Python.h":
+    Py_ssize_t _Py_HashBytes(const void *src, Py_ssize_t n)
+
 import array as _array_module  # cpython.array needs the array module imported
 import sys
 
 from relay import _parse_py as _py
 from relay._exceptions import ParseError, ScrapeError
-from relay.batch import Batch, Family, SeriesTable, series_hash
+from relay.batch import Batch, Family, SeriesTable, label_hash, mix_label_hashes
 
 cdef extern from *:
     """
@@ -515,14 +518,36 @@ cdef object _LABEL_MERGE = _py.LabelMerge
 cdef int32_t DROPPED = _py.DROPPED
 
 
+cdef inline uint64_t _mix_step(uint64_t h, uint64_t label) noexcept nogil:
+    h = (h ^ label) * <uint64_t>0x9E3779B97F4A7C15ULL
+    return h ^ (h >> 32)
+
+
+cdef inline uint64_t _mix_final(uint64_t h) noexcept nogil:
+    h = (h ^ (h >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    h = (h ^ (h >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return h ^ (h >> 31)
+
+
+cdef uint64_t MIX_SEED = 0x243F6A8885A308D3ULL
+
+
 cdef bint _blake2b_matches():
-    """Self-test: the C BLAKE2b gives the same series hashes as relay.batch.series_hash."""
+    """Self-test: the C BLAKE2b and mix give the same hashes as relay.batch.label_hash and
+    mix_label_hashes; and _Py_HashBytes is Python's hash of bytes."""
     cdef bytes data
+    cdef uint64_t h = MIX_SEED
+    cdef list hashes = []
     for n in (0, 1, 7, 8, 63, 64, 127, 128, 129, 255, 256, 300):
         data = bytes([(i * 7 + 3) & 255 for i in range(n)])
-        if rl_blake2b_64(<const unsigned char *>PyBytes_AS_STRING(data), n) != series_hash(data):
+        if rl_blake2b_64(<const unsigned char *>PyBytes_AS_STRING(data), n) != label_hash(data):
             return False
-    return True
+        if n and <Py_ssize_t>_Py_HashBytes(<const unsigned char *>PyBytes_AS_STRING(data), n) != hash(data):
+            return False
+        one = label_hash(data)
+        hashes.append(one)
+        h = _mix_step(h, <uint64_t>one)
+    return _mix_final(h) == mix_label_hashes(hashes)
 
 
 cdef bint _B2_OK = _blake2b_matches()
@@ -572,39 +597,150 @@ cdef dict _TYPES = {b"counter": "counter", b"gauge": "gauge", b"histogram": "his
                     b"untyped": "unknown"}
 
 
-# ---------------------------------------------------------------- the series table's arena
-# SeriesTable.add_encoded in C, on its own columns (relay/batch.py documents the layout):
-# arena bytearray, offsets array('I') of n + 1, hashes array('Q'), _index array('H') (0xFFFF
-# empty) or array('i') (-1 empty) probed linearly from hash % len(_index), doubled (and rebuilt by
-# the table) when over half full.
+# ---------------------------------------------------------------- the series table's columns
+# SeriesTable.add_encoded in C, on its own columns (relay/batch.py documents the layout): pairs
+# bytearray and pair_offsets array('I') (the distinct labels), label_ids array('H' or 'I'),
+# starts array('I') of n + 1, hashes array('Q'); _index and _pair_index array('H') (0xFFFF empty)
+# or array('i') (-1 empty) probed linearly from hash % len, doubled (and rebuilt by the table's
+# Python methods) when over half full. A label's slot hash is Python's hash of its bytes.
 
 cdef inline bint _is_array(object a, char typecode) noexcept:
     return type(a) is array.array and (<array.array>a).ob_descr.typecode == typecode
 
 
-cdef bint _arena_ok(object arena, object offsets, object hashes, object index, size_t total) noexcept:
-    """The table is in the shape _arena_commit writes (else the Python method adds the series)."""
-    if not (type(arena) is bytearray and _is_array(offsets, b"I") and _is_array(hashes, b"Q")
-            and (_is_array(index, b"H") or _is_array(index, b"i")) and Py_SIZE(index) > 0):
+cdef inline bint _is_index(object a) noexcept:
+    return (_is_array(a, b"H") or _is_array(a, b"i")) and Py_SIZE(a) > 0
+
+
+cdef inline uint32_t _label_at(array.array ids, Py_ssize_t k) noexcept:
+    if ids.ob_descr.typecode == b"H":
+        return ids.data.as_ushorts[k]
+    return ids.data.as_uints[k]
+
+
+cdef bint _same_labels(array.array ids, array.array starts, Py_ssize_t sid, const uint32_t *labels,
+                       Py_ssize_t count) noexcept:
+    """Are labels[0:count] the label ids of series ``sid``?"""
+    cdef Py_ssize_t s0 = starts.data.as_uints[sid], k
+    if <Py_ssize_t>starts.data.as_uints[sid + 1] - s0 != count:
         return False
-    cdef Py_ssize_t n = Py_SIZE(offsets)
-    return (n == Py_SIZE(hashes) + 1
-            and (<array.array>offsets).data.as_uints[n - 1] == <size_t>PyByteArray_GET_SIZE(arena)
-            and <size_t>PyByteArray_GET_SIZE(arena) + total <= 0xFFFFFFFF)
+    for k in range(count):
+        if _label_at(ids, s0 + k) != labels[k]:
+            return False
+    return True
 
 
-cdef int32_t _arena_commit(object series, object arena, array.array offsets, array.array hashes,
-                           array.array index, Py_ssize_t start, Py_ssize_t size) except? -3:
-    """Id of the series whose label bytes were just written at arena[start:start + size] (its
-    last bytes): an existing series (the bytes are taken back) or a new one (added)."""
-    cdef const unsigned char *base = <const unsigned char *>PyByteArray_AS_STRING(arena)
-    cdef uint64_t h = rl_blake2b_64(base + start, <size_t>size)
-    cdef size_t cap = <size_t>len(index)
+cdef Py_ssize_t _label_id(object series, array.array index, array.array poff, array.array phashes, object pairs,
+                          const unsigned char *p, Py_ssize_t n) except -1:
+    """SeriesTable._label_id in C: the id of the encoded label p[0:n]; added if new. (It may
+    replace series._pair_index and series.label_ids: the caller reads them again after.)"""
+    cdef const unsigned char *base = <const unsigned char *>PyByteArray_AS_STRING(pairs)
+    cdef size_t cap = <size_t>Py_SIZE(index)
+    cdef size_t i = <size_t>(<uint64_t>_Py_HashBytes(p, n) % cap)
+    cdef bint small = index.ob_descr.typecode == b"H"
+    cdef Py_ssize_t q, start
+    cdef const uint32_t *off = poff.data.as_uints
+    while True:
+        if small:
+            q = index.data.as_ushorts[i]
+            if q == 0xFFFF:
+                break
+        else:
+            q = index.data.as_ints[i]
+            if q == -1:
+                break
+        if <Py_ssize_t>(off[q + 1] - off[q]) == n and memcmp(base + off[q], p, <size_t>n) == 0:
+            return q
+        i += 1
+        if i == cap:
+            i = 0
+    q = Py_SIZE(poff) - 1
+    start = PyByteArray_GET_SIZE(pairs)
+    if <size_t>start + <size_t>n > 0xFFFFFFFF:
+        raise MemoryError("series table is full (4 GiB of labels)")
+    if small and q >= 0xFFFF:
+        raise RuntimeError("SeriesTable label index of 2-byte slots is too small")
+    if q >= 0xFFFF:
+        series._widen_label_ids()
+    if Py_SIZE(phashes) != q:
+        raise RuntimeError("SeriesTable pair_hashes do not match its labels")
+    array.resize_smart(poff, q + 2)
+    try:
+        array.resize_smart(phashes, q + 1)
+        PyByteArray_Resize(pairs, start + n)
+    except BaseException:
+        array.resize(poff, q + 1)
+        array.resize(phashes, q)
+        raise
+    memcpy(<unsigned char *>PyByteArray_AS_STRING(pairs) + start, p, <size_t>n)
+    poff.data.as_uints[q + 1] = <uint32_t>(start + n)
+    phashes.data.as_ulonglongs[q] = rl_blake2b_64(p, <size_t>n)
+    if small:
+        index.data.as_ushorts[i] = <unsigned short>q
+    else:
+        index.data.as_ints[i] = <int>q
+    if <size_t>(q + 1) * 2 > cap:
+        series._grow_pair_index(cap * 2)
+    return q
+
+
+cdef int32_t _table_commit(object series, const unsigned char *enc, Py_ssize_t size) except? -3:
+    """Id of the series encoded as enc[0:size]: an existing series, or a new one (added); -2 when
+    the table is not in the shape written here (the Python method then adds it). The same steps
+    as SeriesTable.add_encoded: labels looked up (added if new), hash mixed from theirs, series
+    found by hash and label ids."""
+    try:
+        pairs = series.pairs
+        poff_o = series.pair_offsets
+        phashes_o = series.pair_hashes
+        ids_o = series.label_ids
+        starts_o = series.starts
+        hashes_o = series.hashes
+        index_o = series._index
+        pindex_o = series._pair_index
+    except AttributeError:
+        return -2
+    if not (type(pairs) is bytearray and _is_array(poff_o, b"I") and _is_array(phashes_o, b"Q")
+            and (_is_array(ids_o, b"H") or _is_array(ids_o, b"I")) and _is_array(starts_o, b"I")
+            and _is_array(hashes_o, b"Q") and _is_index(index_o) and _is_index(pindex_o)):
+        return -2
+    cdef array.array poff = poff_o, phashes = phashes_o, ids = ids_o, starts = starts_o, hashes = hashes_o
+    cdef array.array index = index_o, pindex = pindex_o
+    cdef Py_ssize_t n = Py_SIZE(hashes), pos = 0, stop, count = 0, k, m
+    if (Py_SIZE(starts) != n + 1 or Py_SIZE(poff) != Py_SIZE(phashes) + 1
+            or starts.data.as_uints[n] != <size_t>Py_SIZE(ids)
+            or poff.data.as_uints[Py_SIZE(poff) - 1] != <size_t>PyByteArray_GET_SIZE(pairs)):
+        return -2
+    cdef uint32_t labels[MAX_FAST_LABELS + 1 + MAX_FAST_ADDED]
+    cdef size_t length
+    cdef int shift
+    cdef Py_ssize_t q
+    cdef uint64_t h = MIX_SEED
+    while pos < size:  # each Label field: 0x0A, varint length, message (we wrote them)
+        length = 0
+        shift = 0
+        stop = pos + 1
+        while True:
+            length |= <size_t>(enc[stop] & 0x7F) << shift
+            shift += 7
+            stop += 1
+            if enc[stop - 1] < 0x80:
+                break
+        stop += <Py_ssize_t>length
+        q = _label_id(series, pindex, poff, phashes, pairs, enc + pos, stop - pos)
+        if <size_t>(Py_SIZE(poff) - 1) * 2 > <size_t>Py_SIZE(pindex):  # it grew the label index: a new array
+            pindex = series._pair_index
+        labels[count] = <uint32_t>q
+        h = _mix_step(h, phashes.data.as_ulonglongs[q])
+        count += 1
+        pos = stop
+    h = _mix_final(h)
+    if Py_SIZE(poff) > 0x10000 and ids.ob_descr.typecode == b"H":  # widened by _label_id
+        ids = series.label_ids
+    cdef size_t cap = <size_t>Py_SIZE(index)
     cdef size_t i = <size_t>(h % cap)
-    cdef Py_ssize_t n = len(hashes)
     cdef bint small = index.ob_descr.typecode == b"H"
     cdef int sid
-    cdef uint32_t s0, s1
     if small and n >= 0xFFFF:
         raise RuntimeError("SeriesTable index of 2-byte slots is too small")
     while True:
@@ -616,23 +752,29 @@ cdef int32_t _arena_commit(object series, object arena, array.array offsets, arr
             sid = index.data.as_ints[i]
             if sid == -1:
                 break
-        if hashes.data.as_ulonglongs[sid] == h:
-            s0 = offsets.data.as_uints[sid]
-            s1 = offsets.data.as_uints[sid + 1]
-            if <Py_ssize_t>(s1 - s0) == size and memcmp(base + s0, base + start, <size_t>size) == 0:
-                PyByteArray_Resize(arena, start)
-                return sid
+        if hashes.data.as_ulonglongs[sid] == h and _same_labels(ids, starts, sid, labels, count):
+            return sid
         i += 1
         if i == cap:
             i = 0
+    m = Py_SIZE(ids)
+    if <size_t>m + <size_t>count > 0xFFFFFFFF:
+        raise MemoryError("series table is full (4 G label ids)")
+    array.resize_smart(ids, m + count)
     try:
-        array.resize_smart(offsets, n + 2)
+        array.resize_smart(starts, n + 2)
         array.resize_smart(hashes, n + 1)
-    except BaseException:  # out of memory: leave the table as it was
-        array.resize(offsets, n + 1)
-        PyByteArray_Resize(arena, start)
+    except BaseException:  # out of memory: leave the series out (its labels stay, unused)
+        array.resize(ids, m)
+        array.resize(starts, n + 1)
         raise
-    offsets.data.as_uints[n + 1] = <uint32_t>(start + size)
+    if ids.ob_descr.typecode == b"H":
+        for k in range(count):
+            ids.data.as_ushorts[m + k] = <unsigned short>labels[k]
+    else:
+        for k in range(count):
+            ids.data.as_uints[m + k] = labels[k]
+    starts.data.as_uints[n + 1] = <uint32_t>(m + count)
     hashes.data.as_ulonglongs[n] = h
     if small:
         index.data.as_ushorts[i] = <unsigned short>n
@@ -663,6 +805,8 @@ cdef class Parser:
     cdef LabelRef *_added    # LabelMerge.fast: labels merged into each new series in C
     cdef Py_ssize_t _n_added
     cdef object _added_keep  # owns the bytes _added points into
+    cdef unsigned char *_scratch  # a new series' encoding, before _table_commit
+    cdef size_t _scratch_cap
     cdef bint _merge
     cdef bint _direct        # the series table is exactly a SeriesTable: new series are written into
                              # its arena and columns in C, as SeriesTable.add_encoded does
@@ -685,6 +829,8 @@ cdef class Parser:
         self._hint = 0
         self._added = NULL
         self._n_added = 0
+        self._scratch = NULL
+        self._scratch_cap = 0
         self._merge = False
 
     def __init__(self, *, series=None, on_new_series=None, bint keep_exemplars=False,
@@ -732,6 +878,7 @@ cdef class Parser:
 
     def __dealloc__(self):
         PyMem_Free(self._added)
+        PyMem_Free(self._scratch)
         table_free(&self._keys)
         hset_free(&self._comments)
         PyMem_Free(self._ids)
@@ -1269,19 +1416,15 @@ cdef class Parser:
             out[i].enc_len = (1 + varint_len(out[i].name_len) + out[i].name_len
                                  + 1 + varint_len(out[i].out_len) + out[i].out_len)
             total += 1 + varint_len(out[i].enc_len) + out[i].enc_len
-        cdef object arena = None, series = None, offsets = None, hashes = None, index = None
-        cdef Py_ssize_t start = 0
-        if self._direct:  # straight into the series table's arena (taken back if not new)
-            series = self.series
-            arena = series.arena
-            offsets = series.offsets
-            hashes = series.hashes
-            index = series._index
-            if not _arena_ok(arena, offsets, hashes, index, total):
-                return -2
-            start = PyByteArray_GET_SIZE(arena)
-            PyByteArray_Resize(arena, start + <Py_ssize_t>total)
-            o = <unsigned char *>PyByteArray_AS_STRING(arena) + start
+        cdef unsigned char *grown
+        if self._direct:  # into the scratch buffer, then straight into the series table's columns
+            if total > self._scratch_cap:
+                grown = <unsigned char *>PyMem_Realloc(self._scratch, total)
+                if grown == NULL:
+                    raise MemoryError()
+                self._scratch = grown
+                self._scratch_cap = total
+            o = self._scratch
         else:
             encoded = PyBytes_FromStringAndSize(NULL, total)
             o = <unsigned char *>PyBytes_AS_STRING(encoded)
@@ -1321,7 +1464,7 @@ cdef class Parser:
                 memcpy(o, out[i].value, out[i].out_len)
                 o += out[i].out_len
         if self._direct:
-            return _arena_commit(series, arena, offsets, hashes, index, start, <Py_ssize_t>total)
+            return _table_commit(self.series, self._scratch, <Py_ssize_t>total)
         return self._add_encoded(encoded)
 
     # ------------------------------------------------------------ OpenMetrics 1.0
@@ -1426,14 +1569,15 @@ cdef inline int _name_cmp(LabelRef *a, LabelRef *b) noexcept nogil:
 
 cdef bint _direct_add_matches():
     """Self-test: series written into a SeriesTable by the C path leave it exactly as
-    SeriesTable.add_encoded does (same ids, arena, offsets, hashes and index, across index growth
-    and duplicates)."""
+    SeriesTable.add_encoded does (the same ids and columns, across growth of both indexes, shared
+    labels and duplicates)."""
     global _DIRECT_OK
     cdef Parser p
     cdef int32_t sid
     texts = [b"up", b'up{job="etcd"}', b'up{ job = "etcd" , }', b'a{y="2",x="1"}', b'a{x="1",y="2"}',
              b'e{v="a\\\\b\\"c\\nd\\q"}', b'z{x=""}', b"z"]
     texts += [b'm_%d{i="%d",le="+Inf"}' % (k % 7, k) for k in range(60)]
+    texts += [b'm_%d{i="%d",le="+Inf"}' % (k % 7, k) for k in range(0, 60, 7)]  # again: the same ids
     ref = SeriesTable()
     _DIRECT_OK = True
     try:
@@ -1444,8 +1588,8 @@ cdef bint _direct_add_matches():
             if sid != ref.add(name, labels):
                 return False
         table = p.series
-        return (table.arena == ref.arena and table.offsets == ref.offsets and table.hashes == ref.hashes
-                and table._index == ref._index and len(table) == 65)
+        return (table.columns() == ref.columns() and table._index == ref._index
+                and table._pair_index == ref._pair_index and len(ref) == 65)
     except Exception:
         return False
     finally:
@@ -1454,4 +1598,4 @@ cdef bint _direct_add_matches():
 
 _DIRECT_OK = _B2_OK and _direct_add_matches()
 DIRECT_ARENA_WRITES = _DIRECT_OK
-"""True when new series are written into the SeriesTable's arena in C (the self-test passed)."""
+"""True when new series are written into the SeriesTable's columns in C (the self-test passed)."""

@@ -4,14 +4,14 @@
 Same names, behaviour, errors and output bytes as ``WriteRequestEncoderPy`` and ``split_by_shard_py``
 in relay/rwencode.py, which documents the wire format and the grouping rule. Here no Python object
 is made per sample: the columns are read through their buffers, each run of samples of one series
-gets its label bytes straight from the SeriesTable's arena (``arena[offsets[sid]:offsets[sid + 1]]``,
-the arena's pointer taken once per add(): nothing adds series during an add()), and everything is
-written into one growing C buffer that finish() turns into bytes.
+gets its label bytes copied straight from the SeriesTable's distinct labels (``pairs``, one copy per
+label id of the series; the pointers taken once per add(): nothing adds series during an add()),
+and everything is written into one growing C buffer that finish() turns into bytes.
 """
 
 from cpython.array cimport array, clone
 from cpython.bytes cimport PyBytes_FromStringAndSize
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 
@@ -53,8 +53,80 @@ cdef extern from *:
     #endif
         return p + 8;
     }
+
+    /* n bytes from src to dst with fixed-size copies (inlined: no call for the usual 10-60 byte
+       label); never reads or writes outside [src, src + n) and [dst, dst + n). */
+    static inline void rw_copy(uint8_t *dst, const uint8_t *src, size_t n) {
+        if (n <= 16) {
+            if (n >= 8) {
+                memcpy(dst, src, 8);
+                memcpy(dst + n - 8, src + n - 8, 8);
+            } else if (n >= 4) {
+                memcpy(dst, src, 4);
+                memcpy(dst + n - 4, src + n - 4, 4);
+            } else {
+                for (size_t k = 0; k < n; k++) dst[k] = src[k];
+            }
+        } else if (n <= 32) {
+            memcpy(dst, src, 16);
+            memcpy(dst + n - 16, src + n - 16, 16);
+        } else if (n <= 64) {
+            memcpy(dst, src, 32);
+            memcpy(dst + n - 32, src + n - 32, 32);
+        } else {
+            memcpy(dst, src, n);
+        }
+    }
+
+    /* Total bytes of the labels ids[s0:s1] (2- or 4-byte ids), or -1 if an id is not below npairs.
+       poff must be non-decreasing (checked once per add()). */
+    static inline Py_ssize_t rw_labels_len(const void *ids, int wide, uint32_t s0, uint32_t s1,
+                                           const uint32_t *poff, uint32_t npairs) {
+        Py_ssize_t total = 0;
+        if (wide) {
+            const uint32_t *p = (const uint32_t *)ids;
+            for (uint32_t t = s0; t < s1; t++) {
+                uint32_t q = p[t];
+                if (q >= npairs) return -1;
+                total += poff[q + 1] - poff[q];
+            }
+        } else {
+            const uint16_t *p = (const uint16_t *)ids;
+            for (uint32_t t = s0; t < s1; t++) {
+                uint32_t q = p[t];
+                if (q >= npairs) return -1;
+                total += poff[q + 1] - poff[q];
+            }
+        }
+        return total;
+    }
+
+    /* Copy the labels ids[s0:s1] (checked by rw_labels_len) to out; returns the end. */
+    static inline uint8_t *rw_copy_labels(uint8_t *out, const void *ids, int wide, uint32_t s0, uint32_t s1,
+                                          const uint32_t *poff, const uint8_t *pairs) {
+        if (wide) {
+            const uint32_t *p = (const uint32_t *)ids;
+            for (uint32_t t = s0; t < s1; t++) {
+                uint32_t a = poff[p[t]], b = poff[p[t] + 1];
+                rw_copy(out, pairs + a, b - a);
+                out += b - a;
+            }
+        } else {
+            const uint16_t *p = (const uint16_t *)ids;
+            for (uint32_t t = s0; t < s1; t++) {
+                uint32_t a = poff[p[t]], b = poff[p[t] + 1];
+                rw_copy(out, pairs + a, b - a);
+                out += b - a;
+            }
+        }
+        return out;
+    }
     """
     Py_ssize_t rw_varint_len(uint64_t n) nogil
+    Py_ssize_t rw_labels_len(const void *ids, int wide, uint32_t s0, uint32_t s1, const uint32_t *poff,
+                             uint32_t npairs) nogil
+    uint8_t* rw_copy_labels(uint8_t *out, const void *ids, int wide, uint32_t s0, uint32_t s1,
+                            const uint32_t *poff, const uint8_t *pairs) nogil
     uint8_t* rw_put_varint(uint8_t* p, uint64_t n) nogil
     uint8_t* rw_put_fixed64(uint8_t* p, uint64_t v) nogil
 
@@ -83,21 +155,30 @@ cdef object _as_index(object index):
     return array("I", index)
 
 
-cdef tuple _arena_of(object series):
-    """(arena bytearray, offsets array('I')) of a SeriesTable; for any other table (something with
-    an ``encoded`` sequence of bytes), the same built from its ``encoded``."""
-    arena = getattr(series, "arena", None)
-    offsets = getattr(series, "offsets", None)
-    if type(arena) is bytearray and isinstance(offsets, array) and (<array>offsets).ob_descr.typecode == b"I":
-        return arena, offsets
-    arena = bytearray()
-    offsets = array("I", [0])
+cdef inline bint _is_array(object a, char typecode) noexcept:
+    return isinstance(a, array) and (<array>a).ob_descr.typecode == typecode
+
+
+cdef tuple _layout_of(object series):
+    """(pairs bytearray, pair_offsets array('I'), label_ids array('H' or 'I'), starts array('I')) of
+    a SeriesTable (relay/batch.py documents them); for any other table (something with an
+    ``encoded`` sequence of bytes), the same built from its ``encoded``, one label per series."""
+    pairs = getattr(series, "pairs", None)
+    poff = getattr(series, "pair_offsets", None)
+    ids = getattr(series, "label_ids", None)
+    starts = getattr(series, "starts", None)
+    if (type(pairs) is bytearray and _is_array(poff, b"I") and (_is_array(ids, b"H") or _is_array(ids, b"I"))
+            and _is_array(starts, b"I")):
+        return pairs, poff, ids, starts
+    pairs = bytearray()
+    poff = array("I", [0])
     for item in series.encoded:
         if not isinstance(item, bytes):
-            raise TypeError(f"SeriesTable.encoded[{len(offsets) - 1}] is not bytes")
-        arena += item
-        offsets.append(len(arena))
-    return arena, offsets
+            raise TypeError(f"SeriesTable.encoded[{len(poff) - 1}] is not bytes")
+        pairs += item
+        poff.append(len(pairs))
+    n = len(poff) - 1
+    return pairs, poff, array("I", range(n)), array("I", range(n + 1))
 
 
 cdef Py_ssize_t _check_columns(object batch) except -1:
@@ -180,12 +261,18 @@ cdef class WriteRequestEncoder:
         cdef const uint32_t* pos = NULL
         cdef Py_ssize_t m = n
         cdef Py_ssize_t start = self._len
-        cdef object arena
-        cdef array offsets
-        arena, offsets = _arena_of(batch.series)
-        cdef Py_ssize_t nseries = len(offsets) - 1
-        if nseries < 0 or offsets.data.as_uints[nseries] > <size_t>PyByteArray_GET_SIZE(arena):
-            raise ValueError("SeriesTable offsets do not match its arena")
+        cdef object pairs
+        cdef array poff, label_ids, starts
+        pairs, poff, label_ids, starts = _layout_of(batch.series)
+        cdef Py_ssize_t nseries = len(starts) - 1
+        cdef Py_ssize_t npairs = len(poff) - 1
+        cdef bint wide = label_ids.ob_descr.typecode == b"I"
+        cdef Py_ssize_t q
+        if nseries < 0 or npairs < 0 or poff.data.as_uints[npairs] > <size_t>PyByteArray_GET_SIZE(pairs):
+            raise ValueError("SeriesTable pair_offsets do not match its pairs")
+        for q in range(npairs):
+            if poff.data.as_uints[q + 1] < poff.data.as_uints[q]:
+                raise ValueError(f"SeriesTable pair_offsets are out of order at label {q}")
         if n:
             ids = batch.ids
             values = batch.values
@@ -202,19 +289,20 @@ cdef class WriteRequestEncoder:
             raise IndexError(f"sample position {pos[0]} out of range for a batch of 0 samples")
         try:
             self._encode(&ids[0], <const uint64_t*>&values[0], &timestamps[0], n, pos, m,
-                         <const uint8_t*>PyByteArray_AS_STRING(arena), offsets.data.as_uints, nseries,
-                         offsets.data.as_uints[nseries])
+                         <const uint8_t*>PyByteArray_AS_STRING(pairs), poff.data.as_uints, npairs,
+                         <const void*>label_ids.data.as_chars, wide, len(label_ids),
+                         starts.data.as_uints, nseries)
         except BaseException:
             self._len = start
             raise
         self._count += m
 
     cdef int _encode(self, const uint32_t* ids, const uint64_t* vbits, const int64_t* ts,
-                     Py_ssize_t n, const uint32_t* pos, Py_ssize_t m, const uint8_t* arena,
-                     const uint32_t* offsets, Py_ssize_t nseries, uint32_t arena_len) except -1:
+                     Py_ssize_t n, const uint32_t* pos, Py_ssize_t m, const uint8_t* pairs,
+                     const uint32_t* poff, Py_ssize_t npairs, const void* label_ids, bint wide,
+                     Py_ssize_t nids, const uint32_t* starts, Py_ssize_t nseries) except -1:
         cdef Py_ssize_t i = 0, j, k, p, q, body, lablen
-        cdef uint32_t sid
-        cdef const uint8_t* item
+        cdef uint32_t sid, s0, s1
         cdef uint8_t* out = self._buf + self._len
         cdef uint8_t* end = self._buf + self._cap
         # The last timestamp written, its varint (padded to SLACK bytes) and the varint's length.
@@ -233,10 +321,13 @@ cdef class WriteRequestEncoder:
                 raise IndexError(
                     f"series id {sid} of sample {p} not in the batch's SeriesTable ({nseries} series)"
                 )
-            item = arena + offsets[sid]
-            lablen = <Py_ssize_t>offsets[sid + 1] - <Py_ssize_t>offsets[sid]
-            if lablen < 0 or offsets[sid + 1] > arena_len:
-                raise ValueError(f"SeriesTable offsets of series {sid} are out of order")
+            s0 = starts[sid]
+            s1 = starts[sid + 1]
+            if s1 < s0 or s1 > <size_t>nids:
+                raise ValueError(f"SeriesTable starts of series {sid} are out of order")
+            lablen = rw_labels_len(label_ids, wide, s0, s1, poff, <uint32_t>npairs)
+            if lablen < 0:
+                raise ValueError(f"SeriesTable labels of series {sid} are out of range")
             if ts[p] != last_ts:
                 last_ts = ts[p]
                 ts_len = rw_put_varint(ts_bytes, <uint64_t>last_ts) - ts_bytes
@@ -257,8 +348,7 @@ cdef class WriteRequestEncoder:
                 end = self._buf + self._cap
             out[0] = 0x0A
             out = rw_put_varint(out + 1, <uint64_t>body)
-            memcpy(out, item, <size_t>lablen)
-            out += lablen
+            out = rw_copy_labels(out, label_ids, wide, s0, s1, poff, pairs)
             k = i
             while True:
                 # Sample k of the run; ts_bytes holds the varint of ts[q].

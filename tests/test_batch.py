@@ -1,4 +1,5 @@
-"""relay.batch.SeriesTable: one arena of encoded label sets, offsets, hashes and an array index."""
+"""relay.batch.SeriesTable: distinct encoded labels once, series as lists of label ids, hashes and
+array indexes."""
 
 from __future__ import annotations
 
@@ -9,28 +10,51 @@ from array import array
 import pytest
 
 from relay._ext import NO_EXTENSIONS
-from relay.batch import EncodedView, SeriesTable, decode_labels, encode_labels, series_hash
+from relay.batch import (
+    EncodedView,
+    SeriesTable,
+    decode_labels,
+    encode_labels,
+    label_hash,
+    series_hash,
+    split_labels,
+)
 
 
 def labels_of(k: int) -> tuple[tuple[str, str], ...]:
     return (("instance", f"10.0.{k % 7}.{k % 250}:2379"), ("job", "etcd"), ("le", str(k)))
 
 
-def check_layout(table: SeriesTable) -> None:
-    """The invariants the Cython parser and encoder rely on."""
-    n = len(table)
-    assert len(table.offsets) == n + 1 and table.offsets[0] == 0 and table.offsets[n] == len(table.arena)
-    assert all(table.offsets[i] <= table.offsets[i + 1] for i in range(n))
-    assert len(table.hashes) == n
-    assert table.offsets.typecode == "I" and table.hashes.typecode == "Q"
-    index = table._index
+def check_index(index: array[int], n: int) -> None:
     # 2-byte slots (0xFFFF empty) while the index has at most 0xFFFF slots, else 4-byte (-1 empty)
     assert index.typecode == ("H" if len(index) <= 0xFFFF else "i")
     empty = 0xFFFF if index.typecode == "H" else -1
     assert 2 * n <= len(index)  # load at most 1/2
     assert sorted(s for s in index if s != empty) == list(range(n))
+
+
+def check_layout(table: SeriesTable) -> None:
+    """The invariants the Cython parser and encoder rely on."""
+    n = len(table)
+    npairs = len(table.pair_offsets) - 1
+    off = table.pair_offsets
+    assert off.typecode == "I" and off[0] == 0 and off[npairs] == len(table.pairs)
+    assert all(off[q] < off[q + 1] for q in range(npairs))
+    assert table.pair_hashes.typecode == "Q" and len(table.pair_hashes) == npairs
+    pairs = [bytes(table.pairs[off[q] : off[q + 1]]) for q in range(npairs)]
+    assert len(set(pairs)) == npairs  # each label once
+    assert table.pair_hashes.tolist() == [label_hash(p) for p in pairs]
+    assert table.label_ids.typecode == ("H" if npairs <= 0xFFFF else "I")
+    assert all(q < npairs for q in table.label_ids)
+    assert len(table.starts) == n + 1 and table.starts[0] == 0 and table.starts[n] == len(table.label_ids)
+    assert all(table.starts[i] <= table.starts[i + 1] for i in range(n))
+    assert len(table.hashes) == n
+    assert table.starts.typecode == "I" and table.hashes.typecode == "Q"
+    check_index(table._index, n)
+    check_index(table._pair_index, npairs)
     for sid in range(n):
         assert table.hashes[sid] == series_hash(table.encoded[sid])
+    assert len(set(table.encoded)) == n  # each series once
 
 
 def test_add_dedups_and_resolves() -> None:
@@ -67,22 +91,25 @@ def test_encoded_view() -> None:
         view[5]
     with pytest.raises(IndexError):
         view[-6]
-    assert sum(map(len, view)) == len(table.arena)
+    labels = {item[a:b] for item in items for a, b in split_labels(item)}
+    assert len(table.pairs) == sum(map(len, labels)) < sum(map(len, view))  # job="etcd" kept once
     assert decode_labels(view[3]) == ("m3", labels_of(3))
 
 
 def test_growth_across_reallocation() -> None:
-    """Ids, bytes and the index stay right while the arena and the index are reallocated; bytes
+    """Ids, bytes and the indexes stay right while the columns and indexes are reallocated; bytes
     read before a reallocation are copies, so they stay valid."""
     table = SeriesTable()
     first = table.encoded[table.add("first", ())]
     index_sizes = set()
+    pair_index_sizes = set()
     arena_allocs = set()
     for k in range(3000):
         assert table.add(f"m{k % 13}", labels_of(k)) == k + 1
         index_sizes.add(len(table._index))
-        arena_allocs.add(table.arena.__alloc__())
-    assert len(index_sizes) >= 8 and len(arena_allocs) >= 8  # it did grow, many times
+        pair_index_sizes.add(len(table._pair_index))
+        arena_allocs.add(table.pairs.__alloc__())
+    assert len(index_sizes) >= 8 and len(pair_index_sizes) >= 8 and len(arena_allocs) >= 8  # it did grow
     assert first == table.encoded[0] == encode_labels("first", ())
     for k in range(3000):  # all found again, none added
         assert table.add(f"m{k % 13}", labels_of(k)) == k + 1
@@ -117,15 +144,15 @@ def test_reserve_and_compact_keep_contents() -> None:
     before = list(table.encoded)
     hashes = array("Q", table.hashes)
     table.compact()
-    assert table.arena.__alloc__() <= len(table.arena) + 1
+    assert table.pairs.__alloc__() <= len(table.pairs) + 1
     assert list(table.encoded) == before and table.hashes == hashes
     assert table.add("m", labels_of(5)) == 5 and table.add("m", labels_of(1000)) == 1000
     check_layout(table)
 
 
 @pytest.mark.skipif(NO_EXTENSIONS, reason="RELAY_NO_EXTENSIONS=1")
-def test_cython_parser_writes_the_arena_as_add_encoded_does() -> None:
-    """The Cython parser's own arena writer passed its import-time self-test, and a table it filled
+def test_cython_parser_writes_the_columns_as_add_encoded_does() -> None:
+    """The Cython parser's own table writer passed its import-time self-test, and a table it filled
     is the same, column for column, as one filled by SeriesTable.add in the same order."""
     parse = importlib.import_module("relay_ext._parse")
     assert parse.DIRECT_ARENA_WRITES
@@ -138,7 +165,7 @@ def test_cython_parser_writes_the_arena_as_add_encoded_does() -> None:
     for k in range(3000):
         ref.add(f"m_{k % 5}", (("i", str(k)), ("le", "+Inf")))
     table = parser.series
-    assert table.arena == ref.arena and table.offsets == ref.offsets and table.hashes == ref.hashes
+    assert table.columns() == ref.columns()
     check_layout(table)
 
 
@@ -175,7 +202,41 @@ def test_cython_parser_across_the_index_width_change(big_body: bytes) -> None:
     for k in range(40000):
         ref.add(f"big_{k % 3}", (("i", str(k)),))
     table = parser.series
-    assert table.arena == ref.arena and table.offsets == ref.offsets and table.hashes == ref.hashes
-    assert table._index == ref._index
+    assert table.columns() == ref.columns()
+    assert table._index == ref._index and table._pair_index == ref._pair_index
+    assert table._pair_index.typecode == "i"  # 40,000 distinct i="..." labels: 4-byte slots there too
     check_layout(table)
     assert list(parser.parse(big_body, None, 0).ids) == list(range(1, 40001))
+
+
+@pytest.fixture(scope="module")
+def wide_body() -> bytes:
+    """More than 0xFFFF distinct labels: label ids go from array('H') to array('I')."""
+    return b"".join(b'w{i="%d"} 1\n' % k for k in range(70000))
+
+
+def test_label_ids_widen_past_0xffff_labels() -> None:
+    table = SeriesTable()
+    for k in range(70000):
+        assert table.add("w", (("i", str(k)),)) == k
+    assert table.label_ids.typecode == "I" and len(table.pair_offsets) - 1 == 70001
+    for k in range(0, 70000, 101):
+        assert table.add("w", (("i", str(k)),)) == k
+        assert table.resolve(k) == ("w", (("i", str(k)),))
+    check_layout(table)
+
+
+@pytest.mark.skipif(NO_EXTENSIONS, reason="RELAY_NO_EXTENSIONS=1")
+def test_cython_parser_across_the_label_id_widening(wide_body: bytes) -> None:
+    parse = importlib.import_module("relay_ext._parse")
+    parser = parse.Parser()
+    batch = parser.parse(wide_body, None, 0)
+    assert list(batch.ids) == list(range(70000))
+    ref = SeriesTable()
+    ref.reserve(70000)
+    for k in range(70000):
+        ref.add("w", (("i", str(k)),))
+    assert parser.series.label_ids.typecode == "I"
+    assert parser.series.columns() == ref.columns()
+    check_layout(parser.series)
+    assert list(parser.parse(wide_body + b'w{i="70000"} 2\n', None, 0).ids) == list(range(70001))
