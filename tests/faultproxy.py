@@ -12,6 +12,7 @@ connection of its own, injecting the fault currently set::
 Faults (``share`` is the fraction of requests hit, drawn from a seeded random generator):
 
 - ``pass``: forward and answer (the reference).
+- ``down``: nothing listens on the port (connects are refused); open connections are reset.
 - ``slow``: forward, wait ``delay`` seconds, then answer (a receiver that takes long to answer;
   past the sender's timeout the receiver has stored what the sender will send again).
 - ``reset_mid_request``: read the head and half of the body, then reset the connection (TCP RST):
@@ -52,8 +53,9 @@ import orjson
 from relay.localenv import LOOPBACK, free_ports, wait_http
 from relay.rwencode import decompress
 from tests.remote_write_pb import WriteRequest
+from tests.test_faults import peak_rss_mib
 
-FAULTS = ("pass", "slow", "reset_mid_request", "close_no_answer", "close_after_response", "reset_after_forward",
+FAULTS = ("pass", "down", "slow", "reset_mid_request", "close_no_answer", "close_after_response", "reset_after_forward",
           "status")
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -70,20 +72,46 @@ class LoopbackServer:
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"loopback-{self.port}")
         self._error: BaseException | None = None
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
 
     def _run(self) -> None:
         async def main() -> None:
             self._stop = asyncio.Event()
-            server = await asyncio.start_server(self.handler, LOOPBACK, self.port)
+            await self._listen()
             self._started.set()
-            async with server:
-                await self._stop.wait()
+            await self._stop.wait()
+            await self._close()
 
         try:
             self.loop.run_until_complete(main())
         except BaseException as exc:  # pragma: no cover - reported by start()
             self._error = exc
             self._started.set()
+
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._serve, LOOPBACK, self.port)
+
+    async def _close(self) -> None:
+        """Stop listening (connects are refused) and reset every open connection."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._open):
+            _reset(writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open.add(writer)
+        try:
+            await self.handler(reader, writer)
+        finally:
+            self._open.discard(writer)
+
+    def listening(self, on: bool) -> None:
+        """Listen again, or go down: nothing listens on the port (connection refused), open
+        connections reset."""
+        asyncio.run_coroutine_threadsafe(self._listen() if on else self._close(), self.loop).result(10)
 
     def start(self) -> LoopbackServer:
         self._thread.start()
@@ -179,7 +207,10 @@ class ReceiverProxy:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULTS)})")
         with self._lock:
+            was_down = self.fault == "down"
             self.fault, self.share, self.delay, self.status = fault, share, delay, status
+        if (fault == "down") != was_down:
+            self.server.listening(fault != "down")
 
     @property
     def distinct_samples(self) -> int:
@@ -302,15 +333,6 @@ class ReceiverProxy:
 
 
 # -- the relay as a subprocess ------------------------------------------------------------------
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The peak resident set size (VmHWM) of a running process, in MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class RelayProcess:
