@@ -293,7 +293,7 @@ class SeriesTable:
     """
 
     __slots__ = ("__weakref__", "_index", "_pair_index", "hashes", "label_ids", "pair_hashes", "pair_offsets",
-                 "pairs", "starts")
+                 "pairs", "shard_key", "starts")
 
     def __init__(self) -> None:
         self.pairs = bytearray()
@@ -304,6 +304,10 @@ class SeriesTable:
         self.hashes: array[int] = array("Q")
         self._index: array[int] = _new_index(8)
         self._pair_index: array[int] = _new_index(8)
+        self.shard_key: int | None = None
+        """Set by the owner of a table whose series all belong to one source (a scrape target):
+        remote write then keeps each of its batches whole, in shard ``shard_key % shards``
+        (per-series order holds: a series has one source), instead of splitting it by series hash."""
 
     def __len__(self) -> int:
         return len(self.hashes)

@@ -3,7 +3,10 @@
 One :class:`RemoteWriter` per ``remote_write`` endpoint (as Prometheus' queue manager)::
 
     push(batch)  -> write_relabel_configs (once per series, cached per series table)
-                 -> shards by series hash (per-series order holds with parallel sends)
+                 -> shards: a target's batch whole, in the shard of its target (its table's
+                    shard_key); other batches split by series hash. Either way a series always
+                    goes to one shard, so per-series order holds with parallel sends; keeping a
+                    scrape together costs no split and reads its table in order (cache-friendly)
                  -> pending samples per shard; cut into a block at max_samples_per_send,
                     or when the oldest pending sample is batch_send_deadline old
                  -> block = WriteRequest encoded straight from the Batch, snappy-compressed
@@ -99,7 +102,7 @@ def retry_after_seconds(value: str | None) -> float | None:
 class _Shard:
     queue: BlockQueue
     folder: Path | None = None
-    pending: list[tuple[Batch, array[int]]] = field(default_factory=list)
+    pending: list[tuple[Batch, array[int] | None]] = field(default_factory=list)  # None: the whole batch
     pending_count: int = 0
     oldest: float = 0.0
     wake: anyio.Event = field(default_factory=anyio.Event)
@@ -210,16 +213,22 @@ class RemoteWriter:
         self._in_window += len(batch)
         self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
         now = time.monotonic()
+        key = batch.series.shard_key
+        if key is not None:  # one source's batch: kept whole, in its source's shard
+            self._pend(self.shards[key % self.n_shards], batch, None, len(batch), now)
+            return
         parts = split_by_shard(batch, self.n_shards)
         for shard, index in zip(self.shards, parts, strict=True):
-            if not len(index):
-                continue
-            if not shard.pending:
-                shard.oldest = now
-            shard.pending.append((batch, index))
-            shard.pending_count += len(index)
-            if shard.pending_count >= self.max_samples:
-                self._cut(shard, only_full=True)
+            if len(index):
+                self._pend(shard, batch, index, len(index), now)
+
+    def _pend(self, shard: _Shard, batch: Batch, index: array[int] | None, n: int, now: float) -> None:
+        if not shard.pending:
+            shard.oldest = now
+        shard.pending.append((batch, index))
+        shard.pending_count += n
+        if shard.pending_count >= self.max_samples:
+            self._cut(shard, only_full=True)
 
     def _cut(self, shard: _Shard, *, only_full: bool) -> None:
         """Encode pending samples of a shard into blocks of at most max_samples_per_send."""
@@ -228,11 +237,14 @@ class RemoteWriter:
             need = self.max_samples
             while need > 0 and shard.pending:
                 batch, index = shard.pending[0]
-                if len(index) <= need:
+                size = len(batch) if index is None else len(index)
+                if size <= need:
                     enc.add(batch, index)
-                    need -= len(index)
+                    need -= size
                     shard.pending.pop(0)
                 else:
+                    if index is None:
+                        index = array("I", range(size))
                     enc.add(batch, index[:need])
                     shard.pending[0] = (batch, index[need:])
                     need = 0

@@ -30,7 +30,7 @@ import anyio
 import httpx
 
 from ._exceptions import ParseError, ScrapeError
-from .batch import STALE_NAN, Batch, Labels
+from .batch import STALE_NAN, Batch, Labels, mix_label_hashes
 from .clients import USER_AGENT, ClientPool
 from .config import ClusterConfig, Config, ScrapeConfig
 from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
@@ -122,6 +122,9 @@ class ScrapeLoop:
             label_name_length_limit=sc.label_name_length_limit,
             label_value_length_limit=sc.label_value_length_limit,
         )
+        # Remote write keeps this target's batches whole (one shard, by a hash of the target that
+        # a reload keeps, and that is mixed so as not to follow the cluster's target split).
+        self.parser.series.shard_key = mix_label_hashes((target.stable_hash(),))
         self._synthetic_ids = [self._synthetic_id(n) for n in SYNTHETIC]
         self._last_ids: array[int] = array("I")
         self._headers = {

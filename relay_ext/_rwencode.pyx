@@ -78,8 +78,8 @@ cdef extern from *:
         }
     }
 
-    /* Total bytes of the labels ids[s0:s1] (2- or 4-byte ids), or -1 if an id is not below npairs.
-       poff must be non-decreasing (checked once per add()). */
+    /* Total bytes of the labels ids[s0:s1] (2- or 4-byte ids), or -1 if an id is not below npairs
+       or its offsets are out of order (poff[npairs] was checked against the pairs' size). */
     static inline Py_ssize_t rw_labels_len(const void *ids, int wide, uint32_t s0, uint32_t s1,
                                            const uint32_t *poff, uint32_t npairs) {
         Py_ssize_t total = 0;
@@ -87,14 +87,14 @@ cdef extern from *:
             const uint32_t *p = (const uint32_t *)ids;
             for (uint32_t t = s0; t < s1; t++) {
                 uint32_t q = p[t];
-                if (q >= npairs) return -1;
+                if (q >= npairs || poff[q + 1] < poff[q] || poff[q + 1] > poff[npairs]) return -1;
                 total += poff[q + 1] - poff[q];
             }
         } else {
             const uint16_t *p = (const uint16_t *)ids;
             for (uint32_t t = s0; t < s1; t++) {
                 uint32_t q = p[t];
-                if (q >= npairs) return -1;
+                if (q >= npairs || poff[q + 1] < poff[q] || poff[q + 1] > poff[npairs]) return -1;
                 total += poff[q + 1] - poff[q];
             }
         }
@@ -147,12 +147,6 @@ _compress_raw = cramjam.snappy.compress_raw
 # one-shot pattern (encode_write_request, one encoder per send) does not grow a buffer each time.
 cdef uint8_t* _spare = NULL
 cdef Py_ssize_t _spare_cap = 0
-
-
-cdef object _as_index(object index):
-    if isinstance(index, array) and (<array>index).typecode == "I":
-        return index
-    return array("I", index)
 
 
 cdef inline bint _is_array(object a, char typecode) noexcept:
@@ -254,10 +248,15 @@ cdef class WriteRequestEncoder:
         """
         self._check_idle()
         cdef Py_ssize_t n = _check_columns(batch)
-        cdef const uint32_t[::1] ids
-        cdef const double[::1] values
-        cdef const int64_t[::1] timestamps
+        # The columns are array.array (read through .data, no buffer acquisition: add() is called
+        # once per batch and shard); anything else with the buffer protocol through memoryviews.
+        cdef const uint32_t[::1] ids_view
+        cdef const double[::1] values_view
+        cdef const int64_t[::1] timestamps_view
         cdef const uint32_t[::1] positions
+        cdef const uint32_t* ids = NULL
+        cdef const uint64_t* vbits = NULL
+        cdef const int64_t* stamps = NULL
         cdef const uint32_t* pos = NULL
         cdef Py_ssize_t m = n
         cdef Py_ssize_t start = self._len
@@ -267,28 +266,40 @@ cdef class WriteRequestEncoder:
         cdef Py_ssize_t nseries = len(starts) - 1
         cdef Py_ssize_t npairs = len(poff) - 1
         cdef bint wide = label_ids.ob_descr.typecode == b"I"
-        cdef Py_ssize_t q
         if nseries < 0 or npairs < 0 or poff.data.as_uints[npairs] > <size_t>PyByteArray_GET_SIZE(pairs):
             raise ValueError("SeriesTable pair_offsets do not match its pairs")
-        for q in range(npairs):
-            if poff.data.as_uints[q + 1] < poff.data.as_uints[q]:
-                raise ValueError(f"SeriesTable pair_offsets are out of order at label {q}")
         if n:
-            ids = batch.ids
-            values = batch.values
-            timestamps = batch.timestamps
+            col = batch.ids
+            if _is_array(col, b"I"):
+                ids = (<array>col).data.as_uints
+            else:
+                ids_view = col
+                ids = &ids_view[0]
+            col = batch.values
+            if _is_array(col, b"d"):
+                vbits = <const uint64_t*>(<array>col).data.as_doubles
+            else:
+                values_view = col
+                vbits = <const uint64_t*>&values_view[0]
+            col = batch.timestamps
+            if _is_array(col, b"q"):
+                stamps = <const int64_t*>(<array>col).data.as_longlongs
+            else:
+                timestamps_view = col
+                stamps = &timestamps_view[0]
         if index is not None:
-            positions = _as_index(index)
-            m = positions.shape[0]
+            if not _is_array(index, b"I"):
+                index = array("I", index)
+            m = len(index)
             if m:
-                pos = &positions[0]
+                pos = (<array>index).data.as_uints
         if m == 0:
             return
         if n == 0:
             # Every position is out of range; report the first one as the Python twin does.
             raise IndexError(f"sample position {pos[0]} out of range for a batch of 0 samples")
         try:
-            self._encode(&ids[0], <const uint64_t*>&values[0], &timestamps[0], n, pos, m,
+            self._encode(ids, vbits, stamps, n, pos, m,
                          <const uint8_t*>PyByteArray_AS_STRING(pairs), poff.data.as_uints, npairs,
                          <const void*>label_ids.data.as_chars, wide, len(label_ids),
                          starts.data.as_uints, nseries)

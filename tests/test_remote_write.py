@@ -257,6 +257,46 @@ async def test_reshard_keeps_per_series_order_and_loses_nothing() -> None:
     assert writer.sent_samples == 2000
 
 
+async def test_a_targets_batches_stay_whole_in_its_shard_and_in_order() -> None:
+    """Tables with a shard_key (a scrape target's): each batch goes whole to shard key % n; the
+    targets spread over the shards; per-series order holds across a reshard."""
+    seen: list[bytes] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.001)
+        seen.append(request.content)
+        return httpx.Response(200)
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {min_shards: 4, max_shards: 8, max_samples_per_send: 35}\n")
+    writer = RemoteWriter(cfg, MockPool(handler), SelfMetrics())
+    targets = [make_batches(10, 30, f"target{t}", 1_700_000_000_000) for t in range(12)]
+    for t, batches in enumerate(targets):
+        batches[0].series.shard_key = 1000 + t
+    where: dict[int, set[int]] = {}
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        for scrape in range(30):
+            for t, batches in enumerate(targets):
+                writer.push(batches[scrape])
+                if scrape < 10:
+                    where.setdefault(t, set()).update(
+                        i for i, shard in enumerate(writer.shards) if any(b is batches[scrape] for b, _ in shard.pending))
+            if scrape == 10:
+                writer.reshard(7)
+            await anyio.sleep(0)
+        assert await writer.drain(30)
+        tg.cancel_scope.cancel()
+    assert all(len(shards) == 1 for shards in where.values())  # never split
+    assert {(1000 + t) % 4 for t in range(12)} == set().union(*where.values()) and len(set().union(*where.values())) == 4
+    per_series: dict[tuple[str, str], list[int]] = {}
+    for body in seen:
+        for labels, samples in decode(body):
+            per_series.setdefault((labels["job"], labels["series"]), []).extend(ts for _, ts in samples)
+    assert len(per_series) == 120
+    assert all(ts == sorted(ts) and len(ts) == 30 for ts in per_series.values())
+    assert writer.sent_samples == 12 * 10 * 30
+
+
 async def test_shards_grow_with_a_slow_receiver() -> None:
     async def slow(request: httpx.Request) -> httpx.Response:
         await anyio.sleep(0.05)
