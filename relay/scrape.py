@@ -256,6 +256,9 @@ class ScrapeLoop:
         if batch is None:
             assert error is not None
             reason, message = _error_reason(error)
+            # the exception's traceback holds this frame, whose locals hold the exception and the
+            # body: a cycle that would keep every failed scrape's body until a full collection
+            error = None
             h.health, h.last_error, h.last_reason, h.last_samples = "down", message, reason, 0
             h.failures += 1
             self.metrics.scrape_failures.labels(job, reason).inc()

@@ -168,9 +168,6 @@ def test_bad_targets_fail_alone_with_reasons(
     assert leaders and leaders[0]["value"][1] == "3"
 
 
-@pytest.mark.xfail(strict=True, reason="ScrapeLoop.scrape_once keeps the exception in a local (error = exc): "
-                   "exception -> traceback -> frame -> locals (error, body) is a cycle, so every failed scrape's "
-                   "body stays alive until a full garbage collection; see benchmarks/FAULTS.md")
 def test_failed_scrapes_do_not_keep_their_bodies(hostile_server: int, tmp_path: Path) -> None:
     """A target whose 4 MiB body fails the label value limit every second, for 20 s: the relay's
     memory must not grow with the number of failed scrapes (it stays near 60 MiB when each body is
