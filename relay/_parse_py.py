@@ -93,12 +93,19 @@ class LabelMerge:
         >>> merge("up", (("job", "x"),))
         ('up', (('exported_job', 'x'), ('instance', 'm1:2381'), ('job', 'etcd')))
 
-    The Cython parser recognises a ``LabelMerge`` without ``relabel`` and merges in C (``fast``),
-    calling it only for a series it cannot merge exactly (a conflict that makes ``exported_*``
-    labels); ``calls`` counts the series it labelled in Python.
+    When ``relabel`` only keeps or drops series (its ``filter_sources`` is not None, as for a
+    :class:`~relay.relabel.Relabeler` of keep/drop rules), a series is decided by the values of
+    those labels alone (``relabel.keeps``, remembered per distinct values) and a kept one is
+    unchanged: no relabeling runs per series.
+
+    The Cython parser recognises a ``LabelMerge`` without ``relabel``, or with such a filter, and
+    merges (and filters) in C (``fast``), calling it only for a series it cannot merge exactly (a
+    conflict that makes ``exported_*`` labels, an escaped value a filter reads); ``calls`` counts
+    the series it labelled in Python.
     """
 
-    __slots__ = ("calls", "extra_labels", "fast", "honor_labels", "relabel", "target_labels")
+    __slots__ = ("calls", "extra_labels", "fast", "filter_names", "filter_sources", "honor_labels", "keeps",
+                 "relabel", "target_labels")
 
     def __init__(self, target_labels: Labels, honor_labels: bool, extra_labels: Labels = (),
                  relabel: Callable[[dict[str, str]], Mapping[str, str] | None] | None = None) -> None:
@@ -107,13 +114,21 @@ class LabelMerge:
         self.extra_labels = tuple(extra_labels)
         self.relabel = relabel
         self.calls = 0
+        sources: tuple[str, ...] | None = getattr(relabel, "filter_sources", None)
+        self.filter_sources = sources if relabel is not None else None
+        self.keeps: Callable[[tuple[str, ...]], bool] | None = getattr(relabel, "keeps", None) if sources is not None else None
+        self.filter_names = tuple(n.encode() for n in sources) if sources is not None else None
         self.fast = self._fast()
 
     def _fast(self) -> tuple[tuple[bytes, bytes, bool], ...] | None:
         """The added labels as ``(name, value, fill_only)`` sorted by name, or None when a series
-        cannot be merged in C by those rules alone."""
+        cannot be merged (and filtered) in C by those rules alone."""
         if self.relabel is not None:
-            return None
+            if self.filter_sources is None or self.keeps is None:
+                return None
+            hidden = {k for k, _ in self.extra_labels} - {k for k, _ in self.target_labels}
+            if hidden.intersection(self.filter_sources):  # extra labels are added after relabeling
+                return None
         added: dict[str, tuple[str, bool]] = {}
         for k, v in self.target_labels:
             if k in added or not k or not v or k == "__name__":
@@ -131,7 +146,10 @@ class LabelMerge:
     def __call__(self, name: str, labels: Labels) -> tuple[str, Labels] | None:
         self.calls += 1
         lbls = merge_target_labels(name, labels, self.target_labels, self.honor_labels)
-        if self.relabel is not None:
+        if self.keeps is not None and self.filter_sources is not None:  # keep/drop only: decided by a few labels
+            if not self.keeps(tuple(lbls.get(k, "") for k in self.filter_sources)):
+                return None
+        elif self.relabel is not None:
             relabeled = self.relabel(lbls)
             if relabeled is None:
                 return None

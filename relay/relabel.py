@@ -992,14 +992,33 @@ class Relabeler:
     returned (unless it holds a label whose value is ""): treat results as read-only.
     """
 
-    __slots__ = ("_steps", "configs")
+    __slots__ = ("_decisions", "_steps", "configs", "filter_sources")
+
+    _DECISIONS_MAX = 1 << 16
 
     def __init__(self, configs: Sequence[RelabelConfig]) -> None:
         self.configs: tuple[RelabelConfig, ...] = tuple(configs)
         self._steps: tuple[_Step, ...] = tuple(_compile_step(c) for c in self.configs)
+        self.filter_sources: tuple[str, ...] | None = _filter_sources(self.configs)
+        """When every rule only keeps or drops (keep, drop, keepequal, dropequal): the labels the
+        rules read, in a fixed order. Whether a series is kept then depends on their values alone
+        (see :meth:`keeps`), and a kept series is unchanged. None otherwise."""
+        self._decisions: dict[tuple[str, ...], bool] = {}
 
     def __bool__(self) -> bool:
         return bool(self._steps)
+
+    def keeps(self, values: tuple[str, ...]) -> bool:
+        """For a filter-only rule list: is a series whose ``filter_sources`` have these values
+        (``""`` for absent) kept? Decided once per distinct tuple and remembered (bounded)."""
+        decided = self._decisions.get(values)
+        if decided is None:
+            assert self.filter_sources is not None, "keeps() needs a filter-only rule list"
+            decided = self(dict(zip(self.filter_sources, values, strict=True))) is not None
+            if len(self._decisions) >= self._DECISIONS_MAX:
+                self._decisions.clear()
+            self._decisions[values] = decided
+        return decided
 
     def __call__(self, labels: Mapping[str, str]) -> dict[str, str] | None:
         if not self._steps:
@@ -1011,6 +1030,18 @@ class Relabeler:
             if not step(b):
                 return None
         return b.cur
+
+
+def _filter_sources(configs: Sequence[RelabelConfig]) -> tuple[str, ...] | None:
+    """The labels a keep/drop-only rule list reads (sources, and keepequal's target), or None."""
+    names: dict[str, None] = {}
+    for c in configs:
+        if c.action not in ("keep", "drop", "keepequal", "dropequal"):
+            return None
+        names.update(dict.fromkeys(c.source_labels))
+        if c.action in ("keepequal", "dropequal"):
+            names[c.target_label] = None
+    return tuple(names)
 
 
 def relabel(labels: Mapping[str, str], configs: Sequence[RelabelConfig]) -> dict[str, str] | None:

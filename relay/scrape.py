@@ -18,6 +18,7 @@ markers are written for series that vanished, and for all series of a target tha
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import ssl
@@ -36,7 +37,7 @@ from .config import ClusterConfig, Config, ScrapeConfig
 from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
 from .metrics import SelfMetrics
 from .parse import LabelMerge, Parser, merge_target_labels
-from .relabel import Relabeler
+from .relabel import RelabelConfig, Relabeler
 from .target import Target, TargetError, build_target
 from .transport import fetch, fetch_direct
 
@@ -93,6 +94,13 @@ def _error_reason(exc: BaseException) -> tuple[str, str]:
     return "error", f"{exc.__class__.__name__}: {exc}"
 
 
+@functools.lru_cache(maxsize=64)
+def _metric_relabeler(configs: tuple[RelabelConfig, ...]) -> Relabeler:
+    """One compiled rule list per distinct metric_relabel_configs, shared by the job's targets (a
+    keep/drop list remembers its decisions: a fleet's targets expose the same metric names)."""
+    return Relabeler(configs)
+
+
 class ScrapeLoop:
     """Scrapes one target every interval until stopped; see the module docstring."""
 
@@ -112,7 +120,7 @@ class ScrapeLoop:
         self.health = TargetHealth()
         self.extra_labels = extra_labels  # external labels and the replica label: added if missing
         sc = target.config
-        relabel = Relabeler(sc.metric_relabel_configs) if sc.metric_relabel_configs else None
+        relabel = _metric_relabeler(tuple(sc.metric_relabel_configs)) if sc.metric_relabel_configs else None
         self.labeler = LabelMerge(target.labels, sc.honor_labels, extra_labels, relabel)
         self.parser = Parser(
             on_new_series=self.labeler,

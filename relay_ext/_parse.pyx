@@ -15,6 +15,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.object cimport PyObject_GenericSetAttr, Py_SIZE
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython cimport array
@@ -808,6 +810,9 @@ cdef class Parser:
     cdef unsigned char *_scratch  # a new series' encoding, before _table_commit
     cdef size_t _scratch_cap
     cdef bint _merge
+    cdef tuple _filter_names  # LabelMerge.filter_names: keep/drop decided from these labels' values
+    cdef object _keeps        # LabelMerge.keeps(values) -> bool
+    cdef dict _decisions      # its remembered decisions (the Relabeler's), looked up first
     cdef bint _direct        # the series table is exactly a SeriesTable: new series are written into
                              # its arena and columns in C, as SeriesTable.add_encoded does
     cdef Py_ssize_t _hint    # samples of the last parse: the column buffers' first size
@@ -850,8 +855,14 @@ cdef class Parser:
         self._add_encoded = self.series.add_encoded
         self._direct = _DIRECT_OK and type(self.series) is SeriesTable
         self._info = []
+        self._filter_names = None
         if type(on_new_series) is _LABEL_MERGE and on_new_series.fast is not None:
             self._set_merge(on_new_series.fast)
+            if on_new_series.filter_names is not None:
+                decisions = getattr(on_new_series.relabel, "_decisions", None)
+                self._filter_names = tuple(on_new_series.filter_names)
+                self._keeps = on_new_series.keeps
+                self._decisions = decisions if type(decisions) is dict else {}
 
     cdef int _set_merge(self, tuple fast) except -1:
         cdef Py_ssize_t i, n = len(fast)
@@ -1409,6 +1420,12 @@ cdef class Parser:
                     j += 1
                 nout += 1
             out = merged
+            if self._filter_names is not None:
+                keep = self._filter(out, nout)
+                if keep < 0:
+                    return -2
+                if keep == 0:
+                    return DROPPED
         for i in range(nout):
             if out[i].out_len == 0:
                 out[i].enc_len = 0
@@ -1466,6 +1483,30 @@ cdef class Parser:
         if self._direct:
             return _table_commit(self.series, self._scratch, <Py_ssize_t>total)
         return self._add_encoded(encoded)
+
+    cdef int _filter(self, LabelRef *labels, Py_ssize_t count) except -2:
+        """Keep/drop relabeling of merged labels: 1 kept, 0 dropped, -1 when a value it reads is
+        escaped (Python decides). The filter's labels' values, as a tuple, decide (LabelMerge)."""
+        cdef Py_ssize_t nf = len(self._filter_names), f, i
+        cdef bytes name
+        cdef tuple key = PyTuple_New(nf)
+        for f in range(nf):
+            name = self._filter_names[f]
+            value = ""
+            for i in range(count):
+                if (labels[i].name_len == <size_t>len(name)
+                        and memcmp(labels[i].name, PyBytes_AS_STRING(name), labels[i].name_len) == 0):
+                    if labels[i].escaped:
+                        return -1
+                    if labels[i].out_len:
+                        value = PyUnicode_DecodeUTF8(<const char *>labels[i].value, labels[i].out_len, NULL)
+                    break
+            Py_INCREF(value)
+            PyTuple_SET_ITEM(key, f, value)
+        decided = self._decisions.get(key)
+        if decided is None:
+            decided = self._keeps(key)
+        return 1 if decided else 0
 
     # ------------------------------------------------------------ OpenMetrics 1.0
 

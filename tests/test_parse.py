@@ -777,3 +777,45 @@ def test_label_merge_twins_agree_generated(labels: list[tuple[str, str]], case: 
     fast = load_impl("c")(on_new_series=_parse_py.LabelMerge(target, honor, extra))
     assert rows(fast.parse(body, None, T0)) == rows(ref.parse(body, None, T0))
     assert fast.series.columns() == ref.series.columns()
+
+
+FILTER_RULES: list[dict[str, Any]] = [
+    {"regex": "go_.*|process_.*|conflict.*", "source_labels": ["__name__"], "action": "drop"},
+    {"regex": "etcd;.*|.*;escaped", "source_labels": ["job", "__name__"], "action": "keep"},
+    {"source_labels": ["v"], "regex": 'a\\\\b"c\nd', "action": "drop"},
+]
+
+
+class FullRelabel:
+    """A relabel hook without filter_sources: LabelMerge then runs it per series (the reference)."""
+
+    def __init__(self, relabeler: Any) -> None:
+        self.relabeler = relabeler
+
+    def __call__(self, labels: dict[str, str]) -> Any:
+        return self.relabeler(labels)
+
+
+@pytest.mark.parametrize("extra", [(), (("cluster", "c"),), (("v", "hidden"),)], ids=["none", "cluster", "v"])
+@pytest.mark.parametrize("path", [None, *ETCD_BODIES[:2]], ids=["hard", *(p.stem for p in ETCD_BODIES[:2])])
+def test_label_merge_with_a_keep_drop_filter(impl: ParserFactory, path: Path | None, extra: Labels) -> None:
+    """metric_relabel_configs of keep/drop rules: decided from a few labels, once per distinct
+    values, in C for the Cython twin; the same series and samples as running the rules per series."""
+    from relay.relabel import Relabeler, parse_relabel_configs
+
+    configs = parse_relabel_configs(FILTER_RULES, "metric_relabel_configs")
+    body = MERGE_BODY if path is None else path.read_bytes()
+    target = (("instance", "10.0.0.1:2381"), ("job", "etcd"))
+    ref = _parse_py.Parser(on_new_series=_parse_py.LabelMerge(target, False, extra, FullRelabel(Relabeler(configs))))
+    ref_rows = rows(ref.parse(body, None, T0))
+    relabeler = Relabeler(configs)
+    assert relabeler.filter_sources == ("__name__", "job", "v")
+    merge = _parse_py.LabelMerge(target, False, extra, relabeler)
+    parser = impl(on_new_series=merge)
+    assert rows(parser.parse(body, None, T0)) == ref_rows
+    assert parser.series.columns() == ref.series.columns() and parser.last_dropped == ref.last_dropped
+    assert ref.last_dropped > 0 and len(ref_rows) > 0
+    assert (merge.fast is None) == (extra == (("v", "hidden"),))  # an extra label a rule reads: Python
+    if path is not None and merge.fast is not None and impl is not _parse_py.Parser:
+        assert merge.calls == 0  # all in C
+    assert len(relabeler._decisions) <= len({n for n, *_ in ref_rows}) + ref.last_dropped

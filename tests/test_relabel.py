@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay import ConfigError
 from relay.relabel import (
@@ -1059,3 +1061,51 @@ def test_defaults() -> None:
         0,
     )
     assert cfg.regex.match("anything\nat all")
+
+
+@given(
+    st.lists(st.dictionaries(st.sampled_from(["__name__", "a", "b", "c"]), st.sampled_from(["", "x", "y", "xy"]),
+                             max_size=4), min_size=1, max_size=8),
+    st.lists(st.tuples(st.sampled_from(["keep", "drop", "keepequal", "dropequal"]),
+                       st.lists(st.sampled_from(["__name__", "a", "b", "c"]), min_size=1, max_size=2),
+                       st.sampled_from(["x", "x.*", ".*y", "x;y", ""]), st.sampled_from(["a", "b", "c"])),
+             min_size=1, max_size=3),
+)
+@settings(max_examples=200, deadline=None)
+def test_filter_only_rules_decide_from_their_sources(
+    label_sets: list[dict[str, str]], rules: list[tuple[str, list[str], str, str]]
+) -> None:
+    """A keep/drop-only rule list: keeps(values of filter_sources) is exactly whether relabeling
+    keeps the series, and a kept series is unchanged (empty values aside)."""
+    raw = []
+    for action, sources, regex, target in rules:
+        rule: dict[str, Any] = {"action": action, "source_labels": sources}
+        if action in ("keepequal", "dropequal"):
+            rule["target_label"] = target
+        else:
+            rule["regex"] = regex
+        raw.append(rule)
+    relabeler = Relabeler(parse_relabel_configs(raw, "metric_relabel_configs"))
+    assert relabeler.filter_sources is not None
+    for labels in label_sets:
+        out = relabeler(labels)
+        key = tuple(labels.get(k, "") for k in relabeler.filter_sources)
+        assert relabeler.keeps(key) == (out is not None)
+        assert relabeler.keeps(key) == (out is not None)  # remembered: the same answer
+        if out is not None:
+            assert out == {k: v for k, v in labels.items() if v}
+
+
+def test_rules_that_change_labels_are_not_filters() -> None:
+    for action in ("replace", "labelmap", "labeldrop", "labelkeep", "hashmod", "lowercase", "uppercase"):
+        rule: dict[str, Any] = {"action": action, "source_labels": ["a"], "target_label": "b", "modulus": 2}
+        if action in ("labelmap", "labeldrop", "labelkeep"):
+            rule = {"action": action, "regex": "a"}
+        if action == "hashmod":
+            rule = {"action": action, "source_labels": ["a"], "target_label": "b", "modulus": 2}
+        if action in ("lowercase", "uppercase"):
+            rule = {"action": action, "source_labels": ["a"], "target_label": "b"}
+        if action == "replace":
+            rule = {"action": action, "source_labels": ["a"], "target_label": "b"}
+        keep = {"action": "keep", "source_labels": ["a"], "regex": "x"}
+        assert Relabeler(parse_relabel_configs([keep, rule], "m")).filter_sources is None, action
