@@ -216,7 +216,8 @@ def http_get(url: str, timeout: float = 30.0) -> bytes:
 class SimFleet:
     """``relay sim`` in a subprocess, writing a file_sd targets file; stopped on exit."""
 
-    def __init__(self, members: int, workdir: Path, *, etcd_version: str = "3.5", max_seconds: float = 0) -> None:
+    def __init__(self, members: int, workdir: Path, *, etcd_version: str = "3.5", max_seconds: float = 0,
+                 single_port: bool = False) -> None:
         self.members = members
         self.workdir = workdir
         self.targets_file = workdir / f"targets-{members}.json"
@@ -225,6 +226,7 @@ class SimFleet:
             sys.executable, "-m", "relay.cli", "sim", "--members", str(members),
             "--etcd-version", etcd_version, "--write-targets", str(self.targets_file),
             "--duration", str(max_seconds),  # a bound: the fleet stops itself even if we die
+            *(["--single-port"] if single_port else []),  # a port per member takes 2 descriptors per member
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -261,12 +261,13 @@ def run_fleet(args: argparse.Namespace) -> list[RunResult]:
     try:
         vm.start()
         log(f"VictoriaMetrics on {vm.url} (pid {vm.proc.pid if vm.proc else '?'})")
+        runs = 0
         for members in sizes:
             per_size_budget = sum(
                 (60 + max(args.warmup * iv, args.min_warmup, args.max_warmup * iv) + max(1, round(args.duration / iv)) * iv + args.drain + 180) * len(peers)
                 for iv in intervals
             )
-            fleet = SimFleet(members, workdir, max_seconds=per_size_budget + 300)
+            fleet = SimFleet(members, workdir, max_seconds=per_size_budget + 300, single_port=args.single_port)
             with fleet:
                 log(f"relay sim: {members} members (pid {fleet.pid}), targets in {fleet.targets_file}")
                 for interval in intervals:
@@ -274,6 +275,13 @@ def run_fleet(args: argparse.Namespace) -> list[RunResult]:
                     timeout = min(parse_duration(args.scrape_timeout), interval) if args.scrape_timeout else min(10.0, interval)
                     case: list[RunResult] = []
                     for name in peers:
+                        if args.fresh_receiver and runs:  # a new, empty VictoriaMetrics for each peer
+                            vm.stop()
+                            shutil.rmtree(vm.base_dir, ignore_errors=True)
+                            vm = BenchVictoriaMetrics(base_dir=workdir / f"vm{runs}")
+                            vm.start()
+                            log(f"VictoriaMetrics (fresh) on {vm.url}")
+                        runs += 1
                         extra = args.relay_args.split() if name == "relay" and args.relay_args else []
                         r = run_peer(name, fleet=fleet, vm=vm, interval=interval, timeout=timeout,
                                      window_intervals=window_intervals, warmup_intervals=args.warmup,
@@ -412,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", default="bench_fleet.png", help="PNG plot, if matplotlib is installed ('' for none)")
     p.add_argument("--workdir", default=None, help="configs, logs and VM data here (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    p.add_argument("--single-port", action="store_true",
+                   help="the simulator serves every member on one port (a port each needs 2 descriptors per member)")
+    p.add_argument("--fresh-receiver", action="store_true",
+                   help="a new, empty VictoriaMetrics for each peer (at 10,000 members each peer makes 14 M series)")
     p.add_argument("--micro", action="store_true", help="run the parser and encoder micro-benchmarks only")
     p.add_argument("--micro-seconds", type=float, default=0.3)
     p.add_argument("--micro-repeats", type=int, default=5)
