@@ -51,6 +51,7 @@ class BlockQueue:
 
     dropped_samples: int = 0
     corrupt_records: int = 0
+    corrupt_samples: int = 0  # samples of records that failed their checksum (not the byte bound)
     write_errors: int = 0
 
     def put(self, block: Block) -> None:
@@ -296,7 +297,7 @@ class DiskQueue(BlockQueue):
                 return Block(data, rec.samples)
             self.corrupt_records += 1
             log.error("queue %s: record at %d:%d failed its checksum; skipped", self.folder, rec.segment, rec.offset)
-            self.dropped_samples += rec.samples
+            self.corrupt_samples += rec.samples
             self._pop_record()
         if self._memory:
             return self._memory[0]

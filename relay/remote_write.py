@@ -51,6 +51,7 @@ log = logging.getLogger("relay.remote_write")
 # Drop reasons: each labels relay_remote_write_samples_dropped_total.
 DROP_HTTP_4XX = "http_4xx"
 DROP_QUEUE_FULL = "queue_full"
+DROP_QUEUE_CORRUPT = "queue_corrupt"
 DROP_SHUTDOWN = "shutdown"
 DROP_RELABEL = "write_relabel"
 
@@ -295,6 +296,10 @@ class RemoteWriter:
             self.pending_samples -= q.dropped_samples
             self._drop(DROP_QUEUE_FULL, q.dropped_samples)
             q.dropped_samples = 0
+        if q.corrupt_samples:
+            self.pending_samples -= q.corrupt_samples
+            self._drop(DROP_QUEUE_CORRUPT, q.corrupt_samples)
+            q.corrupt_samples = 0
         self.metrics.rw_queue_bytes.labels(self.label).set(self.queue_bytes)
 
     def _enqueue(self, shard: _Shard, block: Block) -> None:

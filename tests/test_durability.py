@@ -154,9 +154,10 @@ def test_corrupted_queue_segment_is_skipped_not_a_crash(etcd_cluster: EtcdCluste
         proc = start_relay(cfg, queue, tmp_path / "s2.json")
         time.sleep(3)
         second = stop_relay(proc, tmp_path / "s2.json")
-        assert second["dropped"].get("queue_full", 0) > 0  # the corrupt record, counted
+        assert second["dropped"].get("queue_corrupt", 0) > 0  # the corrupt record, counted as such
+        assert "queue_full" not in second["dropped"]
         stored = vm.sample_count('{job="dur-corrupt"}')
-        assert stored == first["accepted"] + second["accepted"] - second["dropped"]["queue_full"]
+        assert stored == first["accepted"] + second["accepted"] - second["dropped"]["queue_corrupt"]
     finally:
         if proc.poll() is None:
             proc.kill()

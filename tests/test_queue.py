@@ -73,7 +73,7 @@ def test_corrupt_record_is_skipped_and_counted(tmp_path: Path) -> None:
     seg.write_bytes(bytes(raw))
     q = DiskQueue(tmp_path)
     got = drain(q)
-    assert [b.samples for b in got] == [1, 3] and q.corrupt_records == 1 and q.dropped_samples == 2
+    assert [b.samples for b in got] == [1, 3] and q.corrupt_records == 1 and q.corrupt_samples == 2 and q.dropped_samples == 0
     q.close()
 
 
