@@ -115,7 +115,7 @@ def test_keepalive_connections_closed_after_each_response(etcd_cluster: EtcdClus
                                                           victoria_metrics: VictoriaMetrics, tmp_path: Path) -> None:
     """Every response is followed by a close the relay learns of only from the FIN."""
     r = run_with_fault(etcd_cluster, victoria_metrics, tmp_path, "rf-close", "close_after_response", 15)
-    assert r["proxy"].faults["close_after_response"] >= 20
+    assert r["proxy"].faults["close_after_response"] >= 8  # about one answer per second and shard
     assert_exactly_once(r)
 
 
