@@ -9,8 +9,9 @@ Without atheris (or with ``--random``) it runs a plain random mutation session i
 An input is one byte of set-up, one byte of cut, and body bytes:
 
 - byte 0, bit 0: the content type (OpenMetrics 1.0.0, else text 0.0.4); bits 1 up: the parser
-  set-up, one of ``SETUPS`` (no hook; the target's ``LabelMerge``; a Python hook that drops and
-  adds labels, with exemplars kept; limits);
+  set-up, one of ``SETUPS`` (no hook; the target's ``LabelMerge``, also with honor_labels, with
+  limits, with keep/drop metric_relabel_configs and with rewriting ones; a Python hook that drops
+  and adds labels, with exemplars kept; limits);
 - byte 1: where to cut the rest into a first and a second body (0: a single body);
 - the rest: the body bytes, anything at all.
 
@@ -55,6 +56,7 @@ from typing import Any  # noqa: E402
 from relay import _parse_py  # noqa: E402
 from relay._ext import NO_EXTENSIONS  # noqa: E402
 from relay.batch import Labels  # noqa: E402
+from relay.relabel import Relabeler, parse_relabel_configs  # noqa: E402
 from tests.fuzz.twins import outcome, series_state  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -74,6 +76,30 @@ def _label_merge() -> Any:
     return _parse_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),))
 
 
+# metric_relabel_configs: keep/drop rules only (the twins decide a series from the labels the rules
+# read, the Cython one in C), and rules that rewrite (run per new series in Python).
+FILTER_RULES = parse_relabel_configs([
+    {"source_labels": ["__name__"], "regex": "b.*|go_.*|etcd_debugging.*", "action": "drop"},
+    {"source_labels": ["a"], "regex": "1|x.*|\\\\.*", "action": "drop"},
+    {"source_labels": ["job", "le"], "regex": "etcd;(|0.*|\\+Inf|1)", "action": "keep"},
+], "metric_relabel_configs")
+REWRITE_RULES = parse_relabel_configs([
+    {"source_labels": ["__name__"], "regex": "b.*", "action": "drop"},
+    {"source_labels": ["a"], "target_label": "copied", "regex": "(.+)", "replacement": "$1-$1"},
+    {"regex": "le", "action": "labeldrop"},
+], "metric_relabel_configs")
+
+
+def _filtered_merge() -> Any:
+    return _parse_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
+                                Relabeler(FILTER_RULES))
+
+
+def _rewriting_merge() -> Any:
+    return _parse_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
+                                Relabeler(REWRITE_RULES))
+
+
 #: Parser set-ups, selected by byte 0 of an input; each call makes fresh keyword arguments
 #: (a LabelMerge counts its calls, so each parser gets its own).
 SETUPS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
@@ -85,6 +111,8 @@ SETUPS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("label-merge-honor", lambda: {"on_new_series": _parse_py.LabelMerge(
         (("instance", "a:1"), ("job", "etcd")), True, (("cluster", "c"), ("job", "ext"))), "keep_exemplars": True}),
     ("label-merge-limits", lambda: {"on_new_series": _label_merge(), "sample_limit": 50, "label_limit": 6}),
+    ("label-merge-filter", lambda: {"on_new_series": _filtered_merge()}),
+    ("label-merge-rewrite", lambda: {"on_new_series": _rewriting_merge(), "keep_exemplars": True}),
 ]
 
 
