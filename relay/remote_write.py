@@ -182,6 +182,7 @@ class RemoteWriter:
         self._tg: anyio.abc.TaskGroup | None = None
         self.sent_samples = 0
         self.accepted_samples = 0
+        self.retried_samples = 0  # samples sent again: after a failure, or resent by the transport
         self.dropped: dict[str, int] = {}
         self._messages_seen: set[str] = set()
         self._relabel = _WriteRelabelCache(Relabeler(config.write_relabel_configs)) if config.write_relabel_configs else None
@@ -419,12 +420,13 @@ class RemoteWriter:
         label = self.label
         while True:
             if block.attempts:
-                self.metrics.rw_samples_retried.labels(label).inc(block.samples)
+                self._retried(block.samples)
             block.attempts += 1
             wait: float | None = None
             t0 = time.perf_counter()
+            request = self._request(block.data)
             try:
-                resp, body = await self._post(block.data)
+                resp, body = await self._post(request)
                 verdict = classify_status(resp.status_code, q.retry_on_http_429)
                 self.metrics.rw_send_latency.labels(label).observe(time.perf_counter() - t0)
                 if verdict == OK:
@@ -444,24 +446,34 @@ class RemoteWriter:
                     wait = retry_after_seconds(resp.headers.get("retry-after"))
             except httpx.HTTPError as exc:
                 self._log_once(f"{label}: {exc.__class__.__name__}, will retry: {exc}")
+            finally:
+                if request.extensions.get("relay_resent"):  # the transport sent it again on a new connection
+                    self._retried(block.samples)
             self.metrics.rw_samples_failed.labels(label).inc(block.samples)
             if wait is None:
                 wait = backoff * (0.5 + random.random() / 2)
                 backoff = min(backoff * 2, q.max_backoff)
             await anyio.sleep(wait)
 
-    async def _post(self, data: bytes) -> tuple[httpx.Response, bytes]:
+    def _request(self, data: bytes) -> httpx.Request:
+        direct = self.clients.direct(self.config.http)
+        headers = self._headers
+        if direct is not None and direct.auth is not None:
+            headers = {**headers, "Authorization": direct.auth.header()}
+        return httpx.Request("POST", self._url, content=data, headers=headers, extensions=dict(self._extensions))
+
+    async def _post(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
         direct = self.clients.direct(self.config.http)
         if direct is None:
             client = self.clients.get(self.config.http)
-            resp = await client.post(self.url, content=data, headers=self._headers, timeout=self.config.remote_timeout)
+            resp = await client.send(request)
             return resp, await resp.aread()
         # The hot path: straight to the transport, no client layer (cookies, redirects, hooks).
-        headers = self._headers
-        if direct.auth is not None:
-            headers = {**headers, "Authorization": direct.auth.header()}
-        request = httpx.Request("POST", self._url, content=data, headers=headers, extensions=self._extensions)
         return await fetch_direct(direct.transport, request)
+
+    def _retried(self, n: int) -> None:
+        self.retried_samples += n
+        self.metrics.rw_samples_retried.labels(self.label).inc(n)
 
     def _log_once(self, message: str) -> None:
         if message not in self._messages_seen:
@@ -498,6 +510,7 @@ class RemoteWriter:
         return {
             "url": self.label,
             "accepted": self.accepted_samples,
+            "retried": self.retried_samples,
             "sent": self.sent_samples,
             "pending": self.pending_samples,
             "dropped": dict(self.dropped),

@@ -248,7 +248,11 @@ class FastTransport(httpx.AsyncBaseTransport):
         try:
             return await _exchange(self, key, conn, request, data, close, timeouts)
         except _ConnectionLost:
-            # The peer closed an idle keep-alive connection as we reused it: one retry on a new one.
+            # The peer closed an idle keep-alive connection as we reused it: one retry on a new one
+            # (as Go's transport does, POSTs included). The request says so, whatever comes of
+            # the resend (extension "relay_resent"): a peer that had taken the first one now has
+            # it twice, and the remote writer counts the resend as a retry.
+            request.extensions["relay_resent"] = True
             conn = await self._connect(key, request, timeouts.get("connect"))
             return await _exchange(self, key, conn, request, data, close, timeouts)
 

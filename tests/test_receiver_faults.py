@@ -78,6 +78,7 @@ def assert_exactly_once(r: dict[str, Any], *, duplicates_allowed: bool = False) 
     assert r["stored"] == rw["accepted"] + r["duplicates"]
     if duplicates_allowed:
         assert r["duplicates"] == r["proxy"].unanswered_stored_samples
+        assert rw["retried"] >= r["duplicates"]  # every copy was a resend the relay counted
     else:
         assert r["duplicates"] == 0
     assert r["peak_rss_mib"] < RSS_BOUND_MIB, f"peak RSS {r['peak_rss_mib']:.0f} MiB"
