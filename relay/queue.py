@@ -9,7 +9,8 @@ Two kinds, one interface (FIFO; ``peek`` the oldest, ``ack`` it once sent or dro
   healthy receiver never makes it read back from disk. It is bounded in bytes on disk: when full
   it deletes the oldest segment and counts its samples as dropped. A record that fails its
   checksum (a torn write, a corrupted file) is skipped and counted, never a crash. A disk that
-  cannot be written (full, read-only) makes it keep blocks in memory only, counted.
+  cannot be written (full, read-only) makes it keep blocks in memory only, counted: at most
+  ``memory_bytes`` of them, the oldest dropped (and counted) past that; a short write is taken back.
 
 Segment record::
 
@@ -20,6 +21,7 @@ The read position is kept in ``cursor`` (segment number and offset), rewritten a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import struct
@@ -142,6 +144,7 @@ class DiskQueue(BlockQueue):
         self.memory_bytes = memory_bytes
         self._records: deque[_Record] = deque()
         self._memory: deque[Block] = deque()  # blocks the disk refused: kept in memory only
+        self._memory_held = 0  # their bytes: at most memory_bytes, the oldest dropped (counted) past it
         self._cached_bytes = 0
         self._disk_bytes = 0
         self._samples = 0
@@ -220,8 +223,7 @@ class DiskQueue(BlockQueue):
 
     def put(self, block: Block) -> None:
         if self._memory:  # the disk failed before: keep FIFO order in memory until it drains
-            self._memory.append(block)
-            self._samples += block.samples
+            self._hold(block)
             return
         try:
             seg, fd = self._writer if self._writer is not None else self._open_writer()
@@ -229,13 +231,17 @@ class DiskQueue(BlockQueue):
                 self._close_writer()
                 seg, fd = self._open_writer()
             header = _HEADER.pack(_MAGIC, len(block.data), block.samples, zlib.crc32(block.data))
-            os.write(fd, header + block.data)
+            record = header + block.data
+            written = os.write(fd, record)
+            if written != len(record):  # a full disk takes what fits: take the torn piece back
+                os.ftruncate(fd, self._write_offset)
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(record)} bytes)")
         except OSError as exc:
             self.write_errors += 1
-            log.error("queue %s: cannot write (%s); keeping blocks in memory", self.folder, exc.strerror or exc)
+            log.error("queue %s: cannot write (%s); keeping blocks in memory (at most %d bytes)", self.folder,
+                      exc.strerror or exc, self.memory_bytes)
             self._close_writer()
-            self._memory.append(block)
-            self._samples += block.samples
+            self._hold(block)
             return
         n = _HEADER.size + len(block.data)
         rec = _Record(seg, self._write_offset, len(block.data), block.samples, block.data)
@@ -248,6 +254,18 @@ class DiskQueue(BlockQueue):
         self._samples += block.samples
         self._trim_cache()
         self._enforce_bound()
+
+    def _hold(self, block: Block) -> None:
+        """Keep a block the disk refused in memory; past memory_bytes the oldest held ones go
+        (counted in dropped_samples, as the byte bound's drops)."""
+        self._memory.append(block)
+        self._memory_held += len(block.data)
+        self._samples += block.samples
+        while self._memory_held > self.memory_bytes and len(self._memory) > 1:
+            old = self._memory.popleft()
+            self._memory_held -= len(old.data)
+            self._samples -= old.samples
+            self.dropped_samples += old.samples
 
     def _trim_cache(self) -> None:
         if self._cached_bytes <= self.memory_bytes:
@@ -307,7 +325,9 @@ class DiskQueue(BlockQueue):
         if self._records:
             self._pop_record()
         elif self._memory:
-            self._samples -= self._memory.popleft().samples
+            old = self._memory.popleft()
+            self._memory_held -= len(old.data)
+            self._samples -= old.samples
 
     def _pop_record(self) -> None:
         rec = self._records.popleft()
@@ -331,7 +351,7 @@ class DiskQueue(BlockQueue):
     @property
     def bytes(self) -> int:
         """Bytes of blocks not yet sent (on disk, or held in memory when the disk refused them)."""
-        return self._unsent_bytes + sum(len(b.data) for b in self._memory)
+        return self._unsent_bytes + self._memory_held
 
     @property
     def samples(self) -> int:
@@ -341,6 +361,7 @@ class DiskQueue(BlockQueue):
         """Close files; blocks still held only in memory (the disk refused them) are tried once more."""
         pending = list(self._memory)
         self._memory.clear()
+        self._memory_held = 0
         for b in pending:
             self._samples -= b.samples
             self.put(b)

@@ -7,6 +7,7 @@ Counts are compared exactly: every sample the relay accepted is stored once.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,3 +163,41 @@ def test_corrupted_queue_segment_is_skipped_not_a_crash(etcd_cluster: EtcdCluste
         if proc.poll() is None:
             proc.kill()
         vm.close()
+
+
+def test_full_queue_disk_keeps_blocks_in_memory_and_loses_nothing(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
+    """The queue folder on a real filesystem that fills up (a 256 KiB tmpfs) while the receiver is
+    down: the relay keeps what the disk refuses in memory (bounded), and when the receiver is back
+    every accepted sample arrives, once."""
+    qdisk = tmp_path / "qdisk"
+    qdisk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(qdisk)], capture_output=True)
+    if mounted.returncode != 0:
+        missing_service(f"cannot mount a small tmpfs for the queue (needs root): {mounted.stderr.decode().strip()}")
+    port = free_ports(1)[0]
+    cfg, stats = tmp_path / "relay.yml", tmp_path / "stats.json"
+    write_config(cfg, "dur-full", [m.metrics_target for m in etcd_cluster.members], f"http://127.0.0.1:{port}/api/v1/write")
+    proc = start_relay(cfg, qdisk / "queue", stats)
+    vm = new_vm(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the disk is about full, then a few seconds more
+            if shutil.disk_usage(qdisk).free < 96 * 1024:
+                break
+            time.sleep(0.5)
+        assert shutil.disk_usage(qdisk).free < 96 * 1024, "the queue never filled the disk"
+        time.sleep(6)  # blocks keep coming every 500 ms: the disk refuses them (checked in the log below)
+        vm.start()
+        time.sleep(5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+        assert "keeping blocks in memory" in err.decode()  # the disk did refuse writes
+        (rw,) = orjson.loads(stats.read_bytes())["remote_write"]
+        assert rw["dropped"] == {} and rw["pending"] == 0
+        assert vm.sample_count('{job="dur-full"}') == rw["accepted"] == rw["sent"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        vm.close()
+        subprocess.run(["umount", "-l", str(qdisk)], capture_output=True)

@@ -107,3 +107,30 @@ def test_disk_full_keeps_blocks_in_memory(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(os, "write", real_write)
     assert [b.samples for b in drain(q)] == [1, 2, 3]
     q.close()
+
+
+def test_a_short_write_is_taken_back_and_held_blocks_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that takes only part of a record (full): the torn piece is truncated away, the block
+    kept in memory; held blocks stay under memory_bytes, the oldest dropped and counted."""
+    data = blocks(6)
+    size = len(data[0].data)
+    q = DiskQueue(tmp_path, memory_bytes=3 * size)
+    q.put(data[0])
+    real_write = os.write
+
+    def partial(fd: int, record: bytes) -> int:
+        return real_write(fd, record[: len(record) // 2])
+
+    monkeypatch.setattr(os, "write", partial)
+    q.put(data[1])
+    (seg,) = tmp_path.glob("*.seg")
+    assert seg.stat().st_size == len(data[0].data) + 16  # only the first record (16-byte header) is on disk
+    monkeypatch.setattr(os, "write", real_write)
+    for b in data[2:]:  # the disk failed: these are held in memory, FIFO, bounded
+        q.put(b)
+    assert q.write_errors == 1
+    assert q.dropped_samples == 2 + 3  # blocks 1 and 2 (2 and 3 samples) went for the bound
+    assert [b.samples for b in drain(q)] == [1, 4, 5, 6]
+    assert q.bytes == 0 and q.samples == 0
+    q.close()
+    assert [b.samples for b in drain(DiskQueue(tmp_path))] == []  # nothing torn left on disk
