@@ -65,6 +65,11 @@ class BlockQueue:
     def ack(self) -> None:
         raise NotImplementedError
 
+    def drop_oldest(self) -> bool:
+        """Drop (and count) the oldest block that is not being sent (peeked, not yet acked) and not
+        the only one; False if there is none. For a bound across queues."""
+        return False
+
     def __len__(self) -> int:
         raise NotImplementedError
 
@@ -81,27 +86,45 @@ class BlockQueue:
 
 
 class MemoryQueue(BlockQueue):
+    """Blocks in memory, bounded in bytes: past ``max_bytes`` the oldest go (counted), but never
+    the block being sent (peeked and not yet acked)."""
+
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._blocks: deque[Block] = deque()
         self._bytes = 0
         self._samples = 0
+        self._in_flight = False  # the head was handed out by peek() and not acked yet
 
     def put(self, block: Block) -> None:
         self._blocks.append(block)
         self._bytes += len(block.data)
         self._samples += block.samples
-        while self._bytes > self.max_bytes and len(self._blocks) > 1:
-            old = self._blocks.popleft()
-            self._bytes -= len(old.data)
-            self._samples -= old.samples
-            self.dropped_samples += old.samples
+        while self._bytes > self.max_bytes and self.drop_oldest():
+            pass
+
+    def drop_oldest(self) -> bool:
+        """Drop (and count) the oldest block that is neither being sent nor the newest; False if
+        there is none."""
+        i = 1 if self._in_flight else 0
+        if len(self._blocks) - i <= 1:
+            return False
+        old = self._blocks[i]
+        del self._blocks[i]
+        self._bytes -= len(old.data)
+        self._samples -= old.samples
+        self.dropped_samples += old.samples
+        return True
 
     def peek(self) -> Block | None:
-        return self._blocks[0] if self._blocks else None
+        if not self._blocks:
+            return None
+        self._in_flight = True
+        return self._blocks[0]
 
     def ack(self) -> None:
         old = self._blocks.popleft()
+        self._in_flight = False
         self._bytes -= len(old.data)
         self._samples -= old.samples
 
@@ -145,6 +168,7 @@ class DiskQueue(BlockQueue):
         self._records: deque[_Record] = deque()
         self._memory: deque[Block] = deque()  # blocks the disk refused: kept in memory only
         self._memory_held = 0  # their bytes: at most memory_bytes, the oldest dropped (counted) past it
+        self._in_flight = False  # the head was handed out by peek() and not acked yet
         self._cached_bytes = 0
         self._disk_bytes = 0
         self._samples = 0
@@ -261,8 +285,12 @@ class DiskQueue(BlockQueue):
         self._memory.append(block)
         self._memory_held += len(block.data)
         self._samples += block.samples
-        while self._memory_held > self.memory_bytes and len(self._memory) > 1:
-            old = self._memory.popleft()
+        while self._memory_held > self.memory_bytes:
+            i = 1 if (self._in_flight and not self._records) else 0  # never the block being sent
+            if len(self._memory) - i <= 1:
+                break
+            old = self._memory[i]
+            del self._memory[i]
             self._memory_held -= len(old.data)
             self._samples -= old.samples
             self.dropped_samples += old.samples
@@ -278,18 +306,27 @@ class DiskQueue(BlockQueue):
                     return
 
     def _enforce_bound(self) -> None:
+        """Past max_bytes on disk, delete the oldest segments (their samples counted as dropped):
+        never the one being written, nor the one holding the block being sent (the next oldest
+        goes instead)."""
         while self._disk_bytes > self.max_bytes and len(self._seg_sizes) > 1:
-            oldest = min(self._seg_sizes)
-            if self._writer is not None and self._writer[0] == oldest:
+            writing = self._writer[0] if self._writer is not None else None
+            sending = self._records[0].segment if (self._in_flight and self._records) else None
+            victim = next((seg for seg in sorted(self._seg_sizes) if seg not in (writing, sending)), None)
+            if victim is None:
                 break
-            while self._records and self._records[0].segment == oldest:
-                rec = self._records.popleft()
+            kept: deque[_Record] = deque()
+            for rec in self._records:
+                if rec.segment != victim:
+                    kept.append(rec)
+                    continue
                 self._samples -= rec.samples
                 self._unsent_bytes -= rec.length
                 self.dropped_samples += rec.samples
                 if rec.data is not None:
                     self._cached_bytes -= len(rec.data)
-            self._delete_segment(oldest)
+            self._records = kept
+            self._delete_segment(victim)
             if self._records:
                 self._write_cursor(self._records[0].segment, self._records[0].offset)
 
@@ -301,6 +338,7 @@ class DiskQueue(BlockQueue):
         while self._records:
             rec = self._records[0]
             if rec.data is not None:
+                self._in_flight = True
                 return Block(rec.data, rec.samples)
             try:
                 with open(self._seg_path(rec.segment), "rb") as f:
@@ -312,16 +350,32 @@ class DiskQueue(BlockQueue):
             except OSError:
                 ok = False
             if ok:
+                self._in_flight = True
                 return Block(data, rec.samples)
             self.corrupt_records += 1
             log.error("queue %s: record at %d:%d failed its checksum; skipped", self.folder, rec.segment, rec.offset)
             self.corrupt_samples += rec.samples
             self._pop_record()
         if self._memory:
+            self._in_flight = True
             return self._memory[0]
         return None
 
+    def drop_oldest(self) -> bool:
+        if self._in_flight or len(self) <= 1:
+            return False
+        if self._records:
+            self.dropped_samples += self._records[0].samples
+            self._pop_record()
+        else:
+            old = self._memory.popleft()
+            self._memory_held -= len(old.data)
+            self._samples -= old.samples
+            self.dropped_samples += old.samples
+        return True
+
     def ack(self) -> None:
+        self._in_flight = False
         if self._records:
             self._pop_record()
         elif self._memory:

@@ -306,7 +306,26 @@ class RemoteWriter:
     def _enqueue(self, shard: _Shard, block: Block) -> None:
         shard.queue.put(block)
         self._account_queue(shard)
+        self._bound_queues()
         shard.wake.set()
+
+    def _bound_queues(self) -> None:
+        """The byte bound over every shard of every generation: past it the oldest blocks go, the
+        draining generation's first (they are older), then the fullest shards'; never a block
+        being sent. Counted as queue_full."""
+        total = self.queue_bytes
+        if total <= self.max_queue_bytes:
+            return
+        victims = [*self.draining, *sorted(self.shards, key=lambda s: s.queue.bytes, reverse=True)]
+        for shard in victims:
+            before = shard.queue.bytes
+            while total > self.max_queue_bytes and shard.queue.drop_oldest():
+                after = shard.queue.bytes
+                total -= before - after
+                before = after
+            self._account_queue(shard)
+            if total <= self.max_queue_bytes:
+                return
 
     def _drop(self, reason: str, n: int) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -501,10 +520,14 @@ class RemoteWriter:
         return self.idle
 
     def close(self) -> None:
-        """Persist what is left (with a queue folder) and close the queues. Call after the senders stop."""
+        """Persist what is left (with a queue folder) and close the queues. Call after the senders
+        stop. Without a queue folder what is left is lost: counted, as dropped at shutdown."""
         self.flush_pending()
         for shard in [*self.draining, *self.shards]:
             shard.queue.close()
+        if self.queue_dir is None and self.pending_samples > 0:
+            self._drop(DROP_SHUTDOWN, self.pending_samples)
+            self.pending_samples = 0
 
     def stats(self) -> dict[str, object]:
         return {

@@ -134,3 +134,38 @@ def test_a_short_write_is_taken_back_and_held_blocks_are_bounded(tmp_path: Path,
     assert q.bytes == 0 and q.samples == 0
     q.close()
     assert [b.samples for b in drain(DiskQueue(tmp_path))] == []  # nothing torn left on disk
+
+
+def test_the_block_being_sent_is_never_dropped_by_the_bound() -> None:
+    """peek() hands out the head; while it is sent, puts past the bound drop older blocks behind
+    it, never it, so that ack() removes exactly the block that was sent."""
+    data = blocks(5)
+    q = MemoryQueue(max_bytes=2 * len(data[0].data))
+    q.put(data[0])
+    q.put(data[1])
+    sending = q.peek()
+    assert sending is data[0]
+    for b in data[2:]:
+        q.put(b)
+    assert q.dropped_samples == 2 + 3 + 4  # blocks 1, 2 and 3 went, not block 0 (nor the newest)
+    q.ack()  # block 0 was sent
+    assert [b.samples for b in drain(q)] == [5] and q.bytes == 0 and q.samples == 0
+    assert not q.drop_oldest()
+
+
+def test_disk_queue_keeps_the_segment_of_the_block_being_sent(tmp_path: Path) -> None:
+    """The bound deletes the oldest segment but the one holding the block being sent (the next
+    oldest goes instead), so a receiver that stays down does not stop the bound."""
+    data = blocks(12, size=400)
+    q = DiskQueue(tmp_path, max_bytes=1500, segment_bytes=500)  # two records per segment
+    q.put(data[0])
+    sending = q.peek()
+    assert sending is not None and sending.samples == 1
+    for b in data[1:]:
+        q.put(b)
+    assert q.dropped_samples > 0 and sum(p.stat().st_size for p in tmp_path.glob("*.seg")) <= 1500 + 2 * 416
+    got = drain(q)  # the first ack is for block 0, still there
+    assert got[0].samples == 1
+    assert q.dropped_samples + sum(b.samples for b in got) == sum(b.samples for b in data)
+    assert [b.samples for b in got] == sorted(b.samples for b in got)  # FIFO order kept
+    q.close()

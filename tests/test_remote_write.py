@@ -297,6 +297,36 @@ async def test_a_targets_batches_stay_whole_in_its_shard_and_in_order() -> None:
     assert writer.sent_samples == 12 * 10 * 30
 
 
+async def test_queue_bound_holds_across_shard_generations_and_shutdown_loss_is_counted() -> None:
+    """A receiver that is down: the queues' byte bound holds over the draining generation and the
+    new one together (the oldest dropped, as queue_full); what is left at shutdown without a queue
+    folder is counted as shutdown; every accepted sample is sent, dropped or counted."""
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("down")
+
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {min_shards: 2, max_samples_per_send: 100, "
+                    "min_backoff: 1s, max_backoff: 1s}\n")
+    batches = make_batches(100, 60, "bound", 1_700_000_000_000)
+    writer = RemoteWriter(cfg, MockPool(down), SelfMetrics(), max_queue_bytes=8 * 1024)
+    highest = 0
+    async with anyio.create_task_group() as tg:
+        await tg.start(writer.run)
+        for i, b in enumerate(batches):
+            writer.push(b)
+            if i == 20:
+                assert writer.reshard(5)  # the 2 old shards keep their blocks: a draining generation
+            await anyio.sleep(0)
+            highest = max(highest, writer.queue_bytes)
+        tg.cancel_scope.cancel()
+    biggest = max(len(blk.data) for s in [*writer.draining, *writer.shards] for blk in getattr(s.queue, "_blocks", []))
+    assert writer.draining  # the old generation was still there, holding blocks
+    assert highest <= 8 * 1024 + 7 * biggest  # at most the bound plus a sending or newest block per shard
+    assert writer.dropped.get("queue_full", 0) > 0
+    writer.close()
+    assert writer.dropped.get("shutdown", 0) > 0 and writer.pending_samples == 0
+    assert writer.sent_samples + sum(writer.dropped.values()) == writer.accepted_samples == 6000
+
+
 async def test_shards_grow_with_a_slow_receiver() -> None:
     async def slow(request: httpx.Request) -> httpx.Response:
         await anyio.sleep(0.05)
