@@ -11,7 +11,8 @@ sizes), one Batch per block, and each block is encoded as one WriteRequest:
     compress   snappy block format (cramjam) of the encoded bytes
     enc+comp   .add(block); .finish_compressed(): what a remote-write POST body costs
                (protobuf: compress(SerializeToString()))
-    shard4     c only: split_by_shard(block, 4), then one encoder per shard (the sender's path)
+    shard4     c only: split_by_shard(block, 4), then one encoder per shard (the sender's path for a
+               batch without a shard_key; a scrape's batch goes whole to its target's shard, as "c")
 
 Rates are medians over repeats, in million samples per second, on one core. ``raw B/s`` and
 ``wire B/s`` are bytes per sample before and after snappy. Run: ``python benchmarks/bench_encode.py``.
@@ -133,7 +134,8 @@ def encode_all(encoder_class: Any, batches: list[Batch], compressed: bool = Fals
 
 
 def encode_sharded(ext: Any, batches: list[Batch], shards: int, compressed: bool = False) -> Runner:
-    """The sender's path: ``split_by_shard``, then one encoder per shard with ``add(block, index)``."""
+    """The sender's path for a batch without a shard_key: ``split_by_shard``, then one encoder per
+    shard with ``add(block, index)``."""
 
     def run(keep: bool = False) -> list[bytes]:
         out = []

@@ -77,6 +77,7 @@ class Family:
 
 
 def _varint(n: int) -> bytes:
+    """``n`` (0 <= n < 2**64) as a protobuf base-128 varint."""
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import cramjam
 
 from ._ext import load
+from .batch import _varint
 
 if TYPE_CHECKING:
     from .batch import Batch
@@ -72,16 +73,6 @@ __all__ = [
 
 _U64 = (1 << 64) - 1
 _BIG_ENDIAN = sys.byteorder == "big"
-
-
-def _varint(n: int) -> bytes:
-    """``n`` (0 <= n < 2**64) as a protobuf base-128 varint."""
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _as_index(index: Iterable[int]) -> array[int]:
