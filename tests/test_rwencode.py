@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import random
 import struct
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Sequence
@@ -463,6 +464,43 @@ def test_finish_compressed(twin: Twin, etcd: list[Built]) -> None:
     assert encoder.finish() == b""
     encoder.add(etcd[0].batch)
     assert decode(rwencode.decompress(encoder.finish_compressed()))[0] == etcd[0].expected
+
+
+def test_finish_compressed_sizes_in_turn(twin: Twin, etcd: list[Built]) -> None:
+    """Large, small, empty and large again: the C twin compresses into one kept output buffer,
+    which must never leak bytes of an earlier, larger request into a later one."""
+    big = [(built.batch, None) for built in etcd] * 3
+    small = [(etcd[0].batch, array("I", [0, 1, 2]))]
+    for parts in (big, small, [], big, small):
+        encoder = twin.encoder()
+        for batch, index in parts:
+            encoder.add(batch, index)
+        packed = encoder.finish_compressed()
+        assert packed == rwencode.compress(twin.encode_many(parts))
+        assert rwencode.decompress(packed) == twin.encode_many(parts)
+
+
+def test_finish_compressed_from_threads(twin: Twin, etcd: list[Built]) -> None:
+    """Encoders in several threads at once (snappy may run without the GIL): each gets its own
+    output, whole and right."""
+    expected = [rwencode.compress(twin.encode(built.batch)) for built in etcd]
+    errors: list[str] = []
+
+    def work(k: int) -> None:
+        for i in range(30):
+            built = etcd[(k + i) % len(etcd)]
+            encoder = twin.encoder()
+            encoder.add(built.batch)
+            if encoder.finish_compressed() != expected[(k + i) % len(etcd)]:
+                errors.append(f"thread {k}, round {i}")
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
 
 
 # -- property tests ------------------------------------------------------------------------------
