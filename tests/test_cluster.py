@@ -56,14 +56,16 @@ def run_replicas(job: str, targets: Path, vm: VictoriaMetrics, tmp: Path, count:
     for i, port in enumerate(ports):
         cluster = ["--cluster.members-count", str(count), "--cluster.member-num", str(i),
                    "--cluster.replication-factor", str(rf)] if count > 1 else []
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-             *cluster],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        ))
+        with (tmp / f"{job}-{i}.log").open("wb") as log:  # not a pipe nobody reads: it blocks the relay at 64 KiB
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+                 *cluster],
+                stdout=subprocess.DEVNULL, stderr=log,
+            ))
     try:
         for port in ports:
-            wait_http(f"http://127.0.0.1:{port}/-/ready", 30)
+            # 60 s: three pure-Python replicas first parsing 240 cold bodies share two cores
+            wait_http(f"http://127.0.0.1:{port}/-/ready", 60)
         deadline = time.monotonic() + 60
         while True:  # until every target of every replica has been scraped at least twice
             out = []

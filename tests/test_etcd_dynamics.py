@@ -51,10 +51,11 @@ def test_relay_follows_the_cluster(prometheus_receiver: PrometheusReceiver, tmp_
             f"remote_write:\n  - url: {prometheus_receiver.write_url}\n    queue_config: {{batch_send_deadline: 200ms}}\n"
         )
         port = free_ports(1)[0]
-        relay = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        with (tmp_path / "relay.log").open("wb") as log:  # not a pipe nobody reads: it blocks the relay at 64 KiB
+            relay = subprocess.Popen(
+                [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
         try:
             wait_http(f"http://127.0.0.1:{port}/-/ready", 20)
 

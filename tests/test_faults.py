@@ -126,10 +126,11 @@ def test_bad_targets_fail_alone_with_reasons(
             + f"remote_write:\n  - url: {victoria_metrics.write_url}\n    queue_config: {{batch_send_deadline: 500ms}}\n"
         )
         port = free_ports(1)[0]
-        relay = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
+        with (tmp_path / "relay.log").open("wb") as log:  # not a pipe nobody reads: it blocks the relay at 64 KiB
+            relay = subprocess.Popen(
+                [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL, stderr=log,
+            )
         wait_http(f"http://127.0.0.1:{port}/-/ready", 20)
         time.sleep(9)
         data = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/targets").read())
