@@ -36,7 +36,7 @@ import anyio
 import httpx
 
 from .batch import Batch, SeriesTable
-from .clients import USER_AGENT, ClientPool
+from .clients import USER_AGENT, ClientPool, Direct
 from .config import RemoteWriteConfig
 from .metrics import SelfMetrics
 from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
@@ -443,9 +443,10 @@ class RemoteWriter:
             block.attempts += 1
             wait: float | None = None
             t0 = time.perf_counter()
-            request = self._request(block.data)
+            direct = self.clients.direct(self.config.http)  # once per attempt: may check certificate files
+            request = self._request(block.data, direct)
             try:
-                resp, body = await self._post(request)
+                resp, body = await self._post(request, direct)
                 verdict = classify_status(resp.status_code, q.retry_on_http_429)
                 self.metrics.rw_send_latency.labels(label).observe(time.perf_counter() - t0)
                 if verdict == OK:
@@ -474,15 +475,13 @@ class RemoteWriter:
                 backoff = min(backoff * 2, q.max_backoff)
             await anyio.sleep(wait)
 
-    def _request(self, data: bytes) -> httpx.Request:
-        direct = self.clients.direct(self.config.http)
+    def _request(self, data: bytes, direct: Direct | None) -> httpx.Request:
         headers = self._headers
         if direct is not None and direct.auth is not None:
             headers = {**headers, "Authorization": direct.auth.header()}
         return httpx.Request("POST", self._url, content=data, headers=headers, extensions=dict(self._extensions))
 
-    async def _post(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
-        direct = self.clients.direct(self.config.http)
+    async def _post(self, request: httpx.Request, direct: Direct | None) -> tuple[httpx.Response, bytes]:
         if direct is None:
             client = self.clients.get(self.config.http)
             resp = await client.send(request)
