@@ -289,11 +289,15 @@ class DiskQueue(BlockQueue):
             i = 1 if (self._in_flight and not self._records) else 0  # never the block being sent
             if len(self._memory) - i <= 1:
                 break
-            old = self._memory[i]
-            del self._memory[i]
-            self._memory_held -= len(old.data)
-            self._samples -= old.samples
-            self.dropped_samples += old.samples
+            self.dropped_samples += self._unhold(i).samples
+
+    def _unhold(self, i: int) -> Block:
+        """Take block ``i`` of those held in memory out of the queue."""
+        old = self._memory[i]
+        del self._memory[i]
+        self._memory_held -= len(old.data)
+        self._samples -= old.samples
+        return old
 
     def _trim_cache(self) -> None:
         if self._cached_bytes <= self.memory_bytes:
@@ -368,10 +372,7 @@ class DiskQueue(BlockQueue):
             self.dropped_samples += self._records[0].samples
             self._pop_record()
         else:
-            old = self._memory.popleft()
-            self._memory_held -= len(old.data)
-            self._samples -= old.samples
-            self.dropped_samples += old.samples
+            self.dropped_samples += self._unhold(0).samples
         return True
 
     def ack(self) -> None:
@@ -379,9 +380,7 @@ class DiskQueue(BlockQueue):
         if self._records:
             self._pop_record()
         elif self._memory:
-            old = self._memory.popleft()
-            self._memory_held -= len(old.data)
-            self._samples -= old.samples
+            self._unhold(0)
 
     def _pop_record(self) -> None:
         rec = self._records.popleft()
