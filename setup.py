@@ -1,4 +1,4 @@
-"""Builds only the Cython extensions in relay_ext/; everything else is in pyproject.toml.
+"""Builds only the Cython extensions (the ``*_c.pyx`` twins inside relay/); everything else is in pyproject.toml.
 
 Set RELAY_NO_EXTENSIONS=1 to skip the build (the package then runs its pure-Python twins).
 A failed compile is reported and skipped, so an install without a compiler still works.
@@ -42,11 +42,11 @@ def extensions() -> list[Extension]:
         return []
     exts = [
         Extension(
-            f"relay_ext.{os.path.splitext(os.path.basename(path))[0]}",
+            os.path.splitext(path)[0].replace(os.sep, "."),
             [path],
             extra_compile_args=["-O3"],
         )
-        for path in sorted(glob.glob("relay_ext/*.pyx"))
+        for path in sorted(glob.glob("relay/**/*.pyx", recursive=True))
     ]
     return list(
         cythonize(

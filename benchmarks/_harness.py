@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from relay.localenv import VictoriaMetrics, free_ports, wait_http  # noqa: E402
+from relay.devtools.localenv import VictoriaMetrics, free_ports, wait_http  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PEERS = ("relay", "vmagent", "prometheus")

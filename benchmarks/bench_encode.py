@@ -34,8 +34,8 @@ from typing import Any, Protocol
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay import rwencode
 from relay.batch import Batch, SeriesTable
+from relay.remote import encode as rwencode
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "tests" / "data"  # copies of ../shared
@@ -187,7 +187,7 @@ def main() -> None:
     args = parser.parse_args()
 
     table, stream = scrape_stream(args.scrapes)
-    ext = importlib.import_module("relay_ext._rwencode") if rwencode.USING_EXTENSION else None
+    ext = importlib.import_module("relay.remote._encode_c") if rwencode.USING_EXTENSION else None
     total = sum(len(ids) for ids, _ in stream)
     print(
         f"{args.scrapes} scrapes of 3 etcd 3.5.1 bodies, {total} samples, {len(table)} series, "

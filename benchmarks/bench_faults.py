@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import relay  # noqa: E402
-from relay.localenv import LOOPBACK, VictoriaMetrics, free_ports  # noqa: E402
+from relay.devtools.localenv import LOOPBACK, VictoriaMetrics, free_ports  # noqa: E402
 from tests.faultproxy import LoopbackServer, ReceiverProxy, RelayProcess, _reset  # noqa: E402
 from tests.test_faults import _hostile  # noqa: E402
 

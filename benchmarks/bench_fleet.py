@@ -334,14 +334,14 @@ def _load(name: str) -> ModuleType | None:
 
 
 def _parse_rows(mod: ModuleType, seconds: float, repeats: int) -> list[tuple[str, str, float]]:
-    from relay import _parse_py
+    from relay.textparse import _text_py
 
     rows: list[tuple[str, Callable[[bytes], int]]] = [
         ("prometheus-client", mod.prometheus_client_parse()),
-        ("relay pure Python, warm", mod.warm(_parse_py.Parser)),
+        ("relay pure Python, warm", mod.warm(_text_py.Parser)),
     ]
     try:
-        c_parser = importlib.import_module("relay_ext._parse").Parser
+        c_parser = importlib.import_module("relay.textparse._text_c").Parser
         rows += [("relay Cython, cold", mod.cold(c_parser)), ("relay Cython, warm", mod.warm(c_parser))]
     except ImportError:
         pass
@@ -349,14 +349,14 @@ def _parse_rows(mod: ModuleType, seconds: float, repeats: int) -> list[tuple[str
 
 
 def _encode_rows(mod: ModuleType, repeats: int) -> list[tuple[str, str, float]]:
-    from relay import rwencode
+    from relay.remote import encode as rwencode
 
     table, stream = mod.scrape_stream(15)
     total = sum(len(ids) for ids, _ in stream)
     batches = mod.blocks(table, stream, 2_000)
     impls: list[tuple[str, Any, int]] = [("relay pure Python", rwencode.WriteRequestEncoderPy, 1)]
     if rwencode.USING_EXTENSION:
-        impls.append(("relay Cython", importlib.import_module("relay_ext._rwencode").WriteRequestEncoder, repeats))
+        impls.append(("relay Cython", importlib.import_module("relay.remote._encode_c").WriteRequestEncoder, repeats))
     rows = []
     messages = [mod.protobuf_message(b) for b in batches]
     rows.append(("encode+snappy, 2,000-sample blocks", "protobuf (python upb)",

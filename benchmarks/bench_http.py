@@ -33,7 +33,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relay.transport import FastTransport, fetch
+from relay.http._wire import FastTransport, fetch
 
 ETCD_BODY = Path("/work/shared/etcd-metrics/etcd-3.5.1-member-3381.prom")
 

@@ -53,9 +53,9 @@ def main() -> None:
     ap.add_argument("--python", action="store_true", help="the pure-Python twin")
     args = ap.parse_args()
     if args.python:
-        from relay._parse_py import Parser
+        from relay.textparse._text_py import Parser
     else:
-        from relay.parse import Parser
+        from relay.textparse import Parser
     twin = f"{Parser.__module__}.Parser"
     body = BODY_FILE.read_bytes()
     n_targets = args.targets

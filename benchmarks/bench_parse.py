@@ -4,7 +4,7 @@
 
 Single core, all implementations side by side in one run; each figure is the median of the
 repeats (interleaved across implementations). "warm" is a later scrape of the same target (same Parser: every series cached), "cold" a
-fresh Parser per body (every series new: labels parsed and encoded), relay.parse is the one-shot
+fresh Parser per body (every series new: labels parsed and encoded), relay.textparse is the one-shot
 function (cold too). Also prints the memory the series cache holds per cached series, beyond the
 series text itself. Prints a table; asserts nothing about time.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay import _parse_py
+from relay.textparse import _text_py
 
 SHARED = Path(__file__).resolve().parents[1] / "tests" / "data"  # copies of ../shared
 BODIES = [p.read_bytes() for p in sorted((SHARED / "etcd-metrics").glob("etcd-3.5.1-*.prom"))]
@@ -129,20 +129,20 @@ def main() -> None:
 
     rows: list[tuple[str, Callable[[bytes], int]]] = [("prometheus-client text_string_to_metric_families",
                                                        prometheus_client_parse())]
-    rows += [("relay pure-Python, cold (fresh Parser)", cold(_parse_py.Parser)),
-             ("relay pure-Python, warm (same Parser)", warm(_parse_py.Parser))]
+    rows += [("relay pure-Python, cold (fresh Parser)", cold(_text_py.Parser)),
+             ("relay pure-Python, warm (same Parser)", warm(_text_py.Parser))]
     try:
-        c_parser = importlib.import_module("relay_ext._parse").Parser
+        c_parser = importlib.import_module("relay.textparse._text_c").Parser
     except ImportError:
         c_parser = None
-        print("relay_ext._parse is not built: Cython rows left out", file=sys.stderr)
+        print("relay.textparse._text_c is not built: Cython rows left out", file=sys.stderr)
     if c_parser is not None:
-        parse_module = importlib.import_module("relay.parse")
+        parse_module = importlib.import_module("relay.textparse")
         rows += [("relay Cython, cold (fresh Parser)", cold(c_parser)),
                  ("relay Cython, relay.parse() one-shot", one_shot(parse_module)),
                  ("relay Cython, warm (same Parser)", warm(c_parser))]
 
-    samples = sum(len(_parse_py.Parser().parse(b, CONTENT_TYPE, T0)) for b in BODIES)
+    samples = sum(len(_text_py.Parser().parse(b, CONTENT_TYPE, T0)) for b in BODIES)
     size = sum(len(b) for b in BODIES)
     print(f"bodies: {len(BODIES)} etcd 3.5.1 /metrics, {samples} samples, {size / 1e3:.0f} kB; "
           f"median of {args.repeats} repeats of ~{args.seconds}s, one core")
@@ -164,7 +164,7 @@ def main() -> None:
         print(f"| {name:<52} | {rate:>12,.0f} | {mbs:>8.1f} | {rate / base:>19.1f} |", flush=True)
     print()
     print("series cache memory, per cached series, beyond the series text itself:")
-    n, per = cache_memory(_parse_py.Parser, False)
+    n, per = cache_memory(_text_py.Parser, False)
     print(f"  pure-Python: {per:6.0f} bytes  ({n} series; dict entry + bytes object)")
     if c_parser is not None:
         n, per = cache_memory(c_parser, True)

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from relay.localenv import VictoriaMetrics, free_ports, wait_http  # noqa: E402
+from relay.devtools.localenv import VictoriaMetrics, free_ports, wait_http  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -42,7 +42,7 @@ def proc_cpu_seconds(pid: int) -> float:
 
 async def _child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
-    from relay import sim
+    from relay.devtools import sim
 
     config = sim.SimConfig(
         members=args.members,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ._exceptions import ConfigError, ParseError, RelayError, RemoteWriteError, ScrapeError
 from .batch import STALE_NAN, STALE_NAN_BITS, Batch, Family, Labels, SeriesTable, is_stale_nan
-from .parse import Parser, parse
+from .textparse import Parser, parse
 
 __version__ = "0.1.0"
 

@@ -17,12 +17,12 @@ import orjson
 
 from ._exceptions import ConfigError
 from .batch import Batch
-from .clients import ClientPool
 from .config import ClusterConfig, Config, load_config, validate_cluster
+from .http.client import ClientPool
+from .http.server import WebServer
 from .metrics import SelfMetrics
-from .remote_write import RemoteWriter
+from .remote.writer import RemoteWriter
 from .scrape import ScrapeManager
-from .web import WebServer
 
 __all__ = ["JsonLinesSink", "Relay", "RelayOptions", "check_config"]
 

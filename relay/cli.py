@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("sim", help="serve a simulated etcd fleet on loopback")
     try:
-        from . import sim as sim_mod
+        from .devtools import sim as sim_mod
 
         sim_mod.add_arguments(sim)
     except ImportError:
@@ -128,7 +128,7 @@ def _setup_logging(level: str) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .app import Relay, RelayOptions, check_config
-    from .web import parse_listen
+    from .http.server import parse_listen
 
     cluster = _cluster_from_flags(args)
     listen = parse_listen(args.listen)
@@ -169,7 +169,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_parse(args: argparse.Namespace) -> int:
-    from .parse import cli_parse
+    from .textparse import cli_parse
 
     return cli_parse(args.file, sys.stdout, content_type=args.content_type)
 
@@ -189,11 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "parse":
             return _cmd_parse(args)
         if args.command == "demo":
-            from .demo import run_demo
+            from .devtools.demo import run_demo
 
             return run_demo(args)
         if args.command == "sim":
-            from . import sim as sim_mod
+            from .devtools import sim as sim_mod
 
             return sim_mod.main(args)
     except ConfigError as exc:

@@ -32,14 +32,14 @@ import httpx
 
 from ._exceptions import ParseError, ScrapeError
 from .batch import STALE_NAN, Batch, Labels, mix_label_hashes
-from .clients import USER_AGENT, ClientPool
 from .config import ClusterConfig, Config, ScrapeConfig
 from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
+from .http._wire import fetch, fetch_direct
+from .http.client import USER_AGENT, ClientPool
 from .metrics import SelfMetrics
-from .parse import LabelMerge, Parser, merge_target_labels
 from .relabel import RelabelConfig, Relabeler
 from .target import Target, TargetError, build_target
-from .transport import fetch, fetch_direct
+from .textparse import LabelMerge, Parser, merge_target_labels
 
 __all__ = ["ScrapeLoop", "ScrapeManager", "Sink", "TargetHealth", "merge_target_labels", "select_for_member"]
 

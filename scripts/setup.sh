@@ -47,4 +47,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]" 2> >(grep -vE "Warning|!!|\*\*\*|^\s*$|corresp|editable|wheel_obj|precedence|name as your package" >&2)
-.venv/bin/python -c "import relay, relay._ext as e; print('setup: relay', relay.__version__, '- C extensions:', 'built' if e.load('_parse') and e.load('_rwencode') else 'not built (pure Python)')"
+.venv/bin/python -c "import relay, relay._ext as e; print('setup: relay', relay.__version__, '- C extensions:', 'built' if all(e.loaded().values()) else 'not built (pure Python)')"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.localenv import EtcdCluster, PrometheusReceiver, ServiceUnavailable, VictoriaMetrics
+from relay.devtools.localenv import EtcdCluster, PrometheusReceiver, ServiceUnavailable, VictoriaMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"  # copies of ../shared: etcd bodies (relay/data) and the OpenMetrics suite

@@ -50,8 +50,8 @@ from typing import Any
 
 import orjson
 
-from relay.localenv import LOOPBACK, free_ports, wait_http
-from relay.rwencode import decompress
+from relay.devtools.localenv import LOOPBACK, free_ports, wait_http
+from relay.remote.encode import decompress
 from tests.remote_write_pb import WriteRequest
 from tests.test_faults import peak_rss_mib
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from relay.clients import ClientPool
 from relay.config import HTTPClientConfig
+from relay.http.client import ClientPool
 
 
 class MockPool(ClientPool):

@@ -1,4 +1,4 @@
-"""An independent schema of Prometheus remote write 1.0, for checking relay.rwencode with the protobuf package.
+"""An independent schema of Prometheus remote write 1.0, for checking relay.remote.encode with the protobuf package.
 
 Built at run time from a ``FileDescriptorProto`` (protoc is not needed), in a private descriptor
 pool so it clashes with nothing. It mirrors ``prompb/remote.proto`` and ``prompb/types.proto``::

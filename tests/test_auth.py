@@ -17,9 +17,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relay.clients import ClientPool
 from relay.config import parse_config
-from relay.localenv import free_ports, wait_http
+from relay.devtools.localenv import free_ports, wait_http
+from relay.http.client import ClientPool
 from relay.metrics import SelfMetrics
 from relay.scrape import ScrapeLoop
 from relay.target import build_target

@@ -154,7 +154,7 @@ def test_reserve_and_compact_keep_contents() -> None:
 def test_cython_parser_writes_the_columns_as_add_encoded_does() -> None:
     """The Cython parser's own table writer passed its import-time self-test, and a table it filled
     is the same, column for column, as one filled by SeriesTable.add in the same order."""
-    parse = importlib.import_module("relay_ext._parse")
+    parse = importlib.import_module("relay.textparse._text_c")
     assert parse.DIRECT_ARENA_WRITES
     body = b"".join(b'm_%d{i="%d",le="+Inf"} 1\n' % (k % 5, k) for k in range(3000))
     body += b'm_0{le="+Inf",i="0"} 2\n'  # the same series as line 1, written otherwise
@@ -190,7 +190,7 @@ def test_index_goes_from_2_to_4_byte_slots() -> None:
 
 @pytest.mark.skipif(NO_EXTENSIONS, reason="RELAY_NO_EXTENSIONS=1")
 def test_cython_parser_across_the_index_width_change(big_body: bytes) -> None:
-    parse = importlib.import_module("relay_ext._parse")
+    parse = importlib.import_module("relay.textparse._text_c")
     parser = parse.Parser()
     parser.parse(b"a 1\n", None, 0)  # so that the big parse is warm: no reserve, the index grows
     batch = parser.parse(big_body, None, 0)
@@ -228,7 +228,7 @@ def test_label_ids_widen_past_0xffff_labels() -> None:
 
 @pytest.mark.skipif(NO_EXTENSIONS, reason="RELAY_NO_EXTENSIONS=1")
 def test_cython_parser_across_the_label_id_widening(wide_body: bytes) -> None:
-    parse = importlib.import_module("relay_ext._parse")
+    parse = importlib.import_module("relay.textparse._text_c")
     parser = parse.Parser()
     batch = parser.parse(wide_body, None, 0)
     assert list(batch.ids) == list(range(70000))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.localenv import ServiceUnavailable, VictoriaMetrics
+from relay.devtools.localenv import ServiceUnavailable, VictoriaMetrics
 
 from .conftest import missing_service
 

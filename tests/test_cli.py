@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from relay import __version__
-from relay.localenv import free_ports, wait_http
+from relay.devtools.localenv import free_ports, wait_http
 
 RELAY = [sys.executable, "-m", "relay.cli"]
 

@@ -30,7 +30,7 @@ from relay._exceptions import ConfigError
 from relay.cli import _cluster_from_flags, build_parser
 from relay.config import Config, HTTPClientConfig, parse_config, validate_cluster
 from relay.discovery import DiscoveryError, read_file_sd
-from relay.web import parse_listen
+from relay.http.server import parse_listen
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -683,7 +683,8 @@ def test_dockerfile(docs: list[Doc]) -> None:
     text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     stages = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
     assert stages and all(s == "python:3.11-slim" for s in stages)
-    assert "pip install" in text and "COPY relay_ext" in text and "COPY relay " in text
+    assert "pip install" in text and "COPY relay " in text
+    assert "import relay.textparse._text_c, relay.remote._encode_c" in text, "the build must fail without the C twins"
     assert re.search(r'^ENTRYPOINT \["relay"\]$', text, re.MULTILINE)
     users = re.findall(r"^USER\s+(\d+)", text, re.MULTILINE)
     assert users and int(users[-1]) != 0, "the image must end with a numeric non-root USER"

@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from relay.clients import ClientPool
 from relay.config import EtcdSDConfig, FileSDConfig
+from relay.devtools.localenv import EtcdCluster
 from relay.discovery import (
     DiscoveryError,
     EtcdSDProvider,
@@ -18,7 +18,7 @@ from relay.discovery import (
     members_to_groups,
     read_file_sd,
 )
-from relay.localenv import EtcdCluster
+from relay.http.client import ClientPool
 
 pytestmark = pytest.mark.anyio
 

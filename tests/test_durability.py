@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relay.localenv import EtcdCluster, ServiceUnavailable, VictoriaMetrics, free_ports
+from relay.devtools.localenv import EtcdCluster, ServiceUnavailable, VictoriaMetrics, free_ports
 from tests.conftest import missing_service
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relay.localenv import EtcdCluster, PrometheusReceiver, VictoriaMetrics, free_ports
+from relay.devtools.localenv import EtcdCluster, PrometheusReceiver, VictoriaMetrics, free_ports
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

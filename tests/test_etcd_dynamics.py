@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from relay.localenv import EtcdCluster, PrometheusReceiver, ServiceUnavailable, free_ports, wait_http
+from relay.devtools.localenv import EtcdCluster, PrometheusReceiver, ServiceUnavailable, free_ports, wait_http
 from tests.conftest import missing_service
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

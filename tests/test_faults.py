@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relay.localenv import VictoriaMetrics, free_ports, wait_http
+from relay.devtools.localenv import VictoriaMetrics, free_ports, wait_http
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

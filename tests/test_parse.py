@@ -1,4 +1,4 @@
-"""relay.parse: the exposition parser, both twins (ids ``py`` and ``c``).
+"""relay.textparse: the exposition parser, both twins (ids ``py`` and ``c``).
 
 With ``RELAY_NO_EXTENSIONS=1`` the ``c`` runs are skipped; otherwise a missing build fails them.
 References: the OpenMetrics conformance cases and prometheus-client's two parsers (text 0.0.4 and
@@ -22,13 +22,12 @@ from hypothesis import strategies as st
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
-from relay import _parse_py
 from relay._exceptions import ParseError, ScrapeError
 from relay._ext import NO_EXTENSIONS
 from relay.batch import Batch, Family, Labels, SeriesTable, encode_labels
-from relay.parse import Parser as PublicParser
-from relay.parse import cli_parse, is_openmetrics
-from relay.parse import parse as public_parse
+from relay.textparse import Parser as PublicParser
+from relay.textparse import _text_py, cli_parse, is_openmetrics
+from relay.textparse import parse as public_parse
 
 SHARED = Path(__file__).resolve().parent / "data"  # copies of ../shared: etcd bodies, OpenMetrics suite
 ETCD_BODIES = sorted((SHARED / "etcd-metrics").glob("*.prom"))
@@ -44,10 +43,10 @@ ParserFactory = Callable[..., Any]
 def load_impl(name: str) -> ParserFactory:
     """The Parser class of one twin (skip ``c`` only when extensions are disabled)."""
     if name == "py":
-        return _parse_py.Parser
+        return _text_py.Parser
     if NO_EXTENSIONS:
         pytest.skip("RELAY_NO_EXTENSIONS=1")
-    module = importlib.import_module("relay_ext._parse")  # a missing build fails here
+    module = importlib.import_module("relay.textparse._text_c")  # a missing build fails here
     return module.Parser
 
 
@@ -318,7 +317,7 @@ def test_chooser_follows_content_type() -> None:
 def test_public_parse_and_parser_is_a_twin() -> None:
     batch = public_parse(b'up{job="etcd"} 1\n', timestamp_ms=5)
     assert list(batch.samples()) == [("up", (("job", "etcd"),), 1.0, 5)]
-    expected = "relay._parse_py" if NO_EXTENSIONS else "relay_ext._parse"
+    expected = "relay.textparse._text_py" if NO_EXTENSIONS else "relay.textparse._text_c"
     assert PublicParser.__module__ == expected
 
 
@@ -679,7 +678,7 @@ def test_changed_comment_lines_update_families(impl: ParserFactory) -> None:
 
 def test_families_are_equal_across_parsers_and_twins() -> None:
     body = (SHARED / "etcd-metrics" / "etcd-3.5.1-member-3381.prom").read_bytes()
-    py = _parse_py.Parser().parse(body, None, T0).families
+    py = _text_py.Parser().parse(body, None, T0).families
     for impl_ in ([] if NO_EXTENSIONS else [load_impl("c")]):
         a = impl_().parse(body, None, T0).families
         b = impl_().parse(body, None, T0).families
@@ -729,12 +728,12 @@ MERGE_BODY = (
 def test_label_merge_twins_agree(case: int, path: Path | None) -> None:
     target, honor, extra = MERGE_CASES[case]
     body = MERGE_BODY if path is None else path.read_bytes()
-    ref_merge = _parse_py.LabelMerge(target, honor, extra)
-    ref = _parse_py.Parser(on_new_series=ref_merge)
+    ref_merge = _text_py.LabelMerge(target, honor, extra)
+    ref = _text_py.Parser(on_new_series=ref_merge)
     ref_rows = rows(ref.parse(body, None, T0))
     for _, labels, _, _ in ref_rows:  # every series got what the rules give, sorted
         assert list(labels) == sorted(labels) and all(v != "" for _, v in labels)
-    c_merge = _parse_py.LabelMerge(target, honor, extra)
+    c_merge = _text_py.LabelMerge(target, honor, extra)
     fast = load_impl("c")(on_new_series=c_merge)
     assert rows(fast.parse(body, None, T0)) == ref_rows
     assert fast.series.columns() == ref.series.columns()
@@ -750,14 +749,14 @@ def test_label_merge_twins_agree(case: int, path: Path | None) -> None:
 
 
 def test_label_merge_semantics() -> None:
-    merge = _parse_py.LabelMerge((("instance", "m1"), ("job", "etcd")), False, (("cluster", "c"), ("job", "x")))
+    merge = _text_py.LabelMerge((("instance", "m1"), ("job", "etcd")), False, (("cluster", "c"), ("job", "x")))
     assert merge("up", (("job", "inner"), ("cluster", "mine"))) == (
         "up", (("cluster", "mine"), ("exported_job", "inner"), ("instance", "m1"), ("job", "etcd")))
     assert merge.fast == ((b"cluster", b"c", True), (b"instance", b"m1", False), (b"job", b"etcd", False))
-    honor = _parse_py.LabelMerge((("job", "etcd"),), True)
+    honor = _text_py.LabelMerge((("job", "etcd"),), True)
     assert honor("up", (("job", "inner"),)) == ("up", (("job", "inner"),))
     assert honor("up", (("job", ""),)) == ("up", (("job", "etcd"),))
-    dropping = _parse_py.LabelMerge((("job", "etcd"),), False, relabel=lambda lbls: None)
+    dropping = _text_py.LabelMerge((("job", "etcd"),), False, relabel=lambda lbls: None)
     assert dropping.fast is None and dropping("up", ()) is None
 
 
@@ -773,8 +772,8 @@ def test_label_merge_twins_agree_generated(labels: list[tuple[str, str]], case: 
     block = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
                      for k, v in seen.items())
     body = f"m{{{block}}} 1\nm2 2\n".encode()
-    ref = _parse_py.Parser(on_new_series=_parse_py.LabelMerge(target, honor, extra))
-    fast = load_impl("c")(on_new_series=_parse_py.LabelMerge(target, honor, extra))
+    ref = _text_py.Parser(on_new_series=_text_py.LabelMerge(target, honor, extra))
+    fast = load_impl("c")(on_new_series=_text_py.LabelMerge(target, honor, extra))
     assert rows(fast.parse(body, None, T0)) == rows(ref.parse(body, None, T0))
     assert fast.series.columns() == ref.series.columns()
 
@@ -806,16 +805,16 @@ def test_label_merge_with_a_keep_drop_filter(impl: ParserFactory, path: Path | N
     configs = parse_relabel_configs(FILTER_RULES, "metric_relabel_configs")
     body = MERGE_BODY if path is None else path.read_bytes()
     target = (("instance", "10.0.0.1:2381"), ("job", "etcd"))
-    ref = _parse_py.Parser(on_new_series=_parse_py.LabelMerge(target, False, extra, FullRelabel(Relabeler(configs))))
+    ref = _text_py.Parser(on_new_series=_text_py.LabelMerge(target, False, extra, FullRelabel(Relabeler(configs))))
     ref_rows = rows(ref.parse(body, None, T0))
     relabeler = Relabeler(configs)
     assert relabeler.filter_sources == ("__name__", "job", "v")
-    merge = _parse_py.LabelMerge(target, False, extra, relabeler)
+    merge = _text_py.LabelMerge(target, False, extra, relabeler)
     parser = impl(on_new_series=merge)
     assert rows(parser.parse(body, None, T0)) == ref_rows
     assert parser.series.columns() == ref.series.columns() and parser.last_dropped == ref.last_dropped
     assert ref.last_dropped > 0 and len(ref_rows) > 0
     assert (merge.fast is None) == (extra == (("v", "hidden"),))  # an extra label a rule reads: Python
-    if path is not None and merge.fast is not None and impl is not _parse_py.Parser:
+    if path is not None and merge.fast is not None and impl is not _text_py.Parser:
         assert merge.calls == 0  # all in C
     assert len(relabeler._decisions) <= len({n for n, *_ in ref_rows}) + ref.last_dropped

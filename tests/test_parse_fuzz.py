@@ -19,16 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import _parse_py
 from relay._ext import NO_EXTENSIONS
 from relay.batch import Labels
+from relay.textparse import _text_py
 from tests.fuzz.twins import outcome
 
 if NO_EXTENSIONS:
     pytest.skip("RELAY_NO_EXTENSIONS=1: nothing to compare", allow_module_level=True)
 
-C_PARSER: Callable[..., Any] = importlib.import_module("relay_ext._parse").Parser  # a missing build fails
-PY_PARSER: Callable[..., Any] = _parse_py.Parser
+C_PARSER: Callable[..., Any] = importlib.import_module("relay.textparse._text_c").Parser  # a missing build fails
+PY_PARSER: Callable[..., Any] = _text_py.Parser
 
 SHARED = Path(__file__).resolve().parent / "data"  # copies of ../shared: etcd bodies, OpenMetrics suite
 OM = "application/openmetrics-text; version=1.0.0"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.queue import Block, DiskQueue, MemoryQueue
+from relay.remote.queue import Block, DiskQueue, MemoryQueue
 
 
 def blocks(n: int, size: int = 100) -> list[Block]:

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pytest
 
-from relay.localenv import EtcdCluster, VictoriaMetrics
+from relay.devtools.localenv import EtcdCluster, VictoriaMetrics
 from tests.faultproxy import ReceiverProxy, RelayProcess
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

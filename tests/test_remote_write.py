@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from relay.batch import STALE_NAN, STALE_NAN_BITS, Batch, SeriesTable
-from relay.clients import ClientPool
 from relay.config import parse_config
-from relay.localenv import PrometheusReceiver, VictoriaMetrics
+from relay.devtools.localenv import PrometheusReceiver, VictoriaMetrics
+from relay.http.client import ClientPool
 from relay.metrics import SelfMetrics
-from relay.remote_write import RemoteWriter, classify_status, retry_after_seconds
-from relay.rwencode import decompress
+from relay.remote.encode import decompress
+from relay.remote.writer import RemoteWriter, classify_status, retry_after_seconds
 from tests.mockpool import MockPool
 from tests.remote_write_pb import WriteRequest
 
@@ -146,7 +146,7 @@ async def test_429_dropped_when_retry_disabled_and_400_dropped_and_logged_once(
 
     cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {max_samples_per_send: 5}\n")
     writer = RemoteWriter(cfg, MockPool(handler), SelfMetrics())
-    with caplog.at_level(logging.WARNING, logger="relay.remote_write"):
+    with caplog.at_level(logging.WARNING, logger="relay.remote.writer"):
         assert await run_writer(writer, make_batches(5, 4, "r", 1_700_000_000_000))
     assert writer.dropped == {"http_4xx": 20} and writer.sent_samples == 0
     msgs = [r.getMessage() for r in caplog.records if "out of order sample" in r.getMessage()]

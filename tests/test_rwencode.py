@@ -1,4 +1,4 @@
-"""relay.rwencode: remote-write WriteRequest encoding, snappy, shard splitting; both twins.
+"""relay.remote.encode: remote-write WriteRequest encoding, snappy, shard splitting; both twins.
 
 Every behaviour runs against the pure-Python twin (id ``py``) and the Cython twin (id ``c``). With
 ``RELAY_NO_EXTENSIONS=1`` the ``c`` runs are skipped; otherwise a missing build fails them. What
@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay import rwencode
 from relay._ext import NO_EXTENSIONS
 from relay.batch import STALE_NAN, STALE_NAN_BITS, Batch, SeriesTable
-from relay.localenv import PrometheusReceiver
+from relay.devtools.localenv import PrometheusReceiver
+from relay.remote import encode as rwencode
 from tests.remote_write_pb import WriteRequest
 
 SHARED = Path(__file__).resolve().parent / "data"  # copies of ../shared: etcd bodies, OpenMetrics suite
@@ -73,7 +73,7 @@ class Twin:
 
 
 PY = Twin("py", None)
-C = Twin("c", "relay_ext._rwencode")
+C = Twin("c", "relay.remote._encode_c")
 
 
 @pytest.fixture(scope="module", params=[PY, C], ids=["py", "c"])
@@ -419,7 +419,7 @@ def test_module_uses_the_extension_unless_disabled() -> None:
         assert rwencode.split_by_shard is rwencode.split_by_shard_py
         assert not rwencode.USING_EXTENSION
     else:
-        ext = importlib.import_module("relay_ext._rwencode")
+        ext = importlib.import_module("relay.remote._encode_c")
         assert rwencode.WriteRequestEncoder is ext.WriteRequestEncoder
         assert rwencode.split_by_shard is ext.split_by_shard
         assert rwencode.USING_EXTENSION

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from relay.batch import STALE_NAN_BITS, Batch
-from relay.clients import ClientPool
 from relay.config import parse_config
-from relay.localenv import EtcdCluster
+from relay.devtools.localenv import EtcdCluster
+from relay.http.client import ClientPool
 from relay.metrics import SelfMetrics
 from relay.scrape import ScrapeLoop, ScrapeManager
 from relay.target import Target, build_target
@@ -201,7 +201,7 @@ async def test_manager_reload_keeps_unchanged_loops_and_stales_removed_targets()
 
 @pytest.mark.services
 async def test_scrape_real_etcd_34_member(tmp_path: Any) -> None:
-    from relay.localenv import ServiceUnavailable
+    from relay.devtools.localenv import ServiceUnavailable
     from tests.conftest import missing_service
 
     try:

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay import ConfigError, sim
+from relay import ConfigError
+from relay.devtools import sim
 
 pytestmark = pytest.mark.timeout(60)
 

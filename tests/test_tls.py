@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from relay.batch import Batch
-from relay.clients import ClientPool
 from relay.config import parse_config
-from relay.localenv import EtcdCluster, ServiceUnavailable, TLSFiles, make_tls_files
+from relay.devtools.localenv import EtcdCluster, ServiceUnavailable, TLSFiles, make_tls_files
+from relay.http.client import ClientPool
 from relay.metrics import SelfMetrics
 from relay.scrape import ScrapeLoop
 from relay.target import Target, build_target

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from relay._exceptions import ScrapeError
-from relay.transport import FastTransport, _ChunkDecoder, _Connection, fetch
+from relay.http._wire import FastTransport, _ChunkDecoder, _Connection, fetch
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -985,7 +985,7 @@ async def test_real_etcd_member(etcd_cluster: Any) -> None:
 
 @pytest.fixture(scope="module")
 def etcd_tls(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from relay.localenv import EtcdCluster, ServiceUnavailable, TLSFiles
+    from relay.devtools.localenv import EtcdCluster, ServiceUnavailable, TLSFiles
 
     from .conftest import missing_service
 

@@ -43,8 +43,7 @@ if __name__ == "__main__":  # run as a script: make `relay` and `tests` importab
     else:
         if "--replay" not in sys.argv and "--random" not in sys.argv:
             with atheris.instrument_imports(include=["relay"]):
-                import relay._parse_py
-                import relay.batch  # noqa: F401
+                pass
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
@@ -53,10 +52,10 @@ import time  # noqa: E402
 from collections.abc import Callable, Iterable, Iterator  # noqa: E402
 from typing import Any  # noqa: E402
 
-from relay import _parse_py  # noqa: E402
 from relay._ext import NO_EXTENSIONS  # noqa: E402
 from relay.batch import Labels  # noqa: E402
 from relay.relabel import Relabeler, parse_relabel_configs  # noqa: E402
+from relay.textparse import _text_py  # noqa: E402
 from tests.fuzz.twins import outcome, series_state  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -73,7 +72,7 @@ def drop_and_add(name: str, labels: Labels) -> tuple[str, Labels] | None:
 
 
 def _label_merge() -> Any:
-    return _parse_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),))
+    return _text_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),))
 
 
 # metric_relabel_configs: keep/drop rules only (the twins decide a series from the labels the rules
@@ -91,12 +90,12 @@ REWRITE_RULES = parse_relabel_configs([
 
 
 def _filtered_merge() -> Any:
-    return _parse_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
+    return _text_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
                                 Relabeler(FILTER_RULES))
 
 
 def _rewriting_merge() -> Any:
-    return _parse_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
+    return _text_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
                                 Relabeler(REWRITE_RULES))
 
 
@@ -108,7 +107,7 @@ SETUPS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("hook", lambda: {"on_new_series": drop_and_add, "keep_exemplars": True}),
     ("limits", lambda: {"sample_limit": 7, "label_limit": 4, "label_name_length_limit": 12,
                         "label_value_length_limit": 40, "honor_timestamps": False}),
-    ("label-merge-honor", lambda: {"on_new_series": _parse_py.LabelMerge(
+    ("label-merge-honor", lambda: {"on_new_series": _text_py.LabelMerge(
         (("instance", "a:1"), ("job", "etcd")), True, (("cluster", "c"), ("job", "ext"))), "keep_exemplars": True}),
     ("label-merge-limits", lambda: {"on_new_series": _label_merge(), "sample_limit": 50, "label_limit": 6}),
     ("label-merge-filter", lambda: {"on_new_series": _filtered_merge()}),
@@ -119,8 +118,8 @@ SETUPS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
 def twins() -> list[Callable[..., Any]]:
     """The Parser classes to compare: the Python twin, and the Cython one unless extensions are off."""
     if NO_EXTENSIONS:
-        return [_parse_py.Parser]
-    return [_parse_py.Parser, importlib.import_module("relay_ext._parse").Parser]  # a missing build fails
+        return [_text_py.Parser]
+    return [_text_py.Parser, importlib.import_module("relay.textparse._text_c").Parser]  # a missing build fails
 
 
 PARSERS = twins()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from relay import _parse_py
+from relay.textparse import _text_py
 from tests.fuzz import fuzz_parse
 from tests.fuzz.fuzz_parse import (
     CORPUS,
@@ -67,14 +67,14 @@ def test_short_random_session() -> None:
 
 def test_both_twins_are_compared() -> None:
     c_parser = load_impl("c")  # skips with RELAY_NO_EXTENSIONS=1
-    assert [_parse_py.Parser, c_parser] == fuzz_parse.PARSERS
+    assert [_text_py.Parser, c_parser] == fuzz_parse.PARSERS
 
 
 class _OffByOneBit:
     """A Python twin whose values differ in their last bit: the harness must notice."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self.inner = _parse_py.Parser(**kwargs)
+        self.inner = _text_py.Parser(**kwargs)
         self.series = self.inner.series
         self.last_dropped = 0
 
@@ -92,9 +92,9 @@ class _OffByOneBit:
 
 def test_the_harness_sees_a_disagreement() -> None:
     data = encode(TEXT, 1, b'a{b="c"} 1.5\n')
-    assert check_input(data, [_parse_py.Parser, _parse_py.Parser]) == "ok"
+    assert check_input(data, [_text_py.Parser, _text_py.Parser]) == "ok"
     with pytest.raises(Mismatch, match="twins disagree at cold"):
-        check_input(data, [_parse_py.Parser, _OffByOneBit])
+        check_input(data, [_text_py.Parser, _OffByOneBit])
 
 
 def test_fuzz_script_runs_under_atheris(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ becomes one TimeSeries with several samples; every other sample gets its own Tim
 merge across ``add()`` calls. Samples keep the order in which they were taken, so the order of
 each series is preserved.
 
-Two twins offer the same names: the Cython ``relay_ext._rwencode`` (used when built, unless
+Two twins offer the same names: the Cython ``relay.remote._encode_c`` (used when built, unless
 ``RELAY_NO_EXTENSIONS=1``) and the pure-Python ``WriteRequestEncoderPy`` / ``split_by_shard_py``
 here, which are the readable reference. ``WriteRequestEncoder`` and ``split_by_shard`` are the
 chosen ones. The columns must have the Batch's types (``ids`` ``array('I')``, ``values``
@@ -53,11 +53,11 @@ from typing import TYPE_CHECKING, Any
 
 import cramjam
 
-from ._ext import load
-from .batch import _varint
+from .._ext import load
+from ..batch import _varint
 
 if TYPE_CHECKING:
-    from .batch import Batch
+    from ..batch import Batch
 
 __all__ = [
     "USING_EXTENSION",
@@ -110,7 +110,7 @@ def _check_columns(batch: Batch) -> int:
 class WriteRequestEncoderPy:
     """Accumulates samples from one or more Batches (possibly different SeriesTables) into one WriteRequest.
 
-    The pure-Python twin of ``relay_ext._rwencode.WriteRequestEncoder`` (same output, byte for byte).
+    The pure-Python twin of ``relay.remote._encode_c.WriteRequestEncoder`` (same output, byte for byte).
 
         >>> from relay.batch import Batch, SeriesTable
         >>> table = SeriesTable()
@@ -201,7 +201,7 @@ def split_by_shard_py(batch: Batch, n: int) -> list[array[int]]:
     """Sample positions of ``batch`` per shard (``array('I')`` each, ascending): a sample goes to shard
     ``SeriesTable.hashes[sid] % n``, so a series always lands in the same shard, in order.
 
-    The pure-Python twin of ``relay_ext._rwencode.split_by_shard``.
+    The pure-Python twin of ``relay.remote._encode_c.split_by_shard``.
     """
     if n < 1:
         raise ValueError(f"shard count must be at least 1, got {n}")
@@ -219,7 +219,7 @@ def split_by_shard_py(batch: Batch, n: int) -> list[array[int]]:
     return shards
 
 
-_c = load("_rwencode")
+_c = load("relay.remote._encode_c")
 
 USING_EXTENSION: bool = _c is not None
 """True when the Cython twin is in use."""

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The C twin of relay.rwencode: remote-write WriteRequest encoding and shard splitting.
+"""The C twin of relay.remote.encode: remote-write WriteRequest encoding and shard splitting.
 
 Same names, behaviour, errors and output bytes as ``WriteRequestEncoderPy`` and ``split_by_shard_py``
 in relay/rwencode.py, which documents the wire format and the grouping rule. Here no Python object
@@ -195,7 +195,7 @@ cdef Py_ssize_t _check_columns(object batch) except -1:
 cdef class WriteRequestEncoder:
     """Accumulates samples from one or more Batches (possibly different SeriesTables) into one WriteRequest.
 
-    The C twin of ``relay.rwencode.WriteRequestEncoderPy`` (same output, byte for byte).
+    The C twin of ``relay.remote.encode.WriteRequestEncoderPy`` (same output, byte for byte).
     """
 
     cdef uint8_t* _buf
@@ -438,7 +438,7 @@ def split_by_shard(batch, Py_ssize_t n):
     """Sample positions of ``batch`` per shard (``array('I')`` each, ascending): a sample goes to shard
     ``SeriesTable.hashes[sid] % n``, so a series always lands in the same shard, in order.
 
-    The C twin of ``relay.rwencode.split_by_shard_py``.
+    The C twin of ``relay.remote.encode.split_by_shard_py``.
     """
     if n < 1:
         raise ValueError(f"shard count must be at least 1, got {n}")

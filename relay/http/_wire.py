@@ -35,7 +35,7 @@ import anyio.abc
 import httpx
 from anyio.streams.tls import TLSAttribute
 
-from ._exceptions import ScrapeError
+from .._exceptions import ScrapeError
 
 __all__ = ["FastTransport", "fetch", "fetch_direct"]
 

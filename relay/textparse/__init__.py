@@ -1,7 +1,7 @@
 """The exposition-format parser: Prometheus text 0.0.4 and OpenMetrics 1.0 into columnar batches.
 
-The fast twin is the Cython extension ``relay_ext._parse``; the pure-Python twin
-(:mod:`relay._parse_py`) is the readable reference with the same behaviour. The fast one is used when
+The fast twin is the Cython extension ``relay.textparse._text_c``; the pure-Python twin
+(:mod:`relay.textparse._text_py`) is the readable reference with the same behaviour. The fast one is used when
 it is built, unless ``RELAY_NO_EXTENSIONS=1``.
 
     >>> import relay
@@ -21,18 +21,19 @@ import os
 import sys
 from typing import IO, TYPE_CHECKING
 
-from . import _ext, _parse_py
-from ._exceptions import ParseError
-from ._parse_py import LabelMerge, is_openmetrics, merge_target_labels
-from .batch import Batch, is_stale_nan
+from .. import _ext
+from .._exceptions import ParseError
+from ..batch import Batch, is_stale_nan
+from . import _text_py
+from ._text_py import LabelMerge, is_openmetrics, merge_target_labels
 
 __all__ = ["LabelMerge", "Parser", "cli_parse", "is_openmetrics", "merge_target_labels", "parse"]
 
 if TYPE_CHECKING:
-    Parser = _parse_py.Parser
+    Parser = _text_py.Parser
 else:
-    _c = _ext.load("_parse")
-    Parser = _c.Parser if _c is not None else _parse_py.Parser
+    _c = _ext.load("relay.textparse._text_c")
+    Parser = _c.Parser if _c is not None else _text_py.Parser
 
 
 def parse(body: bytes | bytearray | memoryview, content_type: str | None = None,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 __all__ = ["Block", "BlockQueue", "DiskQueue", "MemoryQueue"]
 
-log = logging.getLogger("relay.queue")
+log = logging.getLogger("relay.remote.queue")
 
 _MAGIC = 0x31514C52  # b"RLQ1" little endian
 _HEADER = struct.Struct("<IIII")

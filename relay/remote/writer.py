@@ -35,18 +35,18 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-from .batch import Batch, SeriesTable
-from .clients import USER_AGENT, ClientPool, Direct
-from .config import RemoteWriteConfig
-from .metrics import SelfMetrics
+from ..batch import Batch, SeriesTable
+from ..config import RemoteWriteConfig
+from ..http._wire import fetch_direct
+from ..http.client import USER_AGENT, ClientPool, Direct
+from ..metrics import SelfMetrics
+from ..relabel import Relabeler
+from .encode import WriteRequestEncoder, split_by_shard
 from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
-from .relabel import Relabeler
-from .rwencode import WriteRequestEncoder, split_by_shard
-from .transport import fetch_direct
 
 __all__ = ["RemoteWriter", "classify_status", "retry_after_seconds"]
 
-log = logging.getLogger("relay.remote_write")
+log = logging.getLogger("relay.remote.writer")
 
 # Drop reasons: each labels relay_remote_write_samples_dropped_total.
 DROP_HTTP_4XX = "http_4xx"

@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 
-from ._exceptions import ConfigError
+from .._exceptions import ConfigError
 
 __all__ = [
     "FAULT_KINDS",

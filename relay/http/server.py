@@ -21,12 +21,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["Response", "WebServer", "parse_listen"]
 
-log = logging.getLogger("relay.web")
+log = logging.getLogger("relay.http.server")
 
 
 def parse_listen(value: str, where: str = "--listen") -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port)."""
-    from ._exceptions import ConfigError
+    from .._exceptions import ConfigError
 
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Cython twin of relay._parse_py: the same Parser, with the per-line hot loop in C.
+"""Cython twin of relay.textparse._text_py: the same Parser, with the per-line hot loop in C.
 
 Per sample line on a warm cache: memchr the line end, split the value (and timestamp) off the end,
 hash the series text (128 bits: two independent 64-bit hashes, one pass), look the hash up in an
@@ -8,7 +8,7 @@ Python float() otherwise), append to C buffers. No Python object is made per sam
 text-format series without an on_new_series hook (or with a LabelMerge) is parsed, merged and
 encoded to remote-write label bytes in C too, straight into the SeriesTable's columns; every other slow path (labels with a hook,
 metadata, OpenMetrics family checks, exemplars, error messages) calls the shared helpers of
-relay._parse_py, so both twins decide alike.
+relay.textparse._text_py, so both twins decide alike.
 """
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
@@ -29,7 +29,7 @@ cdef extern from "Python.h":
 import array as _array_module  # cpython.array needs the array module imported
 import sys
 
-from relay import _parse_py as _py
+from relay.textparse import _text_py as _py
 from relay._exceptions import ParseError, ScrapeError
 from relay.batch import Batch, Family, SeriesTable, label_hash, mix_label_hashes
 
@@ -494,7 +494,7 @@ cdef inline unsigned char *put_varint(unsigned char *o, size_t n) noexcept nogil
 
 cdef enum:
     MAX_FAST_LABELS = 64
-    MAX_FAST_ADDED = 32  # as _parse_py.MAX_FAST_ADDED
+    MAX_FAST_ADDED = 32  # as _text_py.MAX_FAST_ADDED
 
 cdef struct LabelRef:
     const unsigned char *name
@@ -788,7 +788,7 @@ cdef int32_t _table_commit(object series, const unsigned char *enc, Py_ssize_t s
 
 
 cdef class Parser:
-    """Parses exposition bodies of one target into Batches (Cython twin of relay._parse_py.Parser).
+    """Parses exposition bodies of one target into Batches (Cython twin of relay.textparse._text_py.Parser).
 
         >>> p = Parser()
         >>> list(p.parse(b'up{job="etcd"} 1\\n', timestamp_ms=1000).samples())
@@ -1117,7 +1117,7 @@ cdef class Parser:
                             ts_s = tok1
                             ts_e = e
             if not found:
-                # Forward scan, exactly the grammar of _parse_py._TEXT_LINE.
+                # Forward scan, exactly the grammar of _text_py._TEXT_LINE.
                 ks = p
                 if not NAME_START[buf[p]]:
                     self._bad_line(buf + ks, end - ks, False, lineno)
@@ -1205,7 +1205,7 @@ cdef class Parser:
         return 0
 
     cdef int _metadata(self, const unsigned char *p, Py_ssize_t n) except -2:
-        """_parse_py.text_comment for the usual lines: 1 if it made the comment cache stale, 0 if
+        """_text_py.text_comment for the usual lines: 1 if it made the comment cache stale, 0 if
         not; -1 for anything unusual (escapes, errors), which the Python function then handles."""
         cdef Py_ssize_t i = 1, ns, ne, rs, re_
         cdef bint is_help

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from ._exceptions import ConfigError
-from .config import Authorization, BasicAuth, HTTPClientConfig, TLSConfig
+from .._exceptions import ConfigError
+from ..config import Authorization, BasicAuth, HTTPClientConfig, TLSConfig
 
 __all__ = ["ClientPool", "Direct", "FileAuth", "build_ssl_context"]
 
@@ -127,7 +127,7 @@ class ClientPool:
 
     def _transport(self, ctx: ssl.SSLContext | None, server_name: str | None) -> httpx.AsyncBaseTransport:
         if self.fast:
-            from .transport import FastTransport
+            from ._wire import FastTransport
 
             # Many targets can sit behind one host:port (distinct paths): keep a connection for each.
             return FastTransport(ssl_context=ctx, server_hostname=server_name,

@@ -1,6 +1,6 @@
-"""The pure-Python exposition parser: the readable reference twin of ``relay_ext/_parse.pyx``.
+"""The pure-Python exposition parser: the readable reference twin of ``relay/textparse/_text_c.pyx``.
 
-Two formats, chosen by :func:`relay.parse.is_openmetrics` from the content type:
+Two formats, chosen by :func:`relay.textparse.is_openmetrics` from the content type:
 
 * Prometheus text 0.0.4 (lax, like Prometheus): blank lines and lines of blanks are skipped,
   leading blanks and blanks (spaces, tabs) between tokens and at the end are allowed, label sets
@@ -28,8 +28,8 @@ import time
 from array import array
 from collections.abc import Callable, Mapping
 
-from ._exceptions import ParseError, ScrapeError
-from .batch import Batch, Family, Labels, SeriesTable
+from .._exceptions import ParseError, ScrapeError
+from ..batch import Batch, Family, Labels, SeriesTable
 
 __all__ = [
     "DROPPED",

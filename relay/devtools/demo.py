@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import orjson
 
-from .app import Relay, RelayOptions, check_config
+from ..app import Relay, RelayOptions, check_config
 from .localenv import EtcdCluster, ServiceUnavailable, VictoriaMetrics
 
 __all__ = ["run_demo"]

@@ -1,0 +1,121 @@
+"""``file_sd_configs``: target groups from JSON or YAML files, re-read when they change."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import anyio
+import yaml
+
+from ..config import FileSDConfig
+from .base import DiscoveryError, Provider, Send, TargetGroup
+
+__all__ = ["FileSDProvider", "read_file_sd"]
+
+log = logging.getLogger("relay.discovery.file")
+
+
+def read_file_sd(path: str) -> list[TargetGroup]:
+    """Read one file_sd file (JSON or YAML list of ``{targets: [...], labels: {...}}``)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DiscoveryError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise DiscoveryError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        # Only the position and the problem: never a snippet of the file's content.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+        raise DiscoveryError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or 'syntax error'}") from None
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise DiscoveryError(f"{path}: must be a list of target groups")
+    groups = []
+    for i, g in enumerate(data):
+        if not isinstance(g, dict) or not isinstance(g.get("targets", []), list):
+            raise DiscoveryError(f"{path}[{i}]: must be a mapping with a list of targets")
+        unknown = set(g) - {"targets", "labels"}
+        if unknown:
+            raise DiscoveryError(f"{path}[{i}].{sorted(unknown)[0]}: unknown key")
+        labels = g.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise DiscoveryError(f"{path}[{i}].labels: must be a mapping")
+        targets = tuple(str(t) for t in g.get("targets") or [])
+        lbl = {str(k): str(v) for k, v in labels.items()}
+        lbl["__meta_filepath"] = path
+        groups.append(TargetGroup(source=f"{path}:{i}", targets=targets, labels=tuple(sorted(lbl.items()))))
+    return groups
+
+
+class FileSDProvider(Provider):
+    """Reads file_sd files and re-reads them when they change (polled every few seconds)."""
+
+    name = "file"
+
+    def __init__(self, config: FileSDConfig, job: str, poll: float = 2.0) -> None:
+        self.config = config
+        self.job = job
+        self.poll = poll
+        self.last_error: str | None = None
+        self._refused: set[str] = set()
+
+    def _files(self) -> list[str]:
+        """The files named, and the files a pattern matches in its own folder: a match that is a
+        link to somewhere outside that folder is not followed (security: read only what was named)."""
+        import glob
+
+        out: list[str] = []
+        for pattern in self.config.files:
+            if not any(c in pattern for c in "*?["):
+                out.append(pattern)
+                continue
+            folder = os.path.realpath(os.path.dirname(pattern) or ".")
+            for match in sorted(glob.glob(pattern)):
+                real = os.path.realpath(match)
+                if os.path.dirname(real) != folder and not real.startswith(folder + os.sep):
+                    if match not in self._refused:
+                        self._refused.add(match)
+                        log.error("file_sd for job %s: %s links outside %s; not read", self.job, match, folder)
+                    continue
+                out.append(match)
+        return out
+
+    def _stamp(self) -> tuple[tuple[str, float, int], ...]:
+        stamp = []
+        for f in self._files():
+            try:
+                st = os.stat(f)
+                stamp.append((f, st.st_mtime, st.st_size))
+            except OSError:
+                stamp.append((f, -1.0, -1))
+        return tuple(stamp)
+
+    async def run(self, send: Send) -> None:
+        last_stamp: tuple[tuple[str, float, int], ...] | None = None
+        previous: dict[str, list[TargetGroup]] = {}
+        since_full = 0.0
+        while True:
+            stamp = self._stamp()
+            if stamp != last_stamp or since_full >= self.config.refresh_interval:
+                last_stamp, since_full = stamp, 0.0
+                current: dict[str, list[TargetGroup]] = {}
+                for f in self._files():
+                    try:
+                        current[f] = read_file_sd(f)
+                        self.last_error = None
+                    except DiscoveryError as exc:
+                        # Keep what the file said last time it was valid; say why once per change.
+                        log.error("file_sd for job %s: %s", self.job, exc)
+                        self.last_error = str(exc)
+                        current[f] = previous.get(f, [])
+                previous = current
+                send([g for gs in current.values() for g in gs])
+            await anyio.sleep(self.poll)
+            since_full += self.poll

@@ -1,1 +1,0 @@
-"""Cython fast paths of the relay. Import them through ``relay._ext.load``, never directly."""
