@@ -35,18 +35,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
+
+import re2
 
 from ._exceptions import ConfigError
 
 __all__ = [
     "ACTIONS",
+    "Match",
+    "Regex",
     "RelabelConfig",
     "Relabeler",
-    "compile_go_regex",
+    "compile_regex",
     "parse_relabel_configs",
     "relabel",
 ]
@@ -94,513 +97,192 @@ def _valid_name_with_vars(name: str, scheme: NameValidation) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# Go RE2 syntax -> Python re
+# Regexes: RE2, as in Prometheus
 # --------------------------------------------------------------------------------------------------
 
-_MAX_RUNE: Final = 0x10FFFF
-_Ranges = list[tuple[int, int]]
-
-_FOLD, _MULTILINE, _DOTNL, _UNGREEDY = 1, 2, 4, 8
-
-_PERL_CLASSES: Final[dict[str, _Ranges]] = {
-    "d": [(0x30, 0x39)],
-    "s": [(0x09, 0x0A), (0x0C, 0x0D), (0x20, 0x20)],
-    "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
-}
-_POSIX_CLASSES: Final[dict[str, _Ranges]] = {
-    "alnum": [(0x30, 0x39), (0x41, 0x5A), (0x61, 0x7A)],
-    "alpha": [(0x41, 0x5A), (0x61, 0x7A)],
-    "ascii": [(0x00, 0x7F)],
-    "blank": [(0x09, 0x09), (0x20, 0x20)],
-    "cntrl": [(0x00, 0x1F), (0x7F, 0x7F)],
-    "digit": [(0x30, 0x39)],
-    "graph": [(0x21, 0x7E)],
-    "lower": [(0x61, 0x7A)],
-    "print": [(0x20, 0x7E)],
-    "punct": [(0x21, 0x2F), (0x3A, 0x40), (0x5B, 0x60), (0x7B, 0x7E)],
-    "space": [(0x09, 0x0D), (0x20, 0x20)],
-    "upper": [(0x41, 0x5A)],
-    "word": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
-    "xdigit": [(0x30, 0x39), (0x41, 0x46), (0x61, 0x66)],
-}
-# Go's unicode.Categories (no "Cn": Go has no table for unassigned code points).
-_GO_CATEGORIES: Final = frozenset(
-    [
-        "C",
-        "Cc",
-        "Cf",
-        "Co",
-        "Cs",
-        "L",
-        "Ll",
-        "Lm",
-        "Lo",
-        "Lt",
-        "Lu",
-        "M",
-        "Mc",
-        "Me",
-        "Mn",
-        "N",
-        "Nd",
-        "Nl",
-        "No",
-        "P",
-        "Pc",
-        "Pd",
-        "Pe",
-        "Pf",
-        "Pi",
-        "Po",
-        "Ps",
-        "S",
-        "Sc",
-        "Sk",
-        "Sm",
-        "So",
-        "Z",
-        "Zl",
-        "Zp",
-        "Zs",
-    ]
-)
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.dot_nl = True  # Prometheus wraps every regex as ^(?s:...)$; (?-s) inside still turns it off
+_RE2_OPTIONS.log_errors = False  # RE2 would also print each syntax error to stderr
+_RE2_FILTER_OPTIONS: Final = re2.Options()
+_RE2_FILTER_OPTIONS.dot_nl = True
+_RE2_FILTER_OPTIONS.log_errors = False
+_RE2_FILTER_OPTIONS.never_capture = True  # keep/drop/labeldrop/labelkeep only ask "does it match"
+# The binding's compiled object and its Match(anchor, bytes, pos, endpos) -> [(start, end)] per group,
+# in bytes. re2's Python-level fullmatch wraps the same call in a generator and offset maps: ~5x slower.
+_ANCHOR_BOTH: Final = re2._re2.RE2.Anchor.ANCHOR_BOTH
+_NO_SPAN: Final = (-1, -1)
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_GO_GROUP_NAME: Final = re.compile(r"[A-Za-z0-9_]+\Z")
 
 
-_REPEAT_BRACES: Final = re.compile(r"\{([0-9]+)(?:(,)([0-9]*))?\}")
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (e.g. from a JSON "\ud800" escape): Go strings hold U+FFFD there instead.
+        return _SURROGATE.sub("\ufffd", text).encode()
 
 
-class _RegexError(Exception):
-    """A regex Go would reject (or one this translation cannot reproduce faithfully)."""
+def _re2_problem(exc: Exception) -> str:
+    arg = exc.args[0] if exc.args else ""
+    text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+    if text.startswith("pattern too large"):
+        text += " (RE2's memory budget is 8 MiB per regex)"
+    return " ".join(text.split())
 
 
-def _normalize(ranges: _Ranges) -> _Ranges:
-    out: _Ranges = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            if hi > out[-1][1]:
-                out[-1] = (out[-1][0], hi)
+def _capture_names(src: str) -> list[str] | None:
+    """Names of the capturing groups of `src` (valid RE2 syntax), by group number from 1, or None when
+    this lexical scan cannot tell (the caller then falls back to RE2's name -> first group map).
+
+    Only needed for a name used twice, ``(?P<x>a)|(?P<x>b)``: Go's Expand takes the first group of that
+    name that took part, and RE2's binding only reports the first group of each name.
+    """
+    names: list[str] = []
+    i, n = 0, len(src)
+    while i < n:
+        c = src[i]
+        if c == "\\":
+            if src.startswith("\\Q", i):
+                end = src.find("\\E", i + 2)
+                i = n if end < 0 else end + 2
+            else:
+                i += 2
+        elif c == "[":
+            i += 1
+            if i < n and src[i] == "^":
+                i += 1
+            if i < n and src[i] == "]":
+                i += 1  # a ] first in a class is a literal
+            while i < n and src[i] != "]":
+                if src[i] == "\\":
+                    i += 2
+                elif src.startswith("[:", i) and src.find(":]", i + 2) >= 0:
+                    i = src.find(":]", i + 2) + 2
+                else:
+                    i += 1
+            i += 1
+        elif c == "(":
+            if src.startswith("(?P<", i) or src.startswith("(?<", i):
+                start = i + (4 if src[i + 2] == "P" else 3)
+                end = src.find(">", start)
+                if end < 0:
+                    return None
+                names.append(src[start:end])
+                i = end + 1
+            else:
+                if not src.startswith("(?", i):
+                    names.append("")
+                i += 1
         else:
-            out.append((lo, hi))
-    return out
+            i += 1
+    return names
 
 
-def _negate(ranges: _Ranges) -> _Ranges:
-    out: _Ranges = []
-    nxt = 0
-    for lo, hi in _normalize(ranges):
-        if lo > nxt:
-            out.append((nxt, lo - 1))
-        nxt = hi + 1
-    if nxt <= _MAX_RUNE:
-        out.append((nxt, _MAX_RUNE))
-    return out
+class Regex:
+    """A relabel regex compiled by RE2, anchored at both ends as Prometheus' ``^(?s:<source>)$``.
 
-
-@functools.lru_cache(maxsize=64)
-def _category_ranges(name: str) -> tuple[tuple[int, int], ...]:
-    """Code point ranges of a Unicode general category (one or two letters), from `unicodedata`."""
-    out: _Ranges = []
-    start = -1
-    for cp in range(_MAX_RUNE + 2):
-        cat = unicodedata.category(chr(cp)) if cp <= _MAX_RUNE else ""
-        inside = cat != "Cn" and cat.startswith(name) if cat else False
-        if inside and start < 0:
-            start = cp
-        elif not inside and start >= 0:
-            out.append((start, cp - 1))
-            start = -1
-    return tuple(out)
-
-
-def _esc(cp: int) -> str:
-    """One code point as Python regex text, safe inside and outside a character class."""
-    ch = chr(cp)
-    if ch.isascii() and (ch.isalnum() or ch == "_"):
-        return ch
-    if 0x20 <= cp < 0x7F:
-        return "\\" + ch  # backslash + ASCII punctuation is always a literal in Python re
-    return f"\\x{cp:02x}" if cp < 0x100 else f"\\U{cp:08x}"
-
-
-def _class_text(ranges: _Ranges, negated: bool, fold: bool) -> str:
-    ranges = _normalize(ranges)
-    if not ranges:
-        return "(?s:.)" if negated else "(?!)"
-    body = "".join(_esc(lo) if lo == hi else f"{_esc(lo)}-{_esc(hi)}" for lo, hi in ranges)
-    text = f"[{'^' if negated else ''}{body}]"
-    return f"(?i:{text})" if fold else text
-
-
-@dataclass
-class _Item:
-    text: str
-    simple: bool  # a quantifier may follow directly (else wrap it in (?:...) first)
-
-
-@dataclass
-class _Frame:
-    flags: int
-    capture: bool
-    alts: list[list[_Item]] = field(default_factory=list)
-    seq: list[_Item] = field(default_factory=list)
-
-
-class _GoRegexTranslator:
-    """Translates Go ``regexp/syntax`` (Perl flags) to Python ``re``, following Go's parser rules.
-
-    Python gets no global flags: each atom carries the flags in force where it appears in the Go regex
-    (``(?i:x)``, ``(?s:.)``, ``(?m:^)``), so Go's ``(?flags)`` that lasts to the end of the group and
-    Go's ASCII-only ``\\d \\s \\w \\b`` and ``$`` (end of text, like ``\\z``) keep their meaning.
-    Capturing groups are emitted unnamed; their Go names are returned in order.
+    RE2 runs in time linear in the input (no backtracking), and it is the engine Go's ``regexp`` follows:
+    the syntax and matching rules are Prometheus'. Equal when the sources are equal.
     """
 
-    def __init__(self, src: str, flags: int) -> None:
-        self.src = src
-        self.pos = 0
-        self.names: list[str] = [""]
-        self.stack: list[_Frame] = [_Frame(flags=flags, capture=False)]
-        self.last_was_repeat = False
+    __slots__ = ("_capture", "_filter", "groups", "names", "source")
 
-    # -- helpers -------------------------------------------------------------------------------
-    def _peek(self, k: int = 0) -> str:
-        i = self.pos + k
-        return self.src[i] if i < len(self.src) else ""
+    def __init__(self, source: str) -> None:
+        """Compile `source`; raises ValueError with RE2's one-line reason when it is not a valid regex."""
+        # \C (any byte) is RE2-only: Go refuses it, and it could split a UTF-8 sequence.
+        if "\\C" in source and "C" in _escaped_letters(source):
+            raise ValueError("invalid escape sequence: \\C")
+        try:
+            capture = re2.compile(source, _RE2_OPTIONS)
+            filt = re2.compile(source, _RE2_FILTER_OPTIONS)
+        except re2.error as exc:
+            raise ValueError(_re2_problem(exc)) from None
+        index = capture.groupindex
+        for name in index:
+            if _GO_GROUP_NAME.match(name) is None:  # RE2 accepts Unicode letters too; Go only [A-Za-z0-9_]
+                raise ValueError(f"invalid named capture: (?P<{name}>")
+        count = capture.groups
+        scanned = _capture_names(source) if index else [""] * count
+        if scanned is None or not _agrees(scanned, count, index):
+            scanned = [""] * count  # cannot tell: each name is its first group (RE2's map)
+            for name, group in index.items():
+                scanned[group - 1] = name
+        self.source: Final = source
+        self.groups: Final = count
+        self.names: Final[tuple[str, ...]] = ("", *scanned)
+        """Group names by group number (``""`` for unnamed; index 0 is the whole match)."""
+        self._capture = capture._regexp.Match
+        self._filter = filt._regexp.Match
 
-    def _fail(self, problem: str) -> _RegexError:
-        return _RegexError(problem)
+    def __repr__(self) -> str:
+        return f"Regex({self.source!r})"
 
-    @property
-    def _frame(self) -> _Frame:
-        return self.stack[-1]
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Regex) and other.source == self.source
 
-    def _push(self, text: str, simple: bool = True) -> None:
-        self._frame.seq.append(_Item(text, simple))
+    def __hash__(self) -> int:
+        return hash((Regex, self.source))
 
-    def _literal(self, cp: int) -> None:
-        ch = chr(cp)
-        text = _esc(cp)
-        if self._frame.flags & _FOLD and ch.lower() != ch.upper():
-            text = f"(?i:{text})"
-        self._push(text)
+    def __reduce__(self) -> tuple[type[Regex], tuple[str]]:
+        return Regex, (self.source,)
 
-    # -- main loop -----------------------------------------------------------------------------
-    def translate(self) -> tuple[str, tuple[str, ...]]:
-        src = self.src
-        while self.pos < len(src):
-            c = src[self.pos]
-            repeat = False
-            if c == "(":
-                self._open_group()
-            elif c == ")":
-                self._close_group()
-            elif c == "|":
-                self.pos += 1
-                self._frame.alts.append(self._frame.seq)
-                self._frame.seq = []
-            elif c in "*+?":
-                self.pos += 1
-                self._repeat(c, c)
-                repeat = True
-            elif c == "{":
-                parsed = self._parse_repeat_braces()
-                if parsed is None:
-                    self.pos += 1
-                    self._literal(ord("{"))
-                else:
-                    text, quant = parsed
-                    self._repeat(text, quant)
-                    repeat = True
-            elif c == ".":
-                self.pos += 1
-                self._push("(?s:.)" if self._frame.flags & _DOTNL else ".")
-            elif c == "^":
-                self.pos += 1
-                self._push("(?m:^)" if self._frame.flags & _MULTILINE else r"\A", simple=False)
-            elif c == "$":
-                self.pos += 1
-                self._push("(?m:$)" if self._frame.flags & _MULTILINE else r"\Z", simple=False)
-            elif c == "[":
-                ranges, negated = self._parse_class()
-                self._push(_class_text(ranges, negated, bool(self._frame.flags & _FOLD)))
-            elif c == "\\":
-                self._escape_outside_class()
-            else:
-                self.pos += 1
-                self._literal(ord(c))
-            self.last_was_repeat = repeat
-        if len(self.stack) != 1:
-            raise self._fail("missing closing )")
-        root = self.stack[0]
-        body = "|".join("".join(i.text for i in seq) for seq in [*root.alts, root.seq])
-        return body, tuple(self.names)
+    def matches(self, text: str) -> bool:
+        """Does the regex match all of `text`?"""
+        b = _utf8(text)
+        return self._filter(_ANCHOR_BOTH, b, 0, len(b))[0] != _NO_SPAN
 
-    def _open_group(self) -> None:
-        src, start = self.src, self.pos
-        flags = self._frame.flags
-        if not src.startswith("(?", start):
-            self.pos += 1
-            self.names.append("")
-            self.stack.append(_Frame(flags=flags, capture=True))
-            return
-        if src.startswith("(?P<", start) or src.startswith("(?<", start):
-            name_start = start + (4 if src[start + 2] == "P" else 3)
-            end = src.find(">", name_start)
-            if end < 0:
-                raise self._fail(f"invalid named capture: {src[start:]!r}")
-            name = src[name_start:end]
-            if not name or not all(ch.isascii() and (ch.isalnum() or ch == "_") for ch in name):
-                raise self._fail(f"invalid named capture: {src[start : end + 1]!r}")
-            self.pos = end + 1
-            self.names.append(name)
-            self.stack.append(_Frame(flags=flags, capture=True))
-            return
-        # Flags, a non-capturing group, or both (Go's parsePerlFlags).
-        i = start + 2
-        new = flags
-        sign = 1
-        saw_flag = False
-        while i < len(src):
-            ch = src[i]
+    def match(self, text: str) -> Match | None:
+        """The match of all of `text`, or None."""
+        b = _utf8(text)
+        spans = self._capture(_ANCHOR_BOTH, b, 0, len(b))
+        return None if spans[0] == _NO_SPAN else Match(b, spans)
+
+
+def _agrees(names: list[str], count: int, index: Mapping[str, int]) -> bool:
+    """Does a scan's group names agree with RE2's group count and name -> first group map?"""
+    return (
+        len(names) == count
+        and {n for n in names if n} == set(index)
+        and all(names.index(name) == group - 1 for name, group in index.items())
+    )
+
+
+def _escaped_letters(source: str) -> set[str]:
+    """The characters that follow an escaping backslash in `source` (outside ``\\Q...\\E``)."""
+    out: set[str] = set()
+    i, n = 0, len(source)
+    while i < n:
+        if source[i] != "\\":
             i += 1
-            bit = {"i": _FOLD, "m": _MULTILINE, "s": _DOTNL, "U": _UNGREEDY}.get(ch)
-            if bit is not None:
-                new = new | bit if sign > 0 else new & ~bit
-                saw_flag = True
-            elif ch == "-" and sign > 0:
-                sign = -1
-                saw_flag = False
-            elif ch in ":)":
-                if sign < 0 and not saw_flag:
-                    break
-                self.pos = i
-                if ch == ":":
-                    self.stack.append(_Frame(flags=new, capture=False))
-                else:
-                    self._frame.flags = new
-                return
-            else:
-                break
-        raise self._fail(f"invalid or unsupported Perl syntax: {src[start:i]!r}")
-
-    def _close_group(self) -> None:
-        if len(self.stack) == 1:
-            raise self._fail("unexpected )")
-        self.pos += 1
-        frame = self.stack.pop()
-        body = "|".join("".join(i.text for i in seq) for seq in [*frame.alts, frame.seq])
-        self._push(f"({body})" if frame.capture else f"(?:{body})")
-
-    def _parse_repeat_braces(self) -> tuple[str, str] | None:
-        """Go's parseRepeat: ``{n}``, ``{n,}``, ``{n,m}``; anything else means ``{`` is a literal."""
-        m = _REPEAT_BRACES.match(self.src, self.pos)
-        if m is None:
-            return None
-        lo_s, comma, hi_s = m.group(1), m.group(2), m.group(3)
-        for num in (lo_s, hi_s):
-            if num and len(num) >= 2 and num[0] == "0":
-                return None  # Go's parseInt refuses leading zeros: the brace is a literal
-        lo = int(lo_s)
-        hi = lo if not comma else (-1 if hi_s == "" else int(hi_s))
-        text = m.group(0)
-        if lo > 1000 or hi > 1000 or (hi >= 0 and lo > hi):
-            raise self._fail(f"invalid repeat count: {text!r}")
-        self.pos = m.end()
-        quant = f"{{{lo}}}" if hi == lo else (f"{{{lo},}}" if hi < 0 else f"{{{lo},{hi}}}")
-        return text, quant
-
-    def _repeat(self, op_text: str, quant: str) -> None:
-        lazy = False
-        if self._peek() == "?":
-            self.pos += 1
-            op_text += "?"
-            lazy = True
-        if self.last_was_repeat:
-            raise self._fail(f"invalid nested repetition operator: {op_text!r}")
-        seq = self._frame.seq
-        if not seq:
-            raise self._fail(f"missing argument to repetition operator: {op_text!r}")
-        if self._frame.flags & _UNGREEDY:
-            lazy = not lazy
-        item = seq[-1]
-        base = item.text if item.simple else f"(?:{item.text})"
-        seq[-1] = _Item(f"{base}{quant}{'?' if lazy else ''}", simple=False)
-
-    # -- escapes -------------------------------------------------------------------------------
-    def _escape_outside_class(self) -> None:
-        src = self.src
-        nxt = self._peek(1)
-        if nxt == "":
-            raise self._fail("trailing backslash at end of expression")
-        if nxt in "AzbB":
-            self.pos += 2
-            self._push({"A": r"\A", "z": r"\Z", "b": r"(?a:\b)", "B": r"(?a:\B)"}[nxt], simple=False)
-            return
-        if nxt == "Q":
-            end = src.find(r"\E", self.pos + 2)
-            lit = src[self.pos + 2 :] if end < 0 else src[self.pos + 2 : end]
-            self.pos = len(src) if end < 0 else end + 2
-            for ch in lit:
-                self._literal(ord(ch))
-            return
-        if nxt in "pP":
-            ranges, negated = self._parse_unicode_class()
-            self._push(_class_text(ranges, negated, bool(self._frame.flags & _FOLD)))
-            return
-        if nxt in "dswDSW":
-            self.pos += 2
-            self._push(_class_text(_PERL_CLASSES[nxt.lower()], nxt.isupper(), fold=False))
-            return
-        self._literal(self._parse_escape())
-
-    def _parse_escape(self) -> int:
-        """Go's parseEscape at a backslash: one code point, or an error."""
-        src = self.src
-        start = self.pos
-        if start + 1 >= len(src):
-            raise self._fail("trailing backslash at end of expression")
-        c = src[start + 1]
-        self.pos = start + 2
-        if c in "1234567" and not ("0" <= self._peek() <= "7"):
-            raise self._fail(
-                f"invalid escape sequence: {src[start : start + 2]!r} (backreferences are not supported)"
-            )
-        if c in "01234567":
-            value = ord(c) - 0x30
-            for _ in range(2):
-                d = self._peek()
-                if not ("0" <= d <= "7"):
-                    break
-                value = value * 8 + ord(d) - 0x30
-                self.pos += 1
-            return value
-        if c == "x":
-            if self._peek() == "{":
-                end = src.find("}", self.pos)
-                digits = src[self.pos + 1 : end] if end >= 0 else ""
-                if end < 0 or not digits or not all(d in "0123456789abcdefABCDEF" for d in digits):
-                    raise self._fail(
-                        f"invalid escape sequence: {src[start : end + 1 if end >= 0 else None]!r}"
-                    )
-                value = int(digits, 16)
-                if value > _MAX_RUNE:
-                    raise self._fail(f"invalid escape sequence: {src[start : end + 1]!r}")
-                self.pos = end + 1
-                return value
-            digits = src[self.pos : self.pos + 2]
-            if len(digits) != 2 or not all(d in "0123456789abcdefABCDEF" for d in digits):
-                raise self._fail(f"invalid escape sequence: {src[start : self.pos + 2]!r}")
-            self.pos += 2
-            return int(digits, 16)
-        simple = {"a": 7, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11}
-        if c in simple:
-            return simple[c]
-        if c.isascii() and not c.isalnum():
-            return ord(c)
-        raise self._fail(f"invalid escape sequence: {src[start : start + 2]!r}")
-
-    def _parse_unicode_class(self) -> tuple[_Ranges, bool]:
-        """``\\pL``, ``\\p{Lu}``, ``\\p{^L}``, ``\\PL``, ``\\p{Any}`` (general categories only)."""
-        src, start = self.src, self.pos
-        negated = src[start + 1] == "P"
-        if self._peek(2) == "{":
-            end = src.find("}", start + 3)
-            if end < 0:
-                raise self._fail(f"invalid character class range: {src[start:]!r}")
-            name = src[start + 3 : end]
-            self.pos = end + 1
+        elif source.startswith("\\Q", i):
+            end = source.find("\\E", i + 2)
+            i = n if end < 0 else end + 2
         else:
-            name = self._peek(2)
-            if not name:
-                raise self._fail(f"invalid character class range: {src[start:]!r}")
-            self.pos = start + 3
-        if name.startswith("^"):
-            negated = not negated
-            name = name[1:]
-        if name == "Any":
-            ranges: _Ranges = [(0, _MAX_RUNE)]
-        elif name in _GO_CATEGORIES:
-            ranges = list(_category_ranges(name))
-        else:
-            # Go also knows script names (\p{Greek}); Python's unicodedata has no script property.
-            raise self._fail(
-                f"unsupported Unicode class: {src[start : self.pos]!r} (only general categories and Any)"
-            )
-        return ranges, negated
+            out.add(source[i + 1 : i + 2])
+            i += 2
+    return out
 
-    def _parse_class(self) -> tuple[_Ranges, bool]:
-        """Go's parseClass, at ``[``: the class as code point ranges, and whether it is negated."""
-        src = self.src
-        start = self.pos
-        self.pos += 1
-        negated = False
-        if self._peek() == "^":
-            negated = True
-            self.pos += 1
-        ranges: _Ranges = []
-        first = True
-        while True:
-            c = self._peek()
-            if c == "":
-                raise self._fail(f"missing closing ]: {src[start:]!r}")
-            if c == "]" and not first:
-                self.pos += 1
-                return ranges, negated
-            first = False
-            if src.startswith("[:", self.pos):
-                end = src.find(":]", self.pos + 2)
-                if end >= 0:
-                    name = src[self.pos + 2 : end]
-                    neg = name.startswith("^")
-                    table = _POSIX_CLASSES.get(name[1:] if neg else name)
-                    if table is None:
-                        raise self._fail(f"invalid character class range: {src[self.pos : end + 2]!r}")
-                    ranges.extend(_negate(table) if neg else table)
-                    self.pos = end + 2
-                    continue
-            if c == "\\" and self._peek(1) in ("p", "P") and self._peek(1) != "":
-                cls, neg = self._parse_unicode_class()
-                ranges.extend(_negate(cls) if neg else cls)
-                continue
-            if c == "\\" and self._peek(1) != "" and self._peek(1) in "dswDSW":
-                letter = self._peek(1)
-                table = _PERL_CLASSES[letter.lower()]
-                ranges.extend(_negate(table) if letter.isupper() else table)
-                self.pos += 2
-                continue
-            range_start = self.pos
-            lo = self._class_char()
-            hi = lo
-            if self._peek() == "-" and self._peek(1) not in ("]", ""):
-                self.pos += 1
-                hi = self._class_char()
-                if hi < lo:
-                    raise self._fail(f"invalid character class range: {src[range_start : self.pos]!r}")
-            ranges.append((lo, hi))
 
-    def _class_char(self) -> int:
-        c = self._peek()
-        if c == "\\":
-            return self._parse_escape()
-        self.pos += 1
-        return ord(c)
+class Match:
+    """A successful `Regex.match`: group texts by number, decoded on demand."""
+
+    __slots__ = ("_b", "_spans")
+
+    def __init__(self, b: bytes, spans: list[tuple[int, int]]) -> None:
+        self._b = b
+        self._spans = spans
+
+    def group(self, g: int = 0) -> str | None:
+        """Text of group `g`, or None when the group took no part in the match."""
+        start, end = self._spans[g]
+        return None if start < 0 else self._b[start:end].decode()
 
 
 @functools.lru_cache(maxsize=1024)
-def compile_go_regex(expr: str) -> tuple[re.Pattern[str], tuple[str, ...]]:
-    """Compile a Prometheus relabel regex: Go RE2 syntax, anchored ``^(?s:expr)$``.
-
-    Returns the Python pattern (use ``.match``; it is anchored at both ends) and the Go group names by
-    group number (``""`` for unnamed; index 0 is the whole match). Raises ValueError when Go would refuse
-    the regex (or it uses a Go feature this translation does not support, e.g. Unicode script classes).
-    """
-    try:
-        body, names = _GoRegexTranslator(expr, _DOTNL).translate()
-    except _RegexError as exc:
-        raise ValueError(str(exc)) from None
-    try:
-        return re.compile(rf"\A(?:{body})\Z"), names
-    except (re.error, RecursionError, OverflowError) as exc:  # pragma: no cover - translation bug guard
-        raise ValueError(f"cannot be compiled: {exc}") from None
+def compile_regex(source: str) -> Regex:
+    """A relabel regex, compiled once per distinct source (see `Regex`); raises ValueError if invalid."""
+    return Regex(source)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -658,7 +340,7 @@ def _compile_template(template: str, names: tuple[str, ...]) -> tuple[_Part, ...
     return tuple(p for p in parts if p != "")
 
 
-def _expand(parts: tuple[_Part, ...], m: re.Match[str]) -> str:
+def _expand(parts: tuple[_Part, ...], m: Match) -> str:
     out: list[str] = []
     for part in parts:
         if isinstance(part, str):
@@ -681,13 +363,13 @@ def _expand(parts: tuple[_Part, ...], m: re.Match[str]) -> str:
 class RelabelConfig:
     """One relabel rule, validated as Prometheus validates it. Build with `parse_relabel_configs`.
 
-    `regex` is the compiled, anchored (``\\A(?:...)\\Z``) Python translation of the Go regex
-    `regex_source`; `group_names` are its Go group names by number.
+    `regex` is `regex_source` compiled by RE2 (anchored at both ends, as Prometheus does);
+    `group_names` are its group names by number.
     """
 
     source_labels: tuple[str, ...]
     separator: str
-    regex: re.Pattern[str]
+    regex: Regex
     modulus: int
     target_label: str
     replacement: str
@@ -749,7 +431,7 @@ def _parse_one(raw: object, where: str, scheme: NameValidation) -> RelabelConfig
     regex_given = "regex" in raw
     regex_source = _as_str(raw["regex"], at("regex")) if regex_given else _DEFAULT_REGEX
     try:
-        regex, names = compile_go_regex(regex_source)
+        regex = compile_regex(regex_source)
     except ValueError as exc:
         raise ConfigError(at("regex"), f"invalid regex {regex_source!r}: {exc}") from None
 
@@ -821,7 +503,7 @@ def _parse_one(raw: object, where: str, scheme: NameValidation) -> RelabelConfig
         replacement=replacement,
         action=action,
         regex_source=regex_source,
-        group_names=names,
+        group_names=regex.names,
         name_validation=scheme,
     )
 
@@ -907,16 +589,16 @@ def _compile_step(cfg: RelabelConfig) -> _Step:
         cfg.target_label,
         cfg.action,
     )
-    match = regex.match
+    match, matches = regex.match, regex.matches
 
     def joined(b: _Builder) -> str:
         get = b.cur.get
         return sep.join([get(n, "") for n in sources])
 
     if action == "keep":
-        return lambda b: match(joined(b)) is not None
+        return lambda b: matches(joined(b))
     if action == "drop":
-        return lambda b: match(joined(b)) is None
+        return lambda b: not matches(joined(b))
     if action == "keepequal":
         return lambda b: b.cur.get(target, "") == joined(b)
     if action == "dropequal":
@@ -972,7 +654,7 @@ def _compile_step(cfg: RelabelConfig) -> _Step:
 
         def labelfilter(b: _Builder) -> bool:
             for name in list(b.cur):
-                if (match(name) is not None) != keep:
+                if matches(name) != keep:
                     b.delete(name)
             return True
 
