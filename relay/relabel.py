@@ -2,9 +2,10 @@
 
 Follows ``model/relabel/relabel.go`` of Prometheus 3.x:
 
-* every regex is Go RE2 syntax, anchored as ``^(?s:<regex>)$`` (since Prometheus 3.0 ``.`` also matches
-  a newline); it is translated once to an equivalent Python ``re`` pattern (see `_GoRegexTranslator`), and
-  anything Go would reject is a `ConfigError` at load time;
+* every regex is compiled once by RE2 (the ``google-re2`` binding: the engine whose syntax and matching
+  rules Go's ``regexp`` follows), matching as ``^(?s:<regex>)$`` (since Prometheus 3.0 ``.`` also matches
+  a newline); matching is linear in the input (no backtracking: ``(a+)+b`` cannot stall the event loop),
+  and an invalid regex is a one-line `ConfigError` at load time with RE2's reason;
 * replacements and ``target_label`` use Go's ``Regexp.Expand`` rules: ``$1``, ``${1}``, ``$name``,
   ``${name}``, ``$$`` for a literal ``$``; a name is as long as possible, so ``$1x`` is the group named
   ``1x`` (which does not exist: it expands to nothing); a malformed ``$`` is kept literally;
@@ -16,9 +17,11 @@ Where this differs from Prometheus, on purpose or by necessity:
 
 * label names are checked with the *legacy* scheme (``[a-zA-Z_][a-zA-Z0-9_]*``) unless
   ``name_validation="utf8"`` (Prometheus 3's default) is passed;
-* Python's ``re`` backtracks: a pathological regex can take exponential time where RE2 is linear;
-* ``\\p{Greek}`` and other Unicode *script* classes are rejected (general categories such as ``\\pL``
-  work); Go's limit on the total size of nested repetitions (``(a{1000}){1000}``) is not enforced;
+* the regex must be valid on its own: Prometheus pastes it into ``^(?s:...)$``, so it would take
+  ``a)|(b`` (as ``^(?s:a)|(b)$``); here that is an error;
+* RE2 (C++) differs from Go's ``regexp`` in a few corners: ``\\C`` and non-ASCII group names, which RE2
+  takes, are refused as Go refuses them; a regex whose compiled program exceeds RE2's 8 MiB memory budget
+  (``\\pL{1000}``) is refused, where Go would compile it; Unicode tables follow RE2's Unicode version;
 * YAML scalars that are not strings are refused for string keys (quote them), except integers;
 * a ``labelmap`` whose replacement expands to ``""`` sets nothing (Prometheus would add a label with an
   empty name).
@@ -77,11 +80,9 @@ _DEFAULT_REGEX: Final = "(.*)"
 _DEFAULT_REPLACEMENT: Final = "$1"
 _MAX_UINT64: Final = (1 << 64) - 1
 
+# One quantifier after a fixed first character: linear in Python's re too (and faster there than RE2
+# for a check that runs per expanded target_label).
 _LEGACY_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-# Prometheus' relabelTargetLegacy: a legacy label name in which ``$var`` / ``${var}`` may appear.
-_LEGACY_TARGET: Final = re.compile(
-    r"(?:(?:[a-zA-Z_]|\$(?:\{[0-9A-Za-z_]+\}|[0-9A-Za-z_]+))+[0-9A-Za-z_]*)+\Z"
-)
 
 
 def _valid_name(name: str, scheme: NameValidation) -> bool:
@@ -92,7 +93,7 @@ def _valid_name(name: str, scheme: NameValidation) -> bool:
 
 def _valid_name_with_vars(name: str, scheme: NameValidation) -> bool:
     if scheme == "legacy":
-        return _LEGACY_TARGET.match(name) is not None
+        return _LEGACY_TARGET.matches(name)
     return name != ""
 
 
@@ -113,6 +114,7 @@ _ANCHOR_BOTH: Final = re2._re2.RE2.Anchor.ANCHOR_BOTH
 _NO_SPAN: Final = (-1, -1)
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _GO_GROUP_NAME: Final = re.compile(r"[A-Za-z0-9_]+\Z")
+_PLAIN_LITERAL: Final = re.compile(r"[A-Za-z0-9_:]*\Z")  # no RE2 metacharacter: matches itself only
 
 
 def _utf8(text: str) -> bytes:
@@ -184,9 +186,13 @@ class Regex:
 
     RE2 runs in time linear in the input (no backtracking), and it is the engine Go's ``regexp`` follows:
     the syntax and matching rules are Prometheus'. Equal when the sources are equal.
+
+    ``match(text)`` is the `Match` of all of `text`, or None; ``matches(text)`` is whether there is one
+    (cheaper: no groups). Two sources skip RE2, for the same answers: ``(.*)`` and ``.*`` (every text:
+    the default regex) and a plain literal such as ``up`` or ``etcd_server_has_leader`` (equality).
     """
 
-    __slots__ = ("_capture", "_filter", "groups", "names", "source")
+    __slots__ = ("_capture", "_filter", "groups", "match", "matches", "names", "source")
 
     def __init__(self, source: str) -> None:
         """Compile `source`; raises ValueError with RE2's one-line reason when it is not a valid regex."""
@@ -212,8 +218,16 @@ class Regex:
         self.groups: Final = count
         self.names: Final[tuple[str, ...]] = ("", *scanned)
         """Group names by group number (``""`` for unnamed; index 0 is the whole match)."""
-        self._capture = capture._regexp.Match
-        self._filter = filt._regexp.Match
+        self._capture: Callable[[object, bytes, int, int], list[tuple[int, int]]] = capture._regexp.Match
+        self._filter: Callable[[object, bytes, int, int], list[tuple[int, int]]] = filt._regexp.Match
+        self.match: Callable[[str], Match | None]
+        self.matches: Callable[[str], bool]
+        if source in ("(.*)", ".*"):
+            self.match, self.matches = self._everything(count + 1), _always
+        elif _PLAIN_LITERAL.match(source) is not None:
+            self.match, self.matches = self._literal(source), source.__eq__
+        else:
+            self.match, self.matches = self._run_match, self._run_matches
 
     def __repr__(self) -> str:
         return f"Regex({self.source!r})"
@@ -227,16 +241,36 @@ class Regex:
     def __reduce__(self) -> tuple[type[Regex], tuple[str]]:
         return Regex, (self.source,)
 
-    def matches(self, text: str) -> bool:
-        """Does the regex match all of `text`?"""
+    def _run_matches(self, text: str) -> bool:
         b = _utf8(text)
         return self._filter(_ANCHOR_BOTH, b, 0, len(b))[0] != _NO_SPAN
 
-    def match(self, text: str) -> Match | None:
-        """The match of all of `text`, or None."""
+    def _run_match(self, text: str) -> Match | None:
         b = _utf8(text)
         spans = self._capture(_ANCHOR_BOTH, b, 0, len(b))
         return None if spans[0] == _NO_SPAN else Match(b, spans)
+
+    @staticmethod
+    def _everything(spans: int) -> Callable[[str], Match | None]:
+        def match(text: str) -> Match | None:
+            b = _utf8(text)
+            return Match(b, [(0, len(b))] * spans)
+
+        return match
+
+    @staticmethod
+    def _literal(literal: str) -> Callable[[str], Match | None]:
+        def match(text: str) -> Match | None:
+            if text != literal:
+                return None
+            b = _utf8(text)
+            return Match(b, [(0, len(b))])
+
+        return match
+
+
+def _always(_: str) -> bool:
+    return True
 
 
 def _agrees(names: list[str], count: int, index: Mapping[str, int]) -> bool:
@@ -277,6 +311,11 @@ class Match:
         """Text of group `g`, or None when the group took no part in the match."""
         start, end = self._spans[g]
         return None if start < 0 else self._b[start:end].decode()
+
+
+# Prometheus' relabelTargetLegacy: a legacy label name in which ``$var`` / ``${var}`` may appear. Its
+# nested + would backtrack exponentially in Python's re (a 20-character name ending in "-": 11 s).
+_LEGACY_TARGET: Final = Regex(r"(?:(?:[a-zA-Z_]|\$(?:\{[0-9A-Za-z_]+\}|[0-9A-Za-z_]+))+[0-9A-Za-z_]*)+")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -560,6 +599,7 @@ class _Builder:
 
 
 _Step = Callable[[_Builder], bool]  # False: drop the series
+_NAME_MEMO_MAX: Final = 1 << 12  # labelmap / labeldrop / labelkeep: remembered answers per label name
 
 
 def _simple_case(value: str, upper: bool) -> str:
@@ -639,22 +679,36 @@ def _compile_step(cfg: RelabelConfig) -> _Step:
         return replace
     if action == "labelmap":
 
+        mapped: dict[str, str] = {}  # label name -> its new name ("" when none): names repeat
+
         def labelmap(b: _Builder) -> bool:
             for name, value in list(b.cur.items()):
-                m = match(name)
-                if m is not None:
-                    new = _expand(replacement, m)
-                    if new:  # Prometheus would set a label with an empty name; we never do
-                        b.set(new, value)
+                new = mapped.get(name)
+                if new is None:
+                    m = match(name)
+                    new = "" if m is None else _expand(replacement, m)
+                    if len(mapped) >= _NAME_MEMO_MAX:
+                        mapped.clear()
+                    mapped[name] = new
+                if new:  # Prometheus would set a label with an empty name; we never do
+                    b.set(new, value)
             return True
 
         return labelmap
     if action in ("labeldrop", "labelkeep"):
         keep = action == "labelkeep"
 
+        kept: dict[str, bool] = {}  # label name -> kept: names repeat, series after series
+
         def labelfilter(b: _Builder) -> bool:
             for name in list(b.cur):
-                if matches(name) != keep:
+                k = kept.get(name)
+                if k is None:
+                    k = matches(name) == keep
+                    if len(kept) >= _NAME_MEMO_MAX:
+                        kept.clear()
+                    kept[name] = k
+                if not k:
                     b.delete(name)
             return True
 

@@ -965,10 +965,33 @@ def test_pathological_regex_runs_on_re2_in_linear_time() -> None:
     )
     for cfg in cfgs:
         assert type(cfg.regex) is Regex
-        assert type(cfg.regex._capture.__self__) is re2._re2.RE2  # the binding's RE2, not Python's re
-        assert type(cfg.regex._filter.__self__) is re2._re2.RE2
+        assert type(cfg.regex._capture.__self__) is re2._re2.RE2  # type: ignore[attr-defined]
+        assert type(cfg.regex._filter.__self__) is re2._re2.RE2  # type: ignore[attr-defined]
+        assert cfg.regex.match == cfg.regex._run_match  # no shortcut for this one: RE2 runs
     out = relabel({"v": value}, cfgs)
     assert out == {"v": value, "u": "a" * 10_000}  # (a+)+ leftmost-first: the outer group takes one run
+
+
+def test_legacy_target_check_is_linear() -> None:
+    # Prometheus' relabelTargetLegacy regex nests +: on Python's re this input took 11 s (n=20), ~2^n.
+    long_name = "a" * 5_000 + "-"
+    with pytest.raises(ConfigError, match="invalid 'replacement' for labelmap"):
+        configs({"action": "labelmap", "regex": "(.*)", "replacement": long_name})
+    with pytest.raises(ConfigError, match="invalid 'target_label' for replace"):
+        configs({"target_label": "$1" + long_name})
+    assert configs({"action": "labelmap", "regex": "(.*)", "replacement": "a" * 5_000 + "${1}"})
+
+
+@pytest.mark.parametrize("source", ["(.*)", ".*", "", "up", "etcd_server_has_leader", "a:b_1"])
+def test_shortcuts_answer_as_re2_does(source: str) -> None:
+    rx = compile_regex(source)
+    assert rx.match != rx._run_match  # a shortcut is in use
+    for text in ["", "up", "etcd_server_has_leader", "a:b_1", "a\nb", "UP", "up\n", "é", "a\ud800"]:
+        fast, slow = rx.match(text), rx._run_match(text)
+        assert (fast is None) == (slow is None), text
+        assert rx.matches(text) == rx._run_matches(text) == (slow is not None), text
+        if fast is not None and slow is not None:
+            assert [fast.group(g) for g in range(rx.groups + 1)] == [slow.group(g) for g in range(rx.groups + 1)]
 
 
 def test_regex_equality_follows_source() -> None:
