@@ -223,7 +223,7 @@ class Regex:
         self.match: Callable[[str], Match | None]
         self.matches: Callable[[str], bool]
         if source in ("(.*)", ".*"):
-            self.match, self.matches = self._everything(count + 1), _always
+            self.match, self.matches = _match_everything, _always
         elif _PLAIN_LITERAL.match(source) is not None:
             self.match, self.matches = self._literal(source), source.__eq__
         else:
@@ -251,26 +251,16 @@ class Regex:
         return None if spans[0] == _NO_SPAN else Match(b, spans)
 
     @staticmethod
-    def _everything(spans: int) -> Callable[[str], Match | None]:
-        def match(text: str) -> Match | None:
-            b = _utf8(text)
-            return Match(b, [(0, len(b))] * spans)
-
-        return match
-
-    @staticmethod
     def _literal(literal: str) -> Callable[[str], Match | None]:
-        def match(text: str) -> Match | None:
-            if text != literal:
-                return None
-            b = _utf8(text)
-            return Match(b, [(0, len(b))])
-
-        return match
+        return lambda text: _WholeMatch(text) if text == literal else None
 
 
 def _always(_: str) -> bool:
     return True
+
+
+def _match_everything(text: str) -> Match | None:
+    return _WholeMatch(text if text.isascii() else _SURROGATE.sub("\ufffd", text))
 
 
 def _agrees(names: list[str], count: int, index: Mapping[str, int]) -> bool:
@@ -311,6 +301,18 @@ class Match:
         """Text of group `g`, or None when the group took no part in the match."""
         start, end = self._spans[g]
         return None if start < 0 else self._b[start:end].decode()
+
+
+class _WholeMatch(Match):
+    """A match in which every group (there are at most two: ``(.*)``) is the whole text."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:  # no super().__init__: group() is all it needs
+        self._text = text
+
+    def group(self, g: int = 0) -> str | None:
+        return self._text
 
 
 # Prometheus' relabelTargetLegacy: a legacy label name in which ``$var`` / ``${var}`` may appear. Its
