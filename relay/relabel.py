@@ -199,6 +199,8 @@ class Regex:
         # \C (any byte) is RE2-only: Go refuses it, and it could split a UTF-8 sequence.
         if "\\C" in source and "C" in _escaped_letters(source):
             raise ValueError("invalid escape sequence: \\C")
+        if _SURROGATE.search(source):  # e.g. a YAML "\ud800" escape; Go: ErrInvalidUTF8
+            raise ValueError("invalid UTF-8 (a lone surrogate code point)")
         try:
             capture = re2.compile(source, _RE2_OPTIONS)
             filt = re2.compile(source, _RE2_FILTER_OPTIONS)

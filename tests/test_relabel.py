@@ -7,6 +7,7 @@ labels.Builder) by hand.
 
 from __future__ import annotations
 
+import pickle
 import re
 from typing import Any
 
@@ -914,6 +915,7 @@ REGEX_REJECTS = [
     "a[b]\\C",
     "(?P<é>x)",  # RE2 takes Unicode letters in names, Go only [A-Za-z0-9_]
     "a)|(b",  # not smuggled through as ^(?s:a)|(b)$: the source alone must be a regex
+    "a\ud800",  # not UTF-8 (YAML's "\ud800" escape gives one)
     "\\pL{1000}",  # valid in Go; beyond RE2's per-regex memory budget (see test_regex_errors_are_one_line)
 ]
 
@@ -994,11 +996,25 @@ def test_shortcuts_answer_as_re2_does(source: str) -> None:
             assert [fast.group(g) for g in range(rx.groups + 1)] == [slow.group(g) for g in range(rx.groups + 1)]
 
 
+def test_label_name_memo_stays_right_past_its_bound() -> None:
+    # labelmap / labeldrop remember their answer per label name, and forget all past 4096 names.
+    drop = Relabeler(configs({"regex": "tmp_.*", "action": "labeldrop"}))
+    lmap = Relabeler(configs({"regex": "m_(.*)", "action": "labelmap", "replacement": "${1}_x"}))
+    for i in range(5_000):
+        assert drop({f"tmp_{i}": "v", f"keep_{i}": "w"}) == {f"keep_{i}": "w"}
+        assert lmap({f"m_{i}": "v"}) == {f"m_{i}": "v", f"{i}_x": "v"}
+    assert drop({"tmp_1": "v", "keep_1": "w"}) == {"keep_1": "w"}
+
+
 def test_regex_equality_follows_source() -> None:
     assert compile_regex("a+") == Regex("a+")
     assert hash(compile_regex("a+")) == hash(Regex("a+"))
     assert Regex("a+") != Regex("a*")
     assert configs({"target_label": "a", "regex": "x"}) == configs({"target_label": "a", "regex": "x"})
+    (cfg,) = configs({"source_labels": ["a"], "regex": "(x+)", "target_label": "b"})
+    copied = pickle.loads(pickle.dumps(cfg))
+    assert copied == cfg
+    assert relabel({"a": "xx"}, (copied,)) == {"a": "xx", "b": "xx"}
 
 
 _ATOMS = st.sampled_from(["a", "b", ".", "[ab]", "[^a]", "\\d", "a*", "b+?", "(a|b)", "(a*)", "(?:ab)?", "x?"])
