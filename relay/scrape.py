@@ -36,10 +36,11 @@ from .config import ClusterConfig, Config, ScrapeConfig
 from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
 from .http._wire import fetch, fetch_direct
 from .http.client import USER_AGENT, ClientPool
+from .labels import LabelMerge, merge_target_labels
 from .metrics import SelfMetrics
 from .relabel import RelabelConfig, Relabeler
 from .target import Target, TargetError, build_target
-from .textparse import LabelMerge, Parser, merge_target_labels
+from .textparse import Parser
 
 __all__ = ["ScrapeLoop", "ScrapeManager", "Sink", "TargetHealth", "merge_target_labels", "select_for_member"]
 

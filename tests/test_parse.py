@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families as text_fami
 from relay._exceptions import ParseError, ScrapeError
 from relay._ext import NO_EXTENSIONS
 from relay.batch import Batch, Family, Labels, SeriesTable, encode_labels
+from relay.labels import LabelMerge
 from relay.textparse import Parser as PublicParser
 from relay.textparse import _text_py, cli_parse, is_openmetrics
 from relay.textparse import parse as public_parse
@@ -728,12 +729,12 @@ MERGE_BODY = (
 def test_label_merge_twins_agree(case: int, path: Path | None) -> None:
     target, honor, extra = MERGE_CASES[case]
     body = MERGE_BODY if path is None else path.read_bytes()
-    ref_merge = _text_py.LabelMerge(target, honor, extra)
+    ref_merge = LabelMerge(target, honor, extra)
     ref = _text_py.Parser(on_new_series=ref_merge)
     ref_rows = rows(ref.parse(body, None, T0))
     for _, labels, _, _ in ref_rows:  # every series got what the rules give, sorted
         assert list(labels) == sorted(labels) and all(v != "" for _, v in labels)
-    c_merge = _text_py.LabelMerge(target, honor, extra)
+    c_merge = LabelMerge(target, honor, extra)
     fast = load_impl("c")(on_new_series=c_merge)
     assert rows(fast.parse(body, None, T0)) == ref_rows
     assert fast.series.columns() == ref.series.columns()
@@ -749,14 +750,14 @@ def test_label_merge_twins_agree(case: int, path: Path | None) -> None:
 
 
 def test_label_merge_semantics() -> None:
-    merge = _text_py.LabelMerge((("instance", "m1"), ("job", "etcd")), False, (("cluster", "c"), ("job", "x")))
+    merge = LabelMerge((("instance", "m1"), ("job", "etcd")), False, (("cluster", "c"), ("job", "x")))
     assert merge("up", (("job", "inner"), ("cluster", "mine"))) == (
         "up", (("cluster", "mine"), ("exported_job", "inner"), ("instance", "m1"), ("job", "etcd")))
     assert merge.fast == ((b"cluster", b"c", True), (b"instance", b"m1", False), (b"job", b"etcd", False))
-    honor = _text_py.LabelMerge((("job", "etcd"),), True)
+    honor = LabelMerge((("job", "etcd"),), True)
     assert honor("up", (("job", "inner"),)) == ("up", (("job", "inner"),))
     assert honor("up", (("job", ""),)) == ("up", (("job", "etcd"),))
-    dropping = _text_py.LabelMerge((("job", "etcd"),), False, relabel=lambda lbls: None)
+    dropping = LabelMerge((("job", "etcd"),), False, relabel=lambda lbls: None)
     assert dropping.fast is None and dropping("up", ()) is None
 
 
@@ -772,8 +773,8 @@ def test_label_merge_twins_agree_generated(labels: list[tuple[str, str]], case: 
     block = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
                      for k, v in seen.items())
     body = f"m{{{block}}} 1\nm2 2\n".encode()
-    ref = _text_py.Parser(on_new_series=_text_py.LabelMerge(target, honor, extra))
-    fast = load_impl("c")(on_new_series=_text_py.LabelMerge(target, honor, extra))
+    ref = _text_py.Parser(on_new_series=LabelMerge(target, honor, extra))
+    fast = load_impl("c")(on_new_series=LabelMerge(target, honor, extra))
     assert rows(fast.parse(body, None, T0)) == rows(ref.parse(body, None, T0))
     assert fast.series.columns() == ref.series.columns()
 
@@ -805,11 +806,11 @@ def test_label_merge_with_a_keep_drop_filter(impl: ParserFactory, path: Path | N
     configs = parse_relabel_configs(FILTER_RULES, "metric_relabel_configs")
     body = MERGE_BODY if path is None else path.read_bytes()
     target = (("instance", "10.0.0.1:2381"), ("job", "etcd"))
-    ref = _text_py.Parser(on_new_series=_text_py.LabelMerge(target, False, extra, FullRelabel(Relabeler(configs))))
+    ref = _text_py.Parser(on_new_series=LabelMerge(target, False, extra, FullRelabel(Relabeler(configs))))
     ref_rows = rows(ref.parse(body, None, T0))
     relabeler = Relabeler(configs)
     assert relabeler.filter_sources == ("__name__", "job", "v")
-    merge = _text_py.LabelMerge(target, False, extra, relabeler)
+    merge = LabelMerge(target, False, extra, relabeler)
     parser = impl(on_new_series=merge)
     assert rows(parser.parse(body, None, T0)) == ref_rows
     assert parser.series.columns() == ref.series.columns() and parser.last_dropped == ref.last_dropped
@@ -817,4 +818,24 @@ def test_label_merge_with_a_keep_drop_filter(impl: ParserFactory, path: Path | N
     assert (merge.fast is None) == (extra == (("v", "hidden"),))  # an extra label a rule reads: Python
     if path is not None and merge.fast is not None and impl is not _text_py.Parser:
         assert merge.calls == 0  # all in C
-    assert len(relabeler._decisions) <= len({n for n, *_ in ref_rows}) + ref.last_dropped
+    assert len(relabeler.decisions) <= len({n for n, *_ in ref_rows}) + ref.last_dropped
+    assert merge.decisions is relabeler.decisions and len(relabeler.decisions) > 0  # the public interface
+
+
+def test_label_merge_interface_the_cython_parser_reads() -> None:
+    """relay.labels documents what the Cython parser reads from a LabelMerge; its C limit on added
+    labels is relay.labels.MAX_FAST_ADDED."""
+    from relay import labels
+    from relay.relabel import Relabeler, parse_relabel_configs
+
+    relabeler = Relabeler(parse_relabel_configs(FILTER_RULES, "metric_relabel_configs"))
+    merge = LabelMerge((("job", "etcd"),), False, (), relabeler)
+    assert merge.fast == ((b"job", b"etcd", False),)
+    assert merge.filter_names == tuple(n.encode() for n in relabeler.filter_sources or ())
+    assert merge.keeps == relabeler.keeps and merge.decisions is relabeler.decisions
+    plain = LabelMerge((("job", "etcd"),), True)
+    assert plain.filter_names is None and plain.decisions is None and plain.fast == ((b"job", b"etcd", True),)
+    many = LabelMerge(tuple((f"l{k}", "v") for k in range(labels.MAX_FAST_ADDED + 1)), False)
+    assert many.fast is None
+    if not NO_EXTENSIONS:
+        assert importlib.import_module("relay.textparse._text_c").MAX_FAST_ADDED == labels.MAX_FAST_ADDED
