@@ -28,6 +28,7 @@ import logging
 import anyio
 import dns.asyncresolver
 import dns.exception
+import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
@@ -38,6 +39,8 @@ from .base import DiscoveryError, Provider, Send, TargetGroup
 __all__ = ["DNSSDProvider", "records_to_groups"]
 
 log = logging.getLogger("relay.discovery.dns")
+
+RESOLV_CONF = "/etc/resolv.conf"  # as Prometheus; a module attribute so that tests can point elsewhere
 
 # The time one name's lookup may take, over every server and search name (dnspython's default 5 s).
 LOOKUP_LIFETIME = 10.0
@@ -97,26 +100,46 @@ class DNSSDProvider(Provider):
             r.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in self.config.nameservers]
         else:
             try:
-                r = dns.asyncresolver.Resolver()  # /etc/resolv.conf, read again every refresh
+                r = dns.asyncresolver.Resolver(filename=RESOLV_CONF)  # read again every refresh
             except (dns.resolver.NoResolverConfiguration, OSError) as exc:
-                raise DiscoveryError(f"cannot use /etc/resolv.conf: {exc}") from None
+                raise DiscoveryError(f"cannot use {RESOLV_CONF}: {exc}") from None
         r.lifetime = min(LOOKUP_LIFETIME, self.config.refresh_interval)
         return r
 
+    def _names_to_try(self, resolver: dns.asyncresolver.Resolver, name: str) -> list[dns.name.Name]:
+        """The search list applied as resolv.conf(5) says (and Prometheus does): a name with more
+        than ``ndots`` labels is tried as written first, else after the search domains."""
+        qname = dns.name.from_text(name, origin=None)
+        if qname.is_absolute() or self.config.nameservers:
+            return [qname if qname.is_absolute() else qname.concatenate(dns.name.root)]
+        search = list(resolver.search) or ([resolver.domain] if resolver.domain not in (None, dns.name.root) else [])
+        as_is = qname.concatenate(dns.name.root)
+        searched = [qname + suffix for suffix in search]
+        return [as_is, *searched] if len(qname) > (resolver.ndots or 1) else [*searched, as_is]
+
     async def lookup(self, resolver: dns.asyncresolver.Resolver, name: str) -> list[TargetGroup]:
-        """The groups of one name; raises DiscoveryError (failure) or _Missing (NXDOMAIN)."""
-        try:
-            answer = await resolver.resolve(
-                name, self.config.type, raise_on_no_answer=False, search=not self.config.nameservers
-            )
-        except dns.resolver.NXDOMAIN:
-            raise _Missing(f"{name}: no such name (NXDOMAIN)") from None
-        except dns.resolver.NoNameservers:
-            raise DiscoveryError(f"{name}: no server gave a usable answer (SERVFAIL or REFUSED)") from None
-        except dns.exception.Timeout:
-            raise DiscoveryError(f"{name}: timed out after {resolver.lifetime:g}s") from None
-        except dns.exception.DNSException as exc:
-            raise DiscoveryError(f"{name}: {exc.__class__.__name__}: {exc}") from None
+        """The groups of one name; raises DiscoveryError (failure) or _Missing (NXDOMAIN everywhere).
+
+        As Prometheus: the first name of the search list that exists answers (even with no records
+        of the type); a failure on one search name does not stop the others from being tried."""
+        errors: list[str] = []
+        answer = None
+        for qname in self._names_to_try(resolver, name):
+            try:
+                answer = await resolver.resolve(qname, self.config.type, raise_on_no_answer=False, search=False)
+                break
+            except dns.resolver.NXDOMAIN:
+                continue
+            except dns.resolver.NoNameservers:
+                errors.append(f"{qname}: no server gave a usable answer (SERVFAIL or REFUSED)")
+            except dns.exception.Timeout:
+                errors.append(f"{qname}: timed out after {resolver.lifetime:g}s")
+            except dns.exception.DNSException as exc:
+                errors.append(f"{qname}: {exc.__class__.__name__}: {exc}")
+        if answer is None:
+            if errors:
+                raise DiscoveryError(f"{name}: " + "; ".join(errors))
+            raise _Missing(f"{name}: no such name (NXDOMAIN)")
         rdatas: list[object] = list(answer.rrset) if answer.rrset is not None else []
         source = f"{self.job}/dns/{name}"
         return records_to_groups(name, self.config.type, self.config.port, rdatas, source)
