@@ -247,3 +247,35 @@ def test_records_to_groups_ns_srv_root_and_ipv6() -> None:
     assert records_to_groups("n", "SRV", 0, [rd("SRV", "0 0 2379 .")], "s") == []
     (g,) = records_to_groups("n", "AAAA", 2381, [rd("AAAA", "fd00::1"), rd("AAAA", "fd00::2")], "s")
     assert g.targets == ("[fd00::1]:2381", "[fd00::2]:2381")
+
+
+async def test_readme_recipe_rewrites_etcd_srv_to_metrics_port(dnsmasq: Dnsmasq) -> None:
+    """The README's recipe, as written there, against etcd's SRV records served by dnsmasq."""
+    from relay.config import parse_config
+    from relay.target import build_target
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    recipe = readme.split("  - job_name: etcd-dns\n", 1)[1].split("```", 1)[0]
+    config = parse_config("scrape_configs:\n  - job_name: etcd-dns\n" + recipe)
+    (sc,) = config.scrape_configs
+    (d,) = sc.dns_sd_configs
+    assert d.names == ("_etcd-client-ssl._tcp.example.com", "_etcd-client._tcp.example.com")
+    dnsmasq.start(
+        "--local=/example.com/",
+        "--srv-host=_etcd-client-ssl._tcp.example.com,m1.example.com,2379,0,10",
+        "--srv-host=_etcd-client-ssl._tcp.example.com,m2.example.com,2379,0,10",
+    )
+    provider = DNSSDProvider(_config(dnsmasq, d.names), "etcd-dns")
+    seen: list[list[TargetGroup]] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(provider.run, seen.append)
+        await _until(seen, lambda g: len(_flat(g)) == 2, "two members")
+        tg.cancel_scope.cancel()
+    targets = [build_target(a, labels, sc) for a, labels in _flat(seen[-1]).items()]
+    got = sorted((t.url, t.instance, dict(t.labels)["member"]) for t in targets if t is not None)
+    assert got == [
+        ("http://m1.example.com:2381/metrics", "m1.example.com:2381", "m1.example.com"),
+        ("http://m2.example.com:2381/metrics", "m2.example.com:2381", "m2.example.com"),
+    ]
+    # The name with no records (NXDOMAIN) is an error kept apart; the other name's targets are sent.
+    assert "_etcd-client._tcp.example.com: no such name" in (provider.last_error or "")
