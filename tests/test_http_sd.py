@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import anyio
 import pytest
@@ -165,3 +166,64 @@ def test_parse_http_sd_rejects_bad_label_names_and_null_groups() -> None:
     with pytest.raises(DiscoveryError, match=r"\[1\]: must be an object"):
         parse_http_sd(b'[{"targets": []}, null]', "u", "s")
     assert parse_http_sd(b"[]", "u", "s") == []
+
+
+async def test_http_sd_labels_match_vmagent(sd_server: tuple[str, Reply], tmp_path: Path) -> None:
+    """Debian's vmagent, pointed at the same endpoint, finds the same targets with the same
+    discoveredLabels and labels (its /api/v1/targets) as the relay."""
+    import shutil
+    import subprocess
+    import urllib.request
+
+    from relay.config import load_config
+    from relay.devtools.localenv import free_ports
+    from relay.target import build_target
+
+    from .conftest import missing_service
+
+    exe = shutil.which("vmagent")
+    if exe is None:
+        missing_service("vmagent is not installed (Debian package vmagent)")
+        return
+    url, _ = sd_server
+    cfg = tmp_path / "scrape.yml"  # vmagent has no refresh_interval here: its flag sets the interval
+    cfg.write_text(f"scrape_configs:\n  - job_name: etcd\n    scrape_interval: 5s\n    http_sd_configs:\n      - url: {url}\n")
+    port = free_ports(1)[0]
+    log = (tmp_path / "vmagent.log").open("wb")
+    proc = subprocess.Popen(
+        [exe, f"-promscrape.config={cfg}", "-promscrape.httpSDCheckInterval=1s", f"-httpListenAddr=127.0.0.1:{port}",
+         "-remoteWrite.url=http://127.0.0.1:1/api/v1/write", f"-remoteWrite.tmpDataPath={tmp_path / 'q'}",
+         "-loggerLevel=ERROR"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        theirs: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        with anyio.fail_after(60):
+            while len(theirs) < 3:
+                await anyio.sleep(0.2)
+                assert proc.poll() is None, (tmp_path / "vmagent.log").read_text()[-500:]
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/targets", timeout=2) as resp:
+                        data = json.load(resp)["data"]
+                except OSError:
+                    continue
+                theirs = {
+                    t["discoveredLabels"]["__address__"]: (t["discoveredLabels"], t["labels"])
+                    for t in data["activeTargets"]
+                }
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+    (sc,) = load_config(cfg).scrape_configs
+    pool = ClientPool(fast=True)
+    try:
+        groups = await HTTPSDProvider(sc.http_sd_configs[0], "etcd", pool).fetch()
+    finally:
+        await pool.aclose()
+    ours = {}
+    for address, labels in _flat(groups).items():
+        t = build_target(address, labels, sc)
+        assert t is not None
+        ours[address] = (dict(t.discovered_labels), dict(t.labels))
+    assert ours == theirs
