@@ -279,3 +279,87 @@ async def test_readme_recipe_rewrites_etcd_srv_to_metrics_port(dnsmasq: Dnsmasq)
     ]
     # The name with no records (NXDOMAIN) is an error kept apart; the other name's targets are sent.
     assert "_etcd-client._tcp.example.com: no such name" in (provider.last_error or "")
+
+
+async def test_manager_scrapes_dns_and_http_discovered_targets(dnsmasq: Dnsmasq) -> None:
+    """Both mechanisms through the scrape manager: real lookups, a real SD endpoint, real scrapes;
+    a target DNS no longer lists stops (with staleness markers) and the others keep their loops."""
+    import json
+    import math
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from relay.batch import Batch
+    from relay.config import parse_config
+    from relay.http.client import ClientPool
+    from relay.metrics import SelfMetrics
+    from relay.scrape import ScrapeManager
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            port = self.server.server_address[1]  # type: ignore[index]
+            if self.path == "/sd":
+                body, kind = json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"via": "http"}}]).encode(), "application/json"
+            else:
+                body, kind = b"up_metric 1\n", "text/plain; version=0.0.4"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    # The same port on two loopback addresses: what two A records with one configured port need.
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler)]
+    port = servers[0].server_address[1]
+    servers.append(ThreadingHTTPServer(("127.0.0.2", port), Handler))
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for t in threads:
+        t.start()
+    dnsmasq.start("--host-record=etcd.example.test,127.0.0.1", "--host-record=etcd.example.test,127.0.0.2")
+    config = parse_config(
+        "scrape_configs:\n"
+        "  - job_name: dns\n    scrape_interval: 200ms\n    scrape_timeout: 100ms\n    dns_sd_configs:\n"
+        f"      - {{names: [etcd.example.test], type: A, port: {port}, refresh_interval: 100ms,"
+        f" nameservers: ['127.0.0.1:{dnsmasq.port}']}}\n"
+        "  - job_name: http\n    scrape_interval: 200ms\n    scrape_timeout: 100ms\n    http_sd_configs:\n"
+        f"      - {{url: 'http://127.0.0.1:{port}/sd', refresh_interval: 100ms}}\n"
+    )
+    got: list[Batch] = []
+    pool = ClientPool()
+    mgr = ScrapeManager(pool, [got.append], SelfMetrics())
+
+    def instances() -> set[tuple[str, str]]:
+        return {(lp.target.job, lp.target.instance) for lp in mgr.loops.values()}
+
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(mgr.run, config)
+            want = {("dns", f"127.0.0.1:{port}"), ("dns", f"127.0.0.2:{port}"), ("http", f"127.0.0.1:{port}")}
+            with anyio.fail_after(15):
+                while instances() != want or any(lp.health.scrapes == 0 for lp in mgr.loops.values()):
+                    await anyio.sleep(0.05)
+            assert all(lp.health.health == "up" for lp in mgr.loops.values())
+            http_loop = next(lp for lp in mgr.loops.values() if lp.target.job == "http")
+            assert dict(http_loop.target.labels)["via"] == "http"
+            dnsmasq.start("--host-record=etcd.example.test,127.0.0.1")
+            with anyio.fail_after(15):
+                while ("dns", f"127.0.0.2:{port}") in instances():
+                    await anyio.sleep(0.05)
+            assert next(lp for lp in mgr.loops.values() if lp.target.job == "http") is http_loop
+            await anyio.sleep(0.2)
+            gone = [
+                s[2] for b in got for s in b.samples()
+                if s[0] == "up_metric" and dict(s[1])["instance"] == f"127.0.0.2:{port}"
+            ]  # fmt: skip
+            assert gone and math.isnan(gone[-1])
+            mgr.stop_all()
+            tg.cancel_scope.cancel()
+    finally:
+        await pool.aclose()
+        for server, thread in zip(servers, threads, strict=True):
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
