@@ -507,7 +507,8 @@ def _nameserver(text: object, where: str) -> tuple[str, int]:
 def _dns_sd(sec: _Section) -> DNSSDConfig:
     names = []
     for i, n in enumerate(sec.seq("names")):
-        if not isinstance(n, str) or not n.strip(". ") or " " in n:
+        labels = n.rstrip(".").split(".") if isinstance(n, str) else [""]
+        if len(str(n)) > 253 or not all(0 < len(x) <= 63 and " " not in x for x in labels):
             raise ConfigError(f"{sec.at('names')}[{i}]", f"{n!r} is not a DNS name")
         names.append(n)
     if not names:

@@ -37,6 +37,8 @@ def test_dns_sd_defaults_and_options() -> None:
     ("sd", "where", "problem"),
     [
         ("names: []", "dns_sd_configs[0].names", "needs at least one name"),
+        ("names: ['a..b']", "dns_sd_configs[0].names[0]", "is not a DNS name"),
+        (f"names: [{'x' * 64}.example.com]", "dns_sd_configs[0].names[0]", "is not a DNS name"),
         ("names: [a]\n        type: TXT", "dns_sd_configs[0].type", "'TXT' is not one of SRV, A, AAAA, MX, NS"),
         ("names: [a]\n        type: AAAA", "dns_sd_configs[0].port", "is required for type AAAA"),
         ("names: [a]\n        port: 70000\n        type: A", "dns_sd_configs[0].port", "70000 is not a port"),

@@ -124,7 +124,11 @@ class DNSSDProvider(Provider):
         of the type); a failure on one search name does not stop the others from being tried."""
         errors: list[str] = []
         answer = None
-        for qname in self._names_to_try(resolver, name):
+        try:
+            qnames = self._names_to_try(resolver, name)
+        except dns.exception.DNSException as exc:
+            raise DiscoveryError(f"{name}: not a valid DNS name: {exc}") from None
+        for qname in qnames:
             try:
                 answer = await resolver.resolve(qname, self.config.type, raise_on_no_answer=False, search=False)
                 break
@@ -159,6 +163,8 @@ class DNSSDProvider(Provider):
                 self._note(name, "")
             except (DiscoveryError, _Missing) as exc:
                 self._note(name, str(exc))
+            except Exception as exc:  # a bug or an odd answer must not stop the relay: say it, keep targets
+                self._note(name, f"{name}: unexpected {exc.__class__.__name__}: {exc}")
 
         async with anyio.create_task_group() as tg:
             for name in self.config.names:

@@ -100,10 +100,14 @@ class HTTPSDProvider(Provider):
     async def fetch(self) -> list[TargetGroup]:
         try:
             status, kind, body = await self._get()
+        except DiscoveryError:
+            raise
         except httpx.HTTPError as exc:
             raise DiscoveryError(f"{exc.__class__.__name__}: {exc}") from None
         except OSError as exc:
             raise DiscoveryError(f"{exc.__class__.__name__}: {exc.strerror or exc}") from None
+        except Exception as exc:  # whatever a transport raises must not stop the relay: say it, keep targets
+            raise DiscoveryError(f"unexpected {exc.__class__.__name__}: {exc}") from None
         if status != 200:
             raise DiscoveryError(f"server returned HTTP status {status}")
         if not _CONTENT_TYPE.match(kind):
