@@ -5,8 +5,9 @@ only these): ``global`` (scrape_interval, scrape_timeout, evaluation_interval (i
 external_labels, the limits), ``scrape_configs`` (job_name, scrape_interval, scrape_timeout,
 metrics_path, scheme, params, honor_labels, honor_timestamps, sample_limit, body_size_limit,
 label_limit, label_name_length_limit, label_value_length_limit, relabel_configs,
-metric_relabel_configs, static_configs, file_sd_configs, our etcd_sd_configs, tls_config,
-basic_auth, authorization), ``remote_write`` (url, name, remote_timeout, headers,
+metric_relabel_configs, static_configs, file_sd_configs, dns_sd_configs (plus our nameservers),
+http_sd_configs, our etcd_sd_configs, tls_config, basic_auth, authorization), ``scrape_config_files``
+(globs of files holding more ``scrape_configs``), ``remote_write`` (url, name, remote_timeout, headers,
 write_relabel_configs, queue_config, tls_config, basic_auth, authorization) and our ``cluster``.
 
 Every error is a :class:`ConfigError` whose message names the key path and the problem, e.g.
@@ -33,10 +34,12 @@ __all__ = [
     "BasicAuth",
     "ClusterConfig",
     "Config",
+    "DNSSDConfig",
     "EtcdSDConfig",
     "FileSDConfig",
     "GlobalConfig",
     "HTTPClientConfig",
+    "HTTPSDConfig",
     "QueueConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
@@ -263,6 +266,30 @@ class EtcdSDConfig:
 
 
 @dataclass(frozen=True)
+class DNSSDConfig:
+    """DNS service discovery, as Prometheus' ``dns_sd_configs``; ``nameservers`` is ours.
+
+    ``nameservers`` (``(ip, port)`` pairs) replaces the system resolver (/etc/resolv.conf); names
+    are then asked for as written, without the search list.
+    """
+
+    names: tuple[str, ...]
+    type: str = "SRV"  # SRV, A, AAAA, MX or NS
+    port: int = 0  # the target port for every type but SRV (required there)
+    refresh_interval: float = 30.0
+    nameservers: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class HTTPSDConfig:
+    """HTTP service discovery, as Prometheus' ``http_sd_configs``: target groups as JSON from ``url``."""
+
+    url: str
+    refresh_interval: float = 60.0
+    http: HTTPClientConfig = HTTPClientConfig()
+
+
+@dataclass(frozen=True)
 class ScrapeConfig:
     job_name: str
     scrape_interval: float
@@ -282,6 +309,8 @@ class ScrapeConfig:
     static_configs: tuple[StaticConfig, ...] = ()
     file_sd_configs: tuple[FileSDConfig, ...] = ()
     etcd_sd_configs: tuple[EtcdSDConfig, ...] = ()
+    dns_sd_configs: tuple[DNSSDConfig, ...] = ()
+    http_sd_configs: tuple[HTTPSDConfig, ...] = ()
     http: HTTPClientConfig = HTTPClientConfig()
 
 
@@ -337,6 +366,7 @@ class Config:
     remote_write: tuple[RemoteWriteConfig, ...] = ()
     cluster: ClusterConfig = ClusterConfig()
     source: str = ""
+    scrape_config_files: tuple[str, ...] = ()  # the files the globs matched, read at load
 
 
 # Keys of a Prometheus config that carry no meaning for a relay and are accepted silently.
@@ -451,6 +481,115 @@ def _etcd_sd(sec: _Section) -> EtcdSDConfig:
     return out
 
 
+_DNS_TYPES = ("SRV", "A", "AAAA", "MX", "NS")
+
+
+def _nameserver(text: object, where: str) -> tuple[str, int]:
+    """``10.0.0.2``, ``10.0.0.2:5353``, ``::1`` or ``[::1]:5353`` as (ip, port); 53 by default."""
+    import ipaddress
+
+    s = str(text).strip() if isinstance(text, str | int) and not isinstance(text, bool) else ""
+    host, port = s, "53"
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("53" if not rest else "x")
+    elif s.count(":") == 1:
+        host, _, port = s.partition(":")
+    try:
+        ipaddress.ip_address(host)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(port)
+    except ValueError:
+        raise ConfigError(where, f"{text!r} is not an IP address with an optional port (10.0.0.2, 127.0.0.1:5353, [::1]:5353)") from None
+    return host, int(port)
+
+
+def _dns_sd(sec: _Section) -> DNSSDConfig:
+    names = []
+    for i, n in enumerate(sec.seq("names")):
+        labels = n.rstrip(".").split(".") if isinstance(n, str) else [""]
+        if len(str(n)) > 253 or not all(0 < len(x) <= 63 and " " not in x for x in labels):
+            raise ConfigError(f"{sec.at('names')}[{i}]", f"{n!r} is not a DNS name")
+        names.append(n)
+    if not names:
+        raise ConfigError(sec.at("names"), "needs at least one name")
+    kind = sec.text("type", "SRV").upper()
+    if kind not in _DNS_TYPES:
+        raise ConfigError(sec.at("type"), f"{kind!r} is not one of {', '.join(_DNS_TYPES)}")
+    out = DNSSDConfig(
+        names=tuple(names),
+        type=kind,
+        port=sec.integer("port", 0),
+        refresh_interval=sec.duration("refresh_interval", 30.0),
+        nameservers=tuple(_nameserver(n, f"{sec.at('nameservers')}[{i}]") for i, n in enumerate(sec.seq("nameservers"))),
+    )
+    sec.done()
+    if out.port > 65535:
+        raise ConfigError(sec.at("port"), f"{out.port} is not a port")
+    if kind != "SRV" and out.port == 0:
+        raise ConfigError(sec.at("port"), f"is required for type {kind} (only SRV records carry a port)")
+    if out.refresh_interval <= 0:
+        raise ConfigError(sec.at("refresh_interval"), "must be greater than 0")
+    return out
+
+
+def _http_sd(sec: _Section) -> HTTPSDConfig:
+    url = sec.text("url")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(sec.at("url"), f"{url!r} is not an http(s) URL with a host" if url else "is required")
+    out = HTTPSDConfig(url=url, refresh_interval=sec.duration("refresh_interval", 60.0), http=_http_client(sec))
+    sec.done(("enable_http2",))
+    if out.refresh_interval <= 0:
+        raise ConfigError(sec.at("refresh_interval"), "must be greater than 0")
+    return out
+
+
+# As Prometheus: a wildcard only in the last path element.
+_SCRAPE_FILE_RE = re.compile(r"^[^*]*(\*[^/]*)?$")
+
+
+def _scrape_config_files(top: _Section, key: str) -> list[str]:
+    """The files the ``scrape_config_files`` globs match (relative to the config file), sorted per glob."""
+    import glob
+
+    files: list[str] = []
+    for i, pattern in enumerate(top.seq(key)):
+        where = f"{key}[{i}]"
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(where, "must be a file path or glob")
+        if not _SCRAPE_FILE_RE.match(pattern):
+            raise ConfigError(where, f"{pattern!r}: only the file name may hold a wildcard")
+        p = Path(pattern)
+        full = str(p if p.is_absolute() else top.base / p)
+        files += [f for f in sorted(glob.glob(full)) if f not in files]
+    return files
+
+
+def _scrape_file(path: str, glob: GlobalConfig, seen: set[str]) -> list[ScrapeConfig]:
+    """The ``scrape_configs`` of one scrape config file; relative paths in it are relative to it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read scrape config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "scrape config file is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+        raise ConfigError(where, f"invalid YAML: {getattr(exc, 'problem', None) or 'syntax error'}") from None
+    if isinstance(raw, list):
+        raise ConfigError(path, "must be a mapping with a scrape_configs list (as in Prometheus), not a bare list")
+    try:
+        sec = _Section(raw, "", base=Path(path).resolve().parent)
+        items = sec.seq("scrape_configs")
+        sec.done()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.where}" if exc.where else path, exc.problem) from None
+    return [_scrape(_Section(s, f"{path}: scrape_configs[{i}]", base=sec.base), glob, seen) for i, s in enumerate(items)]
+
+
 def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
     job = sec.text("job_name")
     if not job:
@@ -507,6 +646,14 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         etcd_sd_configs=tuple(
             _etcd_sd(_Section(s, f"{sec.at('etcd_sd_configs')}[{i}]", base=sec.base))
             for i, s in enumerate(sec.seq("etcd_sd_configs"))
+        ),
+        dns_sd_configs=tuple(
+            _dns_sd(_Section(s, f"{sec.at('dns_sd_configs')}[{i}]", base=sec.base))
+            for i, s in enumerate(sec.seq("dns_sd_configs"))
+        ),
+        http_sd_configs=tuple(
+            _http_sd(_Section(s, f"{sec.at('http_sd_configs')}[{i}]", base=sec.base))
+            for i, s in enumerate(sec.seq("http_sd_configs"))
         ),
         http=_http_client(sec),
     )
@@ -642,8 +789,17 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         for i, s in enumerate(top.seq("remote_write"))
     )
     cluster = _cluster(top.section("cluster")) if top.has("cluster") else ClusterConfig()
+    files = _scrape_config_files(top, "scrape_config_files")
+    scrapes += tuple(s for f in files for s in _scrape_file(f, glob, jobs))
     top.done(_IGNORED_TOP)
-    return Config(global_config=glob, scrape_configs=scrapes, remote_write=writes, cluster=cluster, source=source)
+    return Config(
+        global_config=glob,
+        scrape_configs=scrapes,
+        remote_write=writes,
+        cluster=cluster,
+        source=source,
+        scrape_config_files=tuple(files),
+    )
 
 
 def load_config(path: str | Path) -> Config:
