@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relay.devtools.localenv import EtcdCluster, ServiceUnavailable, VictoriaMetrics, free_ports
-from tests.conftest import missing_service
+from relay.devtools.localenv import EtcdCluster, VictoriaMetrics, free_ports
+from tests.conftest import available
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -51,11 +51,7 @@ def stop_relay(proc: subprocess.Popen[bytes], stats: Path) -> dict:
 
 
 def new_vm(tmp_path: Path, port: int) -> VictoriaMetrics:
-    try:
-        return VictoriaMetrics(base_dir=tmp_path / "vm", port=port)
-    except ServiceUnavailable as exc:
-        missing_service(str(exc))
-        raise
+    return available(lambda: VictoriaMetrics(base_dir=tmp_path / "vm", port=port))
 
 
 def test_receiver_down_then_back_loses_nothing(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -30,6 +30,7 @@ __all__ = [
     "EtcdCluster",
     "EtcdMember",
     "PrometheusReceiver",
+    "Service",
     "ServiceUnavailable",
     "VictoriaMetrics",
     "etcd_binary",
@@ -156,7 +157,46 @@ class EtcdMember:
         return self.proc is not None and self.proc.poll() is None
 
 
-class EtcdCluster:
+class Service:
+    """Something started and stopped, used as ``with Thing(...) as thing:``.
+
+    Entering starts it; leaving closes it (stops it and removes the temporary folder it owns);
+    a start that fails half-way closes it too, so no process started so far is left running.
+    """
+
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _own_folder(self, base_dir: str | Path | None, prefix: str) -> Path:
+        """``base_dir``, or a temporary folder that :meth:`close` removes."""
+        if base_dir:
+            return Path(base_dir)
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        return Path(self._tmp.name)
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EtcdCluster(Service):
     """A real etcd cluster of ``size`` members on loopback ports.
 
     >>> with EtcdCluster(3) as cluster:            # doctest: +SKIP
@@ -174,8 +214,7 @@ class EtcdCluster:
     ) -> None:
         self.binary = etcd_binary(version)
         self.version = version
-        self._tmp = None if base_dir else tempfile.TemporaryDirectory(prefix="relay-etcd-")
-        self.base_dir = Path(base_dir) if base_dir else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.base_dir = self._own_folder(base_dir, "relay-etcd-")
         self.tls = tls
         self.token = token
         ports = free_ports(3 * size)
@@ -227,7 +266,7 @@ class EtcdCluster:
         m.proc = subprocess.Popen(m.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
 
-    def start(self, timeout: float = 60.0) -> EtcdCluster:
+    def start(self, timeout: float = 60.0) -> Self:
         for m in self.members:
             self.start_member(m)
         for m in self.members:
@@ -246,21 +285,9 @@ class EtcdCluster:
                 _stop(m.proc)
 
     def stop(self) -> None:
+        """Stop every member (a stopped cluster's folder is removed by :meth:`close`)."""
         for m in self.members:
             self.stop_member(m)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> EtcdCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _gateway(self, path: str, body: dict[str, Any]) -> Any:
         """POST to the v3 JSON gateway of the first running member (plain HTTP only)."""
@@ -319,15 +346,14 @@ class EtcdCluster:
             resp.read()
 
 
-class _HTTPService:
+class _HTTPService(Service):
     """A receiver process on loopback with a data folder it owns."""
 
     name = "service"
     proc: subprocess.Popen[bytes] | None = None
 
     def __init__(self, base_dir: str | Path | None = None, port: int = 0) -> None:
-        self._tmp = None if base_dir else tempfile.TemporaryDirectory(prefix=f"relay-{self.name}-")
-        self.base_dir = Path(base_dir) if base_dir else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.base_dir = self._own_folder(base_dir, f"relay-{self.name}-")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_ports(1)[0]
         self.log_path = self.base_dir / f"{self.name}.log"
@@ -342,7 +368,7 @@ class _HTTPService:
     def ready_url(self) -> str:
         return self.url + "/-/ready"
 
-    def start(self, timeout: float = 60.0) -> _HTTPService:
+    def start(self, timeout: float = 60.0) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -352,22 +378,6 @@ class _HTTPService:
     def stop(self) -> None:
         _stop(self.proc)
         self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> _HTTPService:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
         url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
