@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from relay.devtools.localenv import Service, VictoriaMetrics, free_ports, wait_http  # noqa: E402
+from relay.devtools.localenv import Service, VictoriaMetrics, free_ports, stop_process, wait_http  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PEERS = ("relay", "vmagent", "prometheus")
@@ -186,20 +186,6 @@ def start_process(argv: Sequence[str], log_path: Path, env: dict[str, str] | Non
         log.close()
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> int | None:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit status."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
-
-
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -252,7 +238,7 @@ class SimFleet(Service):
         return self
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        stop_process(self.proc, timeout=20)
 
 
 class BenchVictoriaMetrics(VictoriaMetrics):
@@ -454,7 +440,7 @@ def start_peer(name: str, *, workdir: Path, targets_file: Path, interval: float,
     try:
         wait_http(ready, 60, proc)
     except BaseException:
-        stop_process(proc)
+        stop_process(proc, timeout=20)
         raise RuntimeError(f"{name} did not start:\n{tail(log_path)}") from None
     return PeerRun(name=name, job=job, proc=proc, url=f"http://{listen}", log_path=log_path, stats_file=stats_file)
 

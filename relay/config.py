@@ -240,6 +240,9 @@ class _Section:
             out[str(k)] = str(val)
         return out
 
+    def relabel_configs(self, key: str) -> tuple[RelabelConfig, ...]:
+        return parse_relabel_configs(self.get(key) or [], self.at(key))
+
     def section(self, key: str, of: type | None = None) -> _Section:
         return _Section(self.get(key), self.at(key), base=self.base, of=of)
 
@@ -544,10 +547,8 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         label_limit=sec.integer("label_limit", glob.label_limit),
         label_name_length_limit=sec.integer("label_name_length_limit", glob.label_name_length_limit),
         label_value_length_limit=sec.integer("label_value_length_limit", glob.label_value_length_limit),
-        relabel_configs=parse_relabel_configs(sec.get("relabel_configs") or [], sec.at("relabel_configs")),
-        metric_relabel_configs=parse_relabel_configs(
-            sec.get("metric_relabel_configs") or [], sec.at("metric_relabel_configs")
-        ),
+        relabel_configs=sec.relabel_configs("relabel_configs"),
+        metric_relabel_configs=sec.relabel_configs("metric_relabel_configs"),
         static_configs=tuple(_static(s) for s in sec.sections("static_configs", StaticConfig)),
         file_sd_configs=tuple(_file_sd(s) for s in sec.sections("file_sd_configs", FileSDConfig)),
         etcd_sd_configs=tuple(_etcd_sd(s) for s in sec.sections("etcd_sd_configs", EtcdSDConfig)),
@@ -614,9 +615,7 @@ def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
         name=name,
         remote_timeout=sec.duration("remote_timeout"),
         headers=tuple(headers.items()),
-        write_relabel_configs=parse_relabel_configs(
-            sec.get("write_relabel_configs") or [], sec.at("write_relabel_configs")
-        ),
+        write_relabel_configs=sec.relabel_configs("write_relabel_configs"),
         queue_config=_queue(sec.section("queue_config", QueueConfig)),
         http=_http_client(sec),
     )

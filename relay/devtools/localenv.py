@@ -35,6 +35,7 @@ __all__ = [
     "VictoriaMetrics",
     "etcd_binary",
     "free_ports",
+    "stop_process",
     "wait_http",
 ]
 
@@ -105,15 +106,18 @@ def _binary(name: str, package: str) -> str:
     return path
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> int | None:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Returns the exit status (None: no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
 
 
 @dataclass
@@ -282,7 +286,7 @@ class EtcdCluster(Service):
                 m.proc.kill()
                 m.proc.wait(10)
             else:
-                _stop(m.proc)
+                stop_process(m.proc)
 
     def stop(self) -> None:
         """Stop every member (a stopped cluster's folder is removed by :meth:`close`)."""
@@ -362,6 +366,11 @@ class _HTTPService(Service):
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    @property
+    def write_url(self) -> str:
+        """Where remote write sends (both receivers take it at the Prometheus path)."""
+        return self.url + "/api/v1/write"
+
     def command(self) -> list[str]:
         raise NotImplementedError
 
@@ -376,7 +385,7 @@ class _HTTPService(Service):
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.proc = None
 
     def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
@@ -404,10 +413,6 @@ class VictoriaMetrics(_HTTPService):
     def __init__(self, base_dir: str | Path | None = None, port: int = 0) -> None:
         self.binary = _binary("victoria-metrics", "victoria-metrics")
         super().__init__(base_dir, port)
-
-    @property
-    def write_url(self) -> str:
-        return self.url + "/api/v1/write"
 
     def ready_url(self) -> str:
         return self.url + "/health"
@@ -454,10 +459,6 @@ class PrometheusReceiver(_HTTPService):
         self.binary = _binary("prometheus", "prometheus")
         super().__init__(base_dir, port)
         (self.base_dir / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
-
-    @property
-    def write_url(self) -> str:
-        return self.url + "/api/v1/write"
 
     def command(self) -> list[str]:
         return [
