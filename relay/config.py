@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -246,9 +246,10 @@ class _Section:
     def section(self, key: str, of: type | None = None) -> _Section:
         return _Section(self.get(key), self.at(key), base=self.base, of=of)
 
-    def sections(self, key: str, of: type) -> list[_Section]:
-        """The mappings of list ``key``, each read into dataclass ``of``."""
-        return [_Section(s, f"{self.at(key)}[{i}]", base=self.base, of=of) for i, s in enumerate(self.seq(key))]
+    def sections(self, key: str, of: type) -> Iterator[_Section]:
+        """The mappings of list ``key`` one by one (each read before the next is checked), into ``of``."""
+        for i, s in enumerate(self.seq(key)):
+            yield _Section(s, f"{self.at(key)}[{i}]", base=self.base, of=of)
 
     def done(self, ignored: tuple[str, ...] = ()) -> None:
         for key in self.raw:
