@@ -205,6 +205,18 @@ def fmt_value(value: float, openmetrics: bool) -> str:
     return repr(value)
 
 
+def draw_new_label_set(draw: st.DrawFn, seen: set[tuple[tuple[str, str], ...]]) -> str | None:
+    """A label set not in ``seen`` as its ``{...}`` text (``{}`` or "" when empty); None if drawn before."""
+    labels = draw(st.dictionaries(LABEL_NAMES, LABEL_VALUES, max_size=3))
+    key = tuple(sorted(labels.items()))
+    if key in seen:
+        return None
+    seen.add(key)
+    block = ",".join(f'{k}="{escape_value(v)}"' for k, v in labels.items())
+    with_braces = bool(labels) or draw(st.booleans())
+    return f"{{{block}}}" if with_braces else ""
+
+
 @st.composite
 def text_bodies(draw: st.DrawFn) -> bytes:
     lines = []
@@ -216,14 +228,10 @@ def text_bodies(draw: st.DrawFn) -> bytes:
             lines.append(f"# TYPE {name} {kind}")
         seen: set[tuple[tuple[str, str], ...]] = set()
         for _ in range(draw(st.integers(0, 4))):
-            labels = draw(st.dictionaries(LABEL_NAMES, LABEL_VALUES, max_size=3))
-            key = tuple(sorted(labels.items()))
-            if key in seen:
+            braces = draw_new_label_set(draw, seen)
+            if braces is None:
                 continue
-            seen.add(key)
-            block = ",".join(f'{k}="{escape_value(v)}"' for k, v in labels.items())
-            with_braces = bool(labels) or draw(st.booleans())
-            series = f"{name}{{{block}}}" if with_braces else name
+            series = name + braces
             value = draw(FLOATS)
             ts = draw(st.one_of(st.none(), st.integers(-(2**50), 2**50)))
             blank = draw(st.sampled_from([" ", "\t", "  "]))
@@ -247,14 +255,9 @@ def om_bodies(draw: st.DrawFn) -> bytes:
             lines[-2:] = [f"# TYPE {name} gauge", f"# UNIT {name} seconds"]
         seen: set[tuple[tuple[str, str], ...]] = set()
         for _ in range(draw(st.integers(0 if kind != "none" else 1, 3))):
-            labels = draw(st.dictionaries(LABEL_NAMES, LABEL_VALUES, max_size=3))
-            key = tuple(sorted(labels.items()))
-            if key in seen:
+            braces = draw_new_label_set(draw, seen)
+            if braces is None:
                 continue
-            seen.add(key)
-            block = ",".join(f'{k}="{escape_value(v)}"' for k, v in labels.items())
-            with_braces = bool(labels) or draw(st.booleans())
-            braces = f"{{{block}}}" if with_braces else ""
             ts = draw(st.one_of(st.none(), st.integers(0, 2**40).map(lambda n: f"{n // 1000}.{n % 1000:03d}"),
                                 st.integers(0, 2**31).map(str)))
             tail = "" if ts is None else f" {ts}"

@@ -371,6 +371,14 @@ def _parsed_om(key: bytes, parsed: dict[bytes, tuple[str, Labels]], line: int) -
     return info
 
 
+def _sample_value(token: bytes, lineno: int) -> float:
+    """A sample line's value token as a float; ParseError naming the line and the token if invalid."""
+    try:
+        return float(token)
+    except ValueError:
+        raise ParseError(lineno, f"invalid value {token.decode(errors='replace')!r}") from None
+
+
 def _sample_limit_error(limit: int) -> ScrapeError:
     return ScrapeError("sample_limit", f"more than sample_limit {limit} samples")
 
@@ -690,10 +698,7 @@ class Parser:
                     continue
                 raise ParseError(lineno, describe_bad_line(line, False))
             key, vtok, ttok = m.groups()
-            try:
-                value = float(vtok)
-            except ValueError:
-                raise ParseError(lineno, f"invalid value {vtok.decode(errors='replace')!r}") from None
+            value = _sample_value(vtok, lineno)
             ts = default_ts
             if ttok is not None:
                 try:
@@ -740,10 +745,7 @@ class Parser:
             if m is None:
                 raise ParseError(lineno, describe_bad_line(line, True))
             key, vtok, rest = m.groups()
-            try:
-                value = float(vtok)
-            except ValueError:
-                raise ParseError(lineno, f"invalid value {vtok.decode(errors='replace')!r}") from None
+            value = _sample_value(vtok, lineno)
             ts: int | None = None
             exemplar: Exemplar | None = None
             if rest is not None:
