@@ -5,7 +5,7 @@ only these): ``global`` (scrape_interval, scrape_timeout, evaluation_interval (i
 external_labels, the limits), ``scrape_configs`` (job_name, scrape_interval, scrape_timeout,
 metrics_path, scheme, params, honor_labels, honor_timestamps, sample_limit, body_size_limit,
 label_limit, label_name_length_limit, label_value_length_limit, relabel_configs,
-metric_relabel_configs, static_configs, file_sd_configs, our etcd_sd_configs, tls_config,
+metric_relabel_configs, static_configs, file_sd_configs, kubernetes_sd_configs, our etcd_sd_configs, tls_config,
 basic_auth, authorization), ``remote_write`` (url, name, remote_timeout, headers,
 write_relabel_configs, queue_config, tls_config, basic_auth, authorization) and our ``cluster``.
 
@@ -37,6 +37,7 @@ __all__ = [
     "FileSDConfig",
     "GlobalConfig",
     "HTTPClientConfig",
+    "KubernetesSDConfig",
     "QueueConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
@@ -282,6 +283,7 @@ class ScrapeConfig:
     static_configs: tuple[StaticConfig, ...] = ()
     file_sd_configs: tuple[FileSDConfig, ...] = ()
     etcd_sd_configs: tuple[EtcdSDConfig, ...] = ()
+    kubernetes_sd_configs: tuple[KubernetesSDConfig, ...] = ()
     http: HTTPClientConfig = HTTPClientConfig()
 
 
@@ -451,6 +453,96 @@ def _etcd_sd(sec: _Section) -> EtcdSDConfig:
     return out
 
 
+# -- kubernetes_sd_configs ------------------------------------------------------------------------
+
+K8S_ROLES = ("endpoints", "endpointslice", "pod", "service", "node", "ingress")
+# The roles whose selectors a role may use (its own and those of the objects it joins), as Prometheus.
+_K8S_SELECTOR_ROLES = {
+    "endpoints": ("endpoints", "pod", "service"),
+    "endpointslice": ("endpointslice", "pod", "service"),
+    "pod": ("pod",),
+    "service": ("service",),
+    "node": ("node",),
+    "ingress": ("ingress",),
+}
+_K8S_SELECTOR_RE = re.compile(
+    r"^\s*!?[A-Za-z0-9][-A-Za-z0-9_./]*\s*"
+    r"((==?|!=)\s*[-A-Za-z0-9_.]*|\s(in|notin)\s*\([-A-Za-z0-9_., ]*\))?\s*$"
+)
+
+
+@dataclass(frozen=True)
+class KubernetesSDConfig:
+    """``kubernetes_sd_configs``: objects of one role, listed and watched from a Kubernetes API server.
+
+    Without ``api_server`` and ``kubeconfig_file`` the relay runs in-cluster (service-account token
+    and CA, ``KUBERNETES_SERVICE_HOST``/``_PORT``). ``selectors`` is ``((role, label, field), ...)``.
+    """
+
+    role: str
+    api_server: str | None = None
+    kubeconfig_file: str | None = None
+    namespaces: tuple[str, ...] = ()
+    own_namespace: bool = False
+    selectors: tuple[tuple[str, str, str], ...] = ()
+    attach_node: bool = False
+    attach_namespace: bool = False
+    http: HTTPClientConfig = HTTPClientConfig()
+
+    def selector(self, role: str) -> tuple[str, str]:
+        """The (label, field) selector for the objects of ``role``."""
+        for r, label, fld in self.selectors:
+            if r == role:
+                return label, fld
+        return "", ""
+
+
+def _kubernetes_sd(sec: _Section) -> KubernetesSDConfig:
+    role = sec.text("role")
+    if role not in K8S_ROLES:
+        raise ConfigError(sec.at("role"), f"{role!r} is not one of {', '.join(K8S_ROLES)}" if role else "is required "
+                          f"(one of {', '.join(K8S_ROLES)})")
+    api = sec.text("api_server") or None
+    if api is not None:
+        parts = urlsplit(api)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(sec.at("api_server"), f"{api!r} is not an http(s)://host[:port] URL")
+        api = api.rstrip("/")
+    kubeconfig = sec.path("kubeconfig_file")
+    ns = sec.section("namespaces")
+    names = tuple(str(n) for n in ns.seq("names"))
+    own = ns.flag("own_namespace", False)
+    ns.done()
+    selectors: list[tuple[str, str, str]] = []
+    for i, raw in enumerate(sec.seq("selectors")):
+        s = _Section(raw, f"{sec.at('selectors')}[{i}]", base=sec.base)
+        srole, label, fld = s.text("role"), s.text("label"), s.text("field")
+        s.done()
+        if srole not in _K8S_SELECTOR_ROLES[role]:
+            raise ConfigError(s.at("role"), f"{role} role supports only {', '.join(_K8S_SELECTOR_ROLES[role])} selectors")
+        if any(srole == r for r, _, _ in selectors):
+            raise ConfigError(s.at("role"), f"duplicated selector role: {srole}")
+        for key, value in (("label", label), ("field", fld)):
+            if value and not all(_K8S_SELECTOR_RE.match(p) for p in re.split(r",(?![^(]*\))", value)):
+                raise ConfigError(s.at(key), f"{value!r} is not a Kubernetes {key} selector")
+        selectors.append((srole, label, fld))
+    meta = sec.section("attach_metadata")
+    attach_node, attach_ns = meta.flag("node", False), meta.flag("namespace", False)
+    meta.done()
+    http = _http_client(sec)
+    sec.done(("enable_http2",))
+    if api and kubeconfig:
+        raise ConfigError(sec.where, "cannot use 'kubeconfig_file' and 'api_server' simultaneously")
+    if http != HTTPClientConfig() and not api:
+        raise ConfigError(sec.where, "tls_config, basic_auth and authorization need an explicit api_server "
+                          "(kubeconfig_file and in-cluster mode bring their own)")
+    if own and (api or kubeconfig):
+        raise ConfigError(sec.at("namespaces.own_namespace"), "works only in-cluster (not with api_server or kubeconfig_file)")
+    return KubernetesSDConfig(role=role, api_server=api, kubeconfig_file=kubeconfig, namespaces=names,
+                              own_namespace=own, selectors=tuple(selectors), attach_node=attach_node,
+                              attach_namespace=attach_ns, http=http)
+
+
 def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
     job = sec.text("job_name")
     if not job:
@@ -507,6 +599,10 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         etcd_sd_configs=tuple(
             _etcd_sd(_Section(s, f"{sec.at('etcd_sd_configs')}[{i}]", base=sec.base))
             for i, s in enumerate(sec.seq("etcd_sd_configs"))
+        ),
+        kubernetes_sd_configs=tuple(
+            _kubernetes_sd(_Section(s, f"{sec.at('kubernetes_sd_configs')}[{i}]", base=sec.base))
+            for i, s in enumerate(sec.seq("kubernetes_sd_configs"))
         ),
         http=_http_client(sec),
     )
