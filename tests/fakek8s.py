@@ -125,8 +125,7 @@ class FakeK8s:
     @property
     def url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def _key(self, resource: str, obj: Obj) -> str:
         meta = obj["metadata"]
