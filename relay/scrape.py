@@ -33,7 +33,15 @@ import httpx
 from ._exceptions import ParseError, ScrapeError
 from .batch import STALE_NAN, Batch, Labels, mix_label_hashes
 from .config import ClusterConfig, Config, ScrapeConfig
-from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
+from .discovery import (
+    EtcdSDProvider,
+    FileSDProvider,
+    KubernetesHub,
+    KubernetesSDProvider,
+    Provider,
+    StaticProvider,
+    TargetGroup,
+)
 from .http._wire import fetch, fetch_direct
 from .http.client import USER_AGENT, ClientPool
 from .metrics import SelfMetrics
@@ -304,7 +312,7 @@ def select_for_member(target: Target, cluster: ClusterConfig) -> bool:
 
 def scrape_settings(sc: ScrapeConfig) -> ScrapeConfig:
     """A scrape config without its discovery part: what a running loop depends on."""
-    return replace(sc, static_configs=(), file_sd_configs=(), etcd_sd_configs=())
+    return replace(sc, static_configs=(), file_sd_configs=(), etcd_sd_configs=(), kubernetes_sd_configs=())
 
 
 @dataclass
@@ -331,6 +339,7 @@ class ScrapeManager:
         self.config: Config | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.target_errors: dict[str, list[str]] = {}
+        self.kubernetes = KubernetesHub(clients)  # watchers shared by the jobs' kubernetes_sd_configs
         metrics.set_series_cache_source(lambda: float(sum(len(lp.parser) for lp in self.loops.values())))
 
     @property
@@ -344,7 +353,7 @@ class ScrapeManager:
 
     async def run(self, config: Config, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
-            self._tg = tg
+            self._tg = self.kubernetes.tg = tg
             self.apply(config)
             task_status.started()
             await anyio.sleep_forever()
@@ -377,6 +386,7 @@ class ScrapeManager:
             providers.append(StaticProvider(sc.static_configs, sc.job_name))
         providers += [FileSDProvider(f, sc.job_name) for f in sc.file_sd_configs]
         providers += [EtcdSDProvider(e, sc.job_name, self.clients) for e in sc.etcd_sd_configs]
+        providers += [KubernetesSDProvider(k, sc.job_name, self.kubernetes) for k in sc.kubernetes_sd_configs]
         job = self.jobs[sc.job_name] = _Job(sc, providers)
         assert self._tg is not None
         for i, p in enumerate(providers):

@@ -146,3 +146,166 @@ def test_fake_watch_stream_and_gone() -> None:
         api.token = "s3cret"
         status, body = _get(f"{api.url}/api/v1/nodes")
         assert status == 401 and body["kind"] == "Status"
+
+
+# -- each role's labels --------------------------------------------------------------------------
+
+_KIND_OF = {"endpoints": "endpoints", "endpointslice": "endpointslices", "pod": "pods", "service": "services",
+            "node": "nodes", "ingress": "ingresses"}
+
+
+def _stores(role: str, objects: dict[str, list[Any]] | None = None, **attach: bool) -> Any:
+    from relay.discovery.kubernetes import Stores
+
+    objects = objects or kubeadm_objects(NODES)
+
+    def keyed(resource: str) -> dict[str, Any]:
+        out = {}
+        for o in objects[resource]:
+            ns = o["metadata"].get("namespace", "")
+            out[f"{ns}/{o['metadata']['name']}" if ns else o["metadata"]["name"]] = o
+        return out
+
+    return Stores(main=keyed(_KIND_OF[role]), services=keyed("services"), pods=keyed("pods"), nodes=keyed("nodes"),
+                  namespaces=keyed("namespaces"), **attach)
+
+
+def _targets(role: str, objects: dict[str, list[Any]] | None = None, **attach: bool) -> dict[str, dict[str, str]]:
+    """address -> labels, for targets with a unique address; ``address|port_name`` otherwise."""
+    from relay.discovery.kubernetes import build_groups
+
+    out: dict[str, dict[str, str]] = {}
+    for g in build_groups(role, _stores(role, objects, **attach)):
+        (addr,) = g.targets
+        labels = dict(g.labels)
+        key = addr
+        for name in ("endpoint_port_name", "endpointslice_port_name", "pod_container_port_name", "service_port_name",
+                     "ingress_path", "pod_container_name"):
+            if f"__meta_kubernetes_{name}" in labels:
+                key += "|" + labels[f"__meta_kubernetes_{name}"]
+                break
+        assert key not in out
+        out[key] = labels
+    return out
+
+
+def test_endpoints_role_joins_service_and_pod() -> None:
+    t = _targets("endpoints")
+    etcd = t["127.0.13.2:2381|http"]
+    assert etcd == {
+        "__meta_kubernetes_namespace": "kube-system",
+        "__meta_kubernetes_endpoints_name": "etcd",
+        "__meta_kubernetes_endpoints_label_component": "etcd",
+        "__meta_kubernetes_endpoints_labelpresent_component": "true",
+        "__meta_kubernetes_endpoints_labelpresent_service_kubernetes_io_headless": "true",
+        "__meta_kubernetes_service_name": "etcd",
+        "__meta_kubernetes_service_label_component": "etcd",
+        "__meta_kubernetes_service_labelpresent_component": "true",
+        "__meta_kubernetes_service_annotation_prometheus_io_port": "2381",
+        "__meta_kubernetes_service_annotationpresent_prometheus_io_port": "true",
+        "__meta_kubernetes_endpoint_port_name": "http",
+        "__meta_kubernetes_endpoint_port_protocol": "TCP",
+        "__meta_kubernetes_endpoint_ready": "true",
+        "__meta_kubernetes_endpoint_node_name": "cp-2",
+        "__meta_kubernetes_endpoint_address_target_kind": "Pod",
+        "__meta_kubernetes_endpoint_address_target_name": "etcd-cp-2",
+        "__meta_kubernetes_pod_name": "etcd-cp-2",
+        "__meta_kubernetes_pod_ip": "127.0.13.2",
+        "__meta_kubernetes_pod_host_ip": "127.0.13.2",
+        "__meta_kubernetes_pod_node_name": "cp-2",
+        "__meta_kubernetes_pod_phase": "Running",
+        "__meta_kubernetes_pod_ready": "true",
+        "__meta_kubernetes_pod_controller_kind": "Node",
+        "__meta_kubernetes_pod_controller_name": "cp-2",
+        "__meta_kubernetes_pod_label_component": "etcd",
+        "__meta_kubernetes_pod_labelpresent_component": "true",
+        "__meta_kubernetes_pod_label_tier": "control-plane",
+        "__meta_kubernetes_pod_labelpresent_tier": "true",
+        "__meta_kubernetes_pod_annotation_kubeadm_kubernetes_io_etcd_advertise_client_urls": "https://127.0.13.2:2379",
+        "__meta_kubernetes_pod_annotationpresent_kubeadm_kubernetes_io_etcd_advertise_client_urls": "true",
+        "__meta_kubernetes_pod_annotation_kubernetes_io_config_hash": "hash-cp-2",
+        "__meta_kubernetes_pod_annotationpresent_kubernetes_io_config_hash": "true",
+        "__meta_kubernetes_pod_annotation_kubernetes_io_config_source": "file",
+        "__meta_kubernetes_pod_annotationpresent_kubernetes_io_config_source": "true",
+    }
+    # CoreDNS: not-ready addresses, container port labels, and the extra target for the container
+    # port (metrics 9153) that the Service does not list.
+    dns = t["10.244.0.2:53|dns-tcp"]
+    assert dns["__meta_kubernetes_endpoint_ready"] == "false"
+    assert dns["__meta_kubernetes_pod_container_port_name"] == "dns"  # the first container port 53, as Prometheus
+    assert dns["__meta_kubernetes_pod_container_port_protocol"] == "TCP"  # ... with the endpoint port's protocol
+    extra = t["10.244.0.2:9153|metrics"]
+    assert extra["__meta_kubernetes_pod_container_port_number"] == "9153"
+    assert "__meta_kubernetes_endpoint_port_name" not in extra and extra["__meta_kubernetes_endpoints_name"] == "kube-dns"
+    # An address without targetRef (the apiserver's own endpoints) has no pod labels.
+    api = t["127.0.13.1:6443|https"]
+    assert not any(k.startswith("__meta_kubernetes_pod_") for k in api)
+    assert len(t) == 3 + 4 + 2 + 3
+
+
+def test_endpoints_role_attach_node_metadata() -> None:
+    t = _targets("endpoints", attach_node=True, attach_namespace=True)
+    etcd = t["127.0.13.1:2381|http"]
+    assert etcd["__meta_kubernetes_node_name"] == "cp-1"
+    assert etcd["__meta_kubernetes_node_labelpresent_node_role_kubernetes_io_control_plane"] == "true"
+    assert "__meta_kubernetes_node_annotation_node_alpha_kubernetes_io_ttl" not in etcd  # labels only, as Prometheus
+    assert etcd["__meta_kubernetes_namespace_label_kubernetes_io_metadata_name"] == "kube-system"
+    assert "__meta_kubernetes_node_name" not in t["127.0.13.1:6443|https"]  # no nodeName on that address
+
+
+def test_endpointslice_role() -> None:
+    t = _targets("endpointslice")
+    assert set(t) == {f"127.0.13.{i}:2381|http" for i in (1, 2, 3)}
+    e = t["127.0.13.3:2381|http"]
+    for k, v in {
+        "__meta_kubernetes_endpointslice_name": "etcd-x7k2p",
+        "__meta_kubernetes_endpointslice_address_type": "IPv4",
+        "__meta_kubernetes_endpointslice_port": "2381",
+        "__meta_kubernetes_endpointslice_port_protocol": "TCP",
+        "__meta_kubernetes_endpointslice_endpoint_conditions_ready": "true",
+        "__meta_kubernetes_endpointslice_endpoint_conditions_serving": "true",
+        "__meta_kubernetes_endpointslice_endpoint_conditions_terminating": "false",
+        "__meta_kubernetes_endpointslice_address_target_kind": "Pod",
+        "__meta_kubernetes_endpointslice_address_target_name": "etcd-cp-3",
+        "__meta_kubernetes_service_name": "etcd",
+        "__meta_kubernetes_pod_name": "etcd-cp-3",
+    }.items():
+        assert e[k] == v, k
+    assert "__meta_kubernetes_endpointslice_port_app_protocol" not in e
+
+
+def test_pod_role() -> None:
+    t = _targets("pod")
+    etcd = t["127.0.13.1|etcd"]  # no container ports: the pod IP alone
+    assert etcd["__meta_kubernetes_pod_container_name"] == "etcd"
+    assert etcd["__meta_kubernetes_pod_container_id"] == "containerd://cp-10123456789abcdef"
+    assert etcd["__meta_kubernetes_pod_container_init"] == "false"
+    assert etcd["__meta_kubernetes_namespace"] == "kube-system"
+    assert etcd["__meta_kubernetes_pod_container_image"] == "registry.k8s.io/etcd:3.5.9-0"
+    metrics = t["10.244.0.3:9153|metrics"]
+    assert metrics["__meta_kubernetes_pod_container_port_protocol"] == "TCP"
+    assert metrics["__meta_kubernetes_pod_ready"] == "false" and metrics["__meta_kubernetes_pod_controller_kind"] == "ReplicaSet"
+    assert t["10.244.0.3:53|dns"]["__meta_kubernetes_pod_container_port_protocol"] == "UDP"
+    objects = kubeadm_objects(NODES)
+    objects["pods"][0]["status"].pop("podIP")  # a pod without an IP has no targets
+    objects["pods"][1]["spec"]["initContainers"] = [{"name": "init", "image": "busybox"}]
+    t = _targets("pod", objects)
+    assert "127.0.13.1|etcd" not in t and t["127.0.13.2|init"]["__meta_kubernetes_pod_container_name"] == "init"
+    inits = [v for v in t.values() if v.get("__meta_kubernetes_pod_container_init") == "true"]
+    assert len(inits) == 1 and inits[0]["__meta_kubernetes_pod_container_name"] == "init"
+
+
+def test_service_node_and_ingress_roles() -> None:
+    svc = _targets("service")
+    etcd = svc["etcd.kube-system.svc:2381|http"]
+    assert etcd["__meta_kubernetes_service_cluster_ip"] == "None"
+    assert etcd["__meta_kubernetes_service_type"] == "ClusterIP" and etcd["__meta_kubernetes_service_port_number"] == "2381"
+    nodes = _targets("node")
+    n = nodes["127.0.13.2:10250"]
+    assert n["instance"] == "cp-2" and n["__meta_kubernetes_node_address_InternalIP"] == "127.0.13.2"
+    assert n["__meta_kubernetes_node_address_Hostname"] == "cp-2" and n["__meta_kubernetes_node_name"] == "cp-2"
+    assert n["__meta_kubernetes_node_annotationpresent_node_alpha_kubernetes_io_ttl"] == "true"
+    ing = _targets("ingress")
+    assert ing["grafana.example.com|/api"]["__meta_kubernetes_ingress_scheme"] == "https"  # *.example.com TLS
+    assert ing["grafana.internal|/"]["__meta_kubernetes_ingress_scheme"] == "http"
+    assert ing["grafana.internal|/"]["__meta_kubernetes_ingress_class_name"] == "nginx"

@@ -6,6 +6,7 @@ groups whenever it changes. The scrape manager turns groups into targets (``targ
     static.py   static_configs
     file.py     file_sd_configs (JSON or YAML files, re-read when they change)
     etcd.py     etcd_sd_configs (a running cluster's member list)
+    kubernetes.py  kubernetes_sd_configs (list and watch of an API server, shared watchers)
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 from .base import DiscoveryError, Provider, Send, TargetGroup
 from .etcd import EtcdSDProvider, members_to_groups
 from .file import FileSDProvider, read_file_sd
+from .kubernetes import KubernetesHub, KubernetesSDProvider
 from .static import StaticProvider
 
 __all__ = [
     "DiscoveryError",
     "EtcdSDProvider",
     "FileSDProvider",
+    "KubernetesHub",
+    "KubernetesSDProvider",
     "Provider",
     "Send",
     "StaticProvider",
