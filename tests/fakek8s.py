@@ -318,6 +318,7 @@ class FakeK8s:
             garbage = self.garbage > 0
             if garbage:
                 self.garbage -= 1
+            silent = self.silent  # a silent stream stays silent, past its timeout too
         try:
             if garbage:
                 chunk(b'{"type": "ADDED", "object": {"metadata": \n')
@@ -341,21 +342,21 @@ class FakeK8s:
                             h.connection.shutdown(socket.SHUT_RDWR)
                             return
                         now = time.monotonic()
-                        if now >= deadline:
+                        if now >= deadline and not silent:
                             break
-                        pending = [] if self.silent else [e for e in self.history if e[0] > rv]
-                        if pending or (bookmarks and now >= next_bookmark and not self.silent):
+                        pending = [] if silent else [e for e in self.history if e[0] > rv]
+                        if pending or (bookmarks and now >= next_bookmark and not silent):
                             break
-                        self.cond.wait(min(0.1, deadline - now))
+                        self.cond.wait(0.1)
                     current_rv = self.rv
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline and not silent:
                     chunk(b"")
                     return
                 for erv, res, typ, obj in pending:
                     if res == resource and self._matches(resource, obj, namespace, q):
                         line({"type": typ, "object": obj})
                     rv = max(rv, erv)
-                if bookmarks and time.monotonic() >= next_bookmark and not self.silent:
+                if bookmarks and time.monotonic() >= next_bookmark and not silent:
                     next_bookmark = time.monotonic() + (self.bookmark_interval or 0)
                     line({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version,
                                                          "metadata": {"resourceVersion": str(current_rv)}}})

@@ -309,3 +309,262 @@ def test_service_node_and_ingress_roles() -> None:
     assert ing["grafana.example.com|/api"]["__meta_kubernetes_ingress_scheme"] == "https"  # *.example.com TLS
     assert ing["grafana.internal|/"]["__meta_kubernetes_ingress_scheme"] == "http"
     assert ing["grafana.internal|/"]["__meta_kubernetes_ingress_class_name"] == "nginx"
+
+
+# -- list and watch ------------------------------------------------------------------------------
+
+FAST = dict(page_size=2, watch_timeout=(30, 30), idle_margin=1.0, backoff_min=0.05, backoff_max=0.3, debounce=0.05,
+            linger=0.2, request_timeout=5.0)
+
+
+class _Run:
+    """Providers of ``configs`` on one hub, recording what each one sends."""
+
+    def __init__(self, configs: list[Any], **tuning: Any) -> None:
+        from relay.discovery.kubernetes import KubernetesHub, Tuning
+        from relay.http.client import ClientPool
+
+        self.pool = ClientPool()
+        self.hub = KubernetesHub(self.pool, Tuning(**{**FAST, **tuning}))
+        self.configs = configs
+        self.sent: list[list[list[Any]]] = [[] for _ in configs]
+
+    def addresses(self, i: int = 0) -> set[str]:
+        return {g.targets[0] for g in self.sent[i][-1]} if self.sent[i] else set()
+
+    def labels(self, address: str, i: int = 0) -> dict[str, str]:
+        (g,) = [g for g in self.sent[i][-1] if g.targets[0] == address]
+        return dict(g.labels)
+
+    async def until(self, check: Any, timeout: float = 10.0) -> None:
+        import anyio
+
+        with anyio.fail_after(timeout):
+            while not check():
+                await anyio.sleep(0.02)
+
+    def __call__(self, body: Any) -> Any:
+        import anyio
+
+        from relay.discovery.kubernetes import KubernetesSDProvider
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tg:
+                self.hub.tg = tg
+                for i, cfg in enumerate(self.configs):
+                    provider = KubernetesSDProvider(cfg, f"job{i}", self.hub)
+                    tg.start_soon(provider.run, self.sent[i].append)
+                try:
+                    await body(self)
+                finally:
+                    tg.cancel_scope.cancel()
+            await self.pool.aclose()
+
+        return main
+
+
+def _cfg(api: FakeK8s | str, role: str = "endpoints", **kw: Any) -> Any:
+    from relay.config import KubernetesSDConfig
+
+    return KubernetesSDConfig(role=role, api_server=api if isinstance(api, str) else api.url, **kw)
+
+
+ETCD = {f"127.0.13.{i}:2381" for i in (1, 2, 3)}
+
+
+@pytest.fixture
+def api() -> Any:
+    with FakeK8s() as fake:
+        fake.load(kubeadm_objects(NODES))
+        yield fake
+
+
+@pytest.mark.anyio
+async def test_paged_list_then_watch_events(api: FakeK8s) -> None:
+    from .fakek8s import _etcd_pod, etcd_endpoints
+
+    run = _Run([_cfg(api, namespaces=("kube-system",))])
+
+    async def body(r: _Run) -> None:
+        await r.until(lambda: r.addresses() >= ETCD)
+        pages = [q for p, q in api.requests if p.endswith("/pods") and "watch" not in q]
+        assert len(pages) == 3 and "continue" in pages[1]  # 5 pods, 2 a page
+        path, watch = next((p, q) for p, q in api.requests if p.endswith("/endpoints") and "watch" in q)
+        assert watch["allowWatchBookmarks"] == "true" and int(watch["resourceVersion"]) > 1000
+        assert path == "/api/v1/namespaces/kube-system/endpoints"
+        # A fourth member: pod first, then the endpoints (as the kubelet and the controller do).
+        four = [*NODES, ("cp-4", "127.0.13.4")]
+        api.put("pods", _etcd_pod("cp-4", "127.0.13.4"))
+        api.put("endpoints", etcd_endpoints(four, not_ready=("cp-4",)))
+        await r.until(lambda: "127.0.13.4:2381" in r.addresses())
+        assert r.labels("127.0.13.4:2381")["__meta_kubernetes_endpoint_ready"] == "false"
+        assert r.labels("127.0.13.4:2381")["__meta_kubernetes_pod_name"] == "etcd-cp-4"
+        # A pod's labels change: the endpoints' targets follow (all groups are rebuilt).
+        pod = _etcd_pod("cp-1", "127.0.13.1")
+        pod["metadata"]["labels"]["version"] = "3.5.10"
+        api.put("pods", pod)
+        await r.until(lambda: r.labels("127.0.13.1:2381").get("__meta_kubernetes_pod_label_version") == "3.5.10")
+        api.delete("endpoints", "etcd", "kube-system")
+        await r.until(lambda: not (ETCD & r.addresses()))
+        assert "10.244.0.2:53" in r.addresses()
+
+    await run(body)()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["event", "status"])
+async def test_gone_relists(api: FakeK8s, mode: str) -> None:
+    from .fakek8s import etcd_endpoints
+
+    api.gone_mode = mode
+    run = _Run([_cfg(api)])
+
+    async def body(r: _Run) -> None:
+        await r.until(lambda: r.addresses() >= ETCD)
+        lists = api.count("endpoints", watch=False)
+        api.compact()
+        api.drop_watches()
+        api.put("endpoints", etcd_endpoints(NODES[:2]))  # made while the watch was down, history is gone
+        await r.until(lambda: "127.0.13.3:2381" not in r.addresses())
+        assert api.count("endpoints", watch=False) == 2 * lists  # listed once more (in 2 pages)
+        assert ETCD - {"127.0.13.3:2381"} <= r.addresses()
+
+    await run(body)()
+
+
+@pytest.mark.anyio
+async def test_dropped_silent_and_garbled_streams_reconnect(api: FakeK8s, caplog: pytest.LogCaptureFixture) -> None:
+    from .fakek8s import etcd_endpoints
+
+    run = _Run([_cfg(api, role="endpoints")], watch_timeout=(1, 1), idle_margin=0.5)
+
+    async def body(r: _Run) -> None:
+        await r.until(lambda: r.addresses() >= ETCD)
+        watches = api.count("endpoints", watch=True)
+        api.drop_watches()  # cut mid-stream
+        await r.until(lambda: api.count("endpoints", watch=True) > watches)
+        api.put("endpoints", etcd_endpoints(NODES[:1]))
+        await r.until(lambda: r.addresses() & ETCD == {"127.0.13.1:2381"})
+        # A stream that sends nothing (not even its end): dropped after watch_timeout + idle_margin.
+        api.silent = True
+        api.drop_watches()
+        await r.until(lambda: api.open_watches >= 5)  # endpoints, services, pods: re-opened, silent
+        api.silent = False
+        api.put("endpoints", etcd_endpoints(NODES[:2]))
+        await r.until(lambda: "127.0.13.2:2381" in r.addresses(), timeout=40)
+        assert any("sent nothing" in m for m in caplog.messages)
+        # A line that is not JSON: the stream is dropped and watched again from the last version.
+        api.garbage = 3
+        api.drop_watches()
+        api.put("endpoints", etcd_endpoints(NODES))
+        await r.until(lambda: r.addresses() >= ETCD)
+        assert any("malformed event" in m for m in caplog.messages)
+        assert api.count("endpoints", watch=False) == 2  # never listed again (one list, in 2 pages)
+
+    await run(body)()
+
+
+@pytest.mark.anyio
+async def test_forbidden_names_verb_and_resource_then_recovers(api: FakeK8s, caplog: pytest.LogCaptureFixture) -> None:
+    api.forbidden.add(("list", "pods"))
+    run = _Run([_cfg(api)])
+
+    async def body(r: _Run) -> None:
+        await r.until(lambda: api.count("pods", watch=False) >= 4)
+        assert r.sent == [[]]  # nothing until every object kind is listed (as Prometheus waits for its caches)
+        errors = [m for m in caplog.messages if "403" in m]
+        assert len(errors) == 1, errors  # logged once, not once per retry
+        assert "RBAC does not allow list on pods cluster-wide" in errors[0]
+        api.forbidden.clear()
+        await r.until(lambda: r.addresses() >= ETCD)
+
+    await run(body)()
+
+
+@pytest.mark.anyio
+async def test_unreachable_server_and_outage_keep_last_targets(api: FakeK8s, caplog: pytest.LogCaptureFixture) -> None:
+    from relay.devtools.localenv import free_ports
+
+    run = _Run([_cfg(api), _cfg(f"http://127.0.0.1:{free_ports(1)[0]}")])
+
+    async def body(r: _Run) -> None:
+        await r.until(lambda: r.addresses(0) >= ETCD)
+        await r.until(lambda: sum("cannot list" in m for m in caplog.messages) >= 1)
+        api.down = True
+        api.drop_watches()
+        await r.until(lambda: sum("Error" in m or "error" in m for m in caplog.messages) >= 4)
+        await r.until(lambda: api.count("endpoints", watch=True) >= 4)
+        assert r.addresses(0) >= ETCD  # the last good targets stay
+        sent = len(r.sent[0])
+        api.down = False
+        await r.until(lambda: all(not w.watcher.state for w in r.hub.shared.values()
+                                  if w.watcher.api.conn.server == api.url))
+        assert len(r.sent[0]) == sent  # nothing changed: nothing sent
+        assert r.sent[1] == []
+        unreachable = [m for m in caplog.messages if "cannot list" in m and api.url not in m]
+        assert len(unreachable) == 3  # endpoints, services, pods: once each, however many retries
+
+    await run(body)()
+
+
+@pytest.mark.anyio
+async def test_jobs_share_one_watcher(api: FakeK8s) -> None:
+    run = _Run([_cfg(api), _cfg(api), _cfg(api, role="pod")])
+
+    async def body(r: _Run) -> None:
+        await r.until(lambda: all(r.sent))
+        assert r.addresses(0) == r.addresses(1)
+        pages = -(-5 // FAST["page_size"])  # type: ignore[operator]
+        assert api.count("pods", watch=False) == pages  # one list of pods for three jobs
+        assert api.count("endpoints", watch=False) == 2  # 3 objects, 2 a page
+        assert len(r.hub.shared) == 3
+
+    await run(body)()
+
+
+@pytest.mark.anyio
+async def test_kubeconfig_with_rotating_token_file(api: FakeK8s, tmp_path: Path) -> None:
+    from relay.config import KubernetesSDConfig
+
+    api.token = "one"
+    (tmp_path / "token").write_text("one\n")
+    (tmp_path / "config").write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: relay\n"
+        f"clusters:\n- name: c\n  cluster:\n    server: {api.url}\n"
+        "users:\n- name: u\n  user:\n    tokenFile: token\n"
+        "contexts:\n- name: other\n  context: {cluster: x, user: y}\n- name: relay\n  context: {cluster: c, user: u}\n"
+    )
+    run = _Run([KubernetesSDConfig(role="node", kubeconfig_file=str(tmp_path / "config"))])
+
+    async def body(r: _Run) -> None:
+        import os
+
+        await r.until(lambda: len(r.addresses()) == 3)
+        api.token = "two"
+        (tmp_path / "token").write_text("two\n")
+        os.utime(tmp_path / "token", (1, 1))  # a new mtime, whatever the clock's resolution
+        api.put("nodes", {"metadata": {"name": "cp-9"}, "status": {"addresses": [
+            {"type": "InternalIP", "address": "127.0.13.9"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}})
+        api.drop_watches()
+        await r.until(lambda: "127.0.13.9:10250" in r.addresses())
+
+    await run(body)()
+
+
+def test_in_cluster_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay.config import KubernetesSDConfig
+    from relay.discovery import kubernetes
+    from relay.discovery.base import DiscoveryError
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(DiscoveryError, match="KUBERNETES_SERVICE_HOST"):
+        kubernetes.resolve_connection(KubernetesSDConfig(role="pod"))
+    for name, text in (("token", "t"), ("ca.crt", "x"), ("namespace", "monitoring")):
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(kubernetes, "SERVICE_ACCOUNT_DIR", str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    conn = kubernetes.resolve_connection(KubernetesSDConfig(role="pod", own_namespace=True))
+    assert conn.server == "https://10.96.0.1:443" and conn.namespace == "monitoring"
+    assert conn.http.tls_config.ca_file == str(tmp_path / "ca.crt")
+    assert conn.http.authorization is not None and conn.http.authorization.credentials_file == str(tmp_path / "token")

@@ -241,6 +241,10 @@ class _Failure(Exception):
     """A list or watch failed; the message says what and why."""
 
 
+class _Dropped(Exception):
+    """A healthy watch stream was cut (an API server restart, a proxy's idle timeout): watch again."""
+
+
 def _key(obj: Obj) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace") or ""
@@ -289,7 +293,7 @@ class Watcher:
         if error:
             log.error("kubernetes_sd: %s (keeping the %d objects listed before)", error, len(self.objects))
         else:
-            log.info("kubernetes_sd: %s: listing and watching again", self.what)
+            log.info("kubernetes_sd: %s: listed and watching again", self.what)
         self.state = error
 
     async def _list(self) -> str:
@@ -329,6 +333,7 @@ class Watcher:
         params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
                   "timeoutSeconds": str(timeout), **self.selectors}
         idle = timeout + self.tuning.idle_margin
+        opened = False
         try:
             async with self.api.stream(self.path, params, idle) as resp:
                 if resp.status_code == 410:
@@ -341,6 +346,8 @@ class Watcher:
                         parsed = None
                     raise _Failure(_status_message(resp.status_code, parsed, "watch", self.what))
                 self.watches += 1
+                self._set_state("")
+                opened = True
                 buf = b""
                 async for chunk in resp.aiter_bytes():
                     buf += chunk
@@ -355,6 +362,8 @@ class Watcher:
         except httpx.ReadTimeout:
             raise _Failure(f"watch {self.what}: the stream sent nothing for {idle:g} s") from None
         except (httpx.HTTPError, OSError) as exc:
+            if opened:
+                raise _Dropped(f"watch {self.what}: {exc.__class__.__name__}: {exc}") from None
             raise _Failure(f"watch {self.what}: {exc.__class__.__name__}: {exc}") from None
         return rv
 
@@ -395,7 +404,6 @@ class Watcher:
                     self.synced.set()
                     self._changed()
                 rv = await self._watch(rv)
-                self._set_state("")
                 if anyio.current_time() - started > 1.0:
                     delay = self.tuning.backoff_min
                     continue  # the server ended a long watch (its timeout): watch on at once
@@ -403,6 +411,9 @@ class Watcher:
                 log.info("kubernetes_sd: %s: resourceVersion %s is gone (410), listing again", self.what, rv)
                 rv = None
                 continue
+            except _Dropped as exc:
+                log.debug("kubernetes_sd: %s; watching again", exc)
+                delay = self.tuning.backoff_min
             except _Failure as exc:
                 self._set_state(str(exc))
             await anyio.sleep(delay * (0.5 + random.random()))
