@@ -444,6 +444,7 @@ class ScrapeManager:
             loop = self.loops.get(key)
             same = loop is not None and scrape_settings(loop.target.config) == scrape_settings(target.config)
             if loop is not None and same and loop.extra_labels == extra:
+                loop.target = target  # the same target; what discovery says of it may have changed
                 continue
             if loop is not None:
                 loop.stop()

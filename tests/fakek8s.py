@@ -27,6 +27,7 @@ import copy
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -101,8 +102,10 @@ def _field_match(obj: Obj, selector: str) -> bool:
 class FakeK8s:
     """The API server; ``with FakeK8s() as api:`` serves at ``api.url`` until the block ends."""
 
-    def __init__(self, *, token: str | None = None, bookmark_interval: float | None = None) -> None:
+    def __init__(self, *, token: str | None = None, bookmark_interval: float | None = None,
+                 tls: tuple[str, str] | None = None) -> None:
         self.token = token
+        self.tls = tls  # (certificate, key) files: serve HTTPS
         self.bookmark_interval = bookmark_interval
         self.cond = threading.Condition()
         self.rv = 1000
@@ -125,7 +128,7 @@ class FakeK8s:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._server.server_address[1]}"
 
     def _key(self, resource: str, obj: Obj) -> str:
         meta = obj["metadata"]
@@ -196,6 +199,10 @@ class FakeK8s:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()

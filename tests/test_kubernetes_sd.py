@@ -568,3 +568,220 @@ def test_in_cluster_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert conn.server == "https://10.96.0.1:443" and conn.namespace == "monitoring"
     assert conn.http.tls_config.ca_file == str(tmp_path / "ca.crt")
     assert conn.http.authorization is not None and conn.http.authorization.credentials_file == str(tmp_path / "token")
+
+
+# -- the oracle: Prometheus v2.42's own Kubernetes discovery --------------------------------------
+
+ORACLE = Path("/work/shared/bin/prometheus-k8s-sd")
+ROLES = ("endpoints", "endpointslice", "pod", "service", "node", "ingress")
+# Targets must be unique by URL for the comparison (Prometheus keeps one of several targets with equal
+# labels), so the path carries what tells them apart. Only __metrics_path__ is rewritten: Prometheus
+# v2.42 shows relabeling's first appended label in place of one discovered label (its bug).
+UNIQUE_PATH = """\
+    relabel_configs:
+      - source_labels: [__meta_kubernetes_endpoint_port_name, __meta_kubernetes_endpointslice_port_name,
+          __meta_kubernetes_pod_container_name, __meta_kubernetes_pod_container_port_name,
+          __meta_kubernetes_service_port_name, __meta_kubernetes_ingress_path]
+        target_label: __metrics_path__
+        replacement: /m/$1
+"""
+
+
+def _oracle_config(api: FakeK8s, kubeconfig: Path) -> str:
+    out = "global:\n  scrape_interval: 1h\n  scrape_timeout: 10s\nscrape_configs:\n"
+    for role in ROLES:
+        out += (f"  - job_name: {role}\n    kubernetes_sd_configs:\n      - role: {role}\n"
+                f"        api_server: {api.url}\n" + UNIQUE_PATH)
+    for role in ("endpoints", "endpointslice", "pod"):
+        out += (f"  - job_name: {role}-node\n    kubernetes_sd_configs:\n      - role: {role}\n"
+                f"        kubeconfig_file: {kubeconfig}\n        attach_metadata: {{node: true}}\n"
+                "        namespaces: {names: [kube-system]}\n"
+                "        selectors: [{role: " + role + ", label: 'component=etcd'}]\n" + UNIQUE_PATH)
+    return out
+
+
+def _view(targets: list[dict[str, Any]], prometheus: bool) -> dict[tuple[str, str], Any]:
+    out = {}
+    for t in targets:
+        found = dict(t["discoveredLabels"])
+        path = found.pop("__metrics_path__")
+        assert prometheus or path == "/metrics"
+        url, labels = t["scrapeUrl"], dict(t["labels"])
+        address = found["__address__"]
+        if prometheus and ":" not in address:
+            # Prometheus 2 adds the scheme's port to a port-less address; 3 (and the relay) do not.
+            url = url.replace(f"{address}:80/", f"{address}/", 1)
+            labels["instance"] = address
+        out[(t["scrapePool"], url)] = (labels, found)
+    return out
+
+
+def _targets_of(port: int) -> list[dict[str, Any]]:
+    status, body = _get(f"http://127.0.0.1:{port}/api/v1/targets")
+    assert status == 200
+    return list(body["data"]["activeTargets"])
+
+
+def _diff(a: dict[Any, Any], b: dict[Any, Any]) -> str:
+    lines = [f"only Prometheus: {k}" for k in sorted(set(a) - set(b))]
+    lines += [f"only relay: {k}" for k in sorted(set(b) - set(a))]
+    for k in sorted(set(a) & set(b)):
+        for (x, y), what in zip(zip(a[k], b[k], strict=True), ("labels", "discoveredLabels"), strict=True):
+            if x != y:
+                lines.append(f"{k} {what}: " + str({n: (x.get(n), y.get(n)) for n in set(x) | set(y)
+                                                    if x.get(n) != y.get(n)}))
+    return "\n".join(lines[:20])
+
+
+@pytest.fixture
+def oracle_pair(tmp_path: Path) -> Any:
+    import subprocess
+    import sys
+    import time
+
+    from relay.devtools.localenv import free_ports, wait_http
+
+    if not ORACLE.exists():
+        pytest.skip(f"{ORACLE} is not installed")
+    # No token: v2.42 sends none from a kubeconfig to a plain-http server (the relay's kubeconfig
+    # token is tested above).
+    api = FakeK8s().start()
+    api.load(kubeadm_objects(NODES))
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        f"apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster: {{server: '{api.url}'}}\n"
+        "users:\n- name: u\n  user: {}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\n")
+    config = tmp_path / "sd.yml"
+    config.write_text(_oracle_config(api, kubeconfig))
+    prom_port, relay_port = free_ports(2)
+    with open(tmp_path / "oracle.log", "wb") as oracle_log, open(tmp_path / "relay.log", "wb") as relay_log:
+        procs = [
+            subprocess.Popen([str(ORACLE), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+                             stdout=oracle_log, stderr=subprocess.STDOUT),
+            subprocess.Popen([sys.executable, "-m", "relay.cli", "run", "--config", str(config),
+                              "--listen", f"127.0.0.1:{relay_port}"], stdout=relay_log, stderr=subprocess.STDOUT),
+        ]
+    try:
+        wait_http(f"http://127.0.0.1:{prom_port}/-/ready", 30, procs[0])
+        wait_http(f"http://127.0.0.1:{relay_port}/-/healthy", 30, procs[1])
+
+        def same(check: Any = bool, timeout: float = 40.0) -> dict[Any, Any]:
+            """Both views, once they agree and pass ``check`` (Prometheus passes discovery on every 5 s)."""
+            deadline = time.monotonic() + timeout
+            while True:
+                a = _view(_targets_of(prom_port), True)
+                b = _view(_targets_of(relay_port), False)
+                if a == b and check(a):
+                    return a
+                if time.monotonic() > deadline:
+                    raise AssertionError("Prometheus and the relay disagree:\n" + _diff(a, b))
+                time.sleep(0.5)
+
+        yield api, same
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+        api.stop()
+
+
+def test_same_targets_as_prometheus_before_and_after_events_and_410(oracle_pair: Any) -> None:
+    from .fakek8s import _etcd_pod, _node, etcd_endpoints, etcd_endpointslice
+
+    api, same = oracle_pair
+    first = same()
+    pools = {pool for pool, _ in first}
+    assert pools == {*ROLES, "endpoints-node", "endpointslice-node", "pod-node"}
+    etcd = first[("endpoints-node", "http://127.0.13.2:2381/m/http;;;;;")]
+    assert etcd[1]["__meta_kubernetes_node_label_kubernetes_io_hostname"] == "cp-2"
+    assert sum(pool == "endpoints" for pool, _ in first) == 12
+    # Add a member (node, pod, then its not-ready address), relabel the Service, delete objects.
+    four = [*NODES, ("cp-4", "127.0.13.4")]
+    api.put("nodes", _node("cp-4", "127.0.13.4"))
+    api.put("pods", _etcd_pod("cp-4", "127.0.13.4"))
+    # Both must know the pod before its address appears: Prometheus v2.42 joins an address to the pod
+    # its cache has at that moment, and does not look again when the pod arrives later.
+    same(lambda v: ("pod", "http://127.0.13.4/m/;;etcd;;;") in v and ("node", "http://127.0.13.4:10250/m/;;;;;") in v)
+    api.put("endpoints", etcd_endpoints(four, not_ready=("cp-4",)))
+    api.put("endpointslices", etcd_endpointslice(four))
+    svc = next(o for o in kubeadm_objects(NODES)["services"] if o["metadata"]["name"] == "etcd")
+    svc["metadata"]["labels"]["app.kubernetes.io/name"] = "etcd"
+    api.put("services", svc)
+    api.delete("endpoints", "kube-dns", "kube-system")
+    api.delete("ingresses", "grafana", "default")
+    four_url = ("endpoints", "http://127.0.13.4:2381/m/http;;;;;")
+    after = same(lambda v: four_url in v and not any(pool == "ingress" for pool, _ in v))
+    assert after[("endpoints", "http://127.0.13.4:2381/m/http;;;;;")][1]["__meta_kubernetes_endpoint_ready"] == "false"
+    assert after[("endpoints", "http://127.0.13.1:2381/m/http;;;;;")][1][
+        "__meta_kubernetes_service_label_app_kubernetes_io_name"] == "etcd"
+    assert not any(pool == "ingress" for pool, _ in after)
+    # The history is compacted while every watch is down: both list again (410) and agree.
+    lists = api.count("endpoints", watch=False)
+    api.compact()
+    api.drop_watches()
+    api.put("endpoints", etcd_endpoints(NODES[:2]))
+    node = _node("cp-4", "127.0.13.4")
+    node["metadata"]["labels"]["topology.kubernetes.io/zone"] = "b"
+    # (Not a deleted node: Prometheus v2.42 with attach_metadata.node panics on a node deleted while
+    # its watch was down, DeletedFinalStateUnknown in endpoints.go; the relay has no such case.)
+    api.put("nodes", node)
+    relisted = same(lambda v: ("endpoints", "http://127.0.13.3:2381/m/http;;;;;") not in v
+                    and "__meta_kubernetes_node_label_topology_kubernetes_io_zone" in v[
+                        ("node", "http://127.0.13.4:10250/m/;;;;;")][1])
+    assert api.count("endpoints", watch=False) >= lists + 2
+    assert not any("127.0.13.3:2381" in url for pool, url in relisted if pool == "endpoints")
+
+
+# -- end to end: the issue's config, in-cluster, scraping `relay sim` members ----------------------
+
+
+def test_issue_config_scrapes_etcd_members_in_cluster(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from relay.devtools.localenv import make_tls_files, wait_http
+
+    port = 2381
+    for _, ip in NODES:
+        with socket.socket() as s:
+            if s.connect_ex((ip, port)) == 0:
+                pytest.skip(f"{ip}:{port} is taken")
+    tls = make_tls_files(tmp_path / "tls")
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text("in-cluster-token")
+    (sa / "namespace").write_text("monitoring")
+    (sa / "ca.crt").write_bytes(Path(tls.ca_file).read_bytes())
+    config = tmp_path / "relay.yml"
+    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n" + ISSUE_JOB.format(extra=""))
+    sims = [subprocess.Popen([sys.executable, "-m", "relay.cli", "sim", "--members", "1", "--host", ip,
+                              "--base-port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _, ip in NODES]
+    try:
+        for (_, ip), proc in zip(NODES, sims, strict=True):
+            wait_http(f"http://{ip}:{port}/metrics", 30, proc)
+        with FakeK8s(token="in-cluster-token", tls=(tls.server_cert, tls.server_key)) as api:
+            api.load(kubeadm_objects(NODES, etcd_port=port))
+            env = {**os.environ, "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": api.url.rsplit(":", 1)[1],
+                   "RELAY_SERVICE_ACCOUNT_DIR": str(sa)}
+            out, stats = tmp_path / "samples.jsonl", tmp_path / "stats.json"
+            done = subprocess.run([sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen",
+                                   "127.0.0.1:0", "--sink-jsonl", str(out), "--duration", "6", "--stats-file", str(stats)],
+                                  env=env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            assert api.count("endpoints", watch=True) >= 1
+    finally:
+        for p in sims:
+            p.terminate()
+            p.wait(10)
+    assert json.loads(stats.read_text())["targets"] == 3
+    samples = [json.loads(line) for line in out.read_text().splitlines()]
+    ups = {(s["labels"]["instance"], s["value"]) for s in samples if s["name"] == "up"}
+    assert {i for i, _ in ups} == {f"{ip}:{port}" for _, ip in NODES}  # kube-dns and the apiserver are not kept
+    assert all(v == 1 for _, v in ups), ups
+    leaders = {s["labels"]["instance"] for s in samples if s["name"] == "etcd_server_has_leader"}
+    assert leaders == {f"{ip}:{port}" for _, ip in NODES}
+    assert all(s["labels"]["job"] == "etcd" for s in samples)

@@ -54,7 +54,8 @@ __all__ = ["Connection", "KubernetesHub", "KubernetesSDProvider", "Stores", "Tun
 log = logging.getLogger("relay.discovery.kubernetes")
 
 META = "__meta_kubernetes_"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# In-cluster credentials; RELAY_SERVICE_ACCOUNT_DIR names another folder (a non-standard mount, tests).
+SERVICE_ACCOUNT_DIR = os.environ.get("RELAY_SERVICE_ACCOUNT_DIR", "/var/run/secrets/kubernetes.io/serviceaccount")
 
 # role or object kind -> (API group path, resource, namespaced)
 RESOURCES: dict[str, tuple[str, str, bool]] = {
@@ -114,7 +115,7 @@ def _kubeconfig(path: str) -> Connection:
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as exc:
-        raise DiscoveryError(f"kubeconfig_file {path}: cannot read: {exc}") from None
+        raise DiscoveryError(f"kubeconfig_file {path}: cannot read: {' '.join(str(exc).split())}") from None
     if not isinstance(doc, Mapping):
         raise DiscoveryError(f"kubeconfig_file {path}: not a kubeconfig (no mapping)")
     current = doc.get("current-context")
