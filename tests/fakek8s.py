@@ -23,6 +23,7 @@ What it serves, as kube-apiserver does (JSON only):
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
 import json
 import re
@@ -351,7 +352,9 @@ class FakeK8s:
                         now = time.monotonic()
                         if now >= deadline and not silent:
                             break
-                        pending = [] if silent else [e for e in self.history if e[0] > rv]
+                        # history is in resourceVersion order: the events after rv, found by bisection
+                        pending = [] if silent else self.history[bisect.bisect_right(self.history, rv,
+                                                                                    key=lambda e: e[0]):]
                         if pending or (bookmarks and now >= next_bookmark and not silent):
                             break
                         self.cond.wait(0.1)

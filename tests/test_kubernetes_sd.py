@@ -686,6 +686,7 @@ def oracle_pair(tmp_path: Path) -> Any:
         api.stop()
 
 
+@pytest.mark.slow
 def test_same_targets_as_prometheus_before_and_after_events_and_410(oracle_pair: Any) -> None:
     from .fakek8s import _etcd_pod, _node, etcd_endpoints, etcd_endpointslice
 
@@ -736,6 +737,7 @@ def test_same_targets_as_prometheus_before_and_after_events_and_410(oracle_pair:
 # -- end to end: the issue's config, in-cluster, scraping `relay sim` members ----------------------
 
 
+@pytest.mark.slow
 def test_issue_config_scrapes_etcd_members_in_cluster(tmp_path: Path) -> None:
     import os
     import socket
@@ -785,3 +787,54 @@ def test_issue_config_scrapes_etcd_members_in_cluster(tmp_path: Path) -> None:
     leaders = {s["labels"]["instance"] for s in samples if s["name"] == "etcd_server_has_leader"}
     assert leaders == {f"{ip}:{port}" for _, ip in NODES}
     assert all(s["labels"]["job"] == "etcd" for s in samples)
+
+
+def test_cached_build_follows_joined_objects() -> None:
+    from relay.discovery.kubernetes import build_groups
+
+    objects = kubeadm_objects(NODES)
+    for resource, objs in objects.items():
+        for n, o in enumerate(objs):
+            o["metadata"]["resourceVersion"] = f"{resource}-{n}"
+    stores = _stores("endpoints", objects, attach_node=True)
+    cache: dict[str, Any] = {}
+    first = build_groups("endpoints", stores, cache)
+    again = build_groups("endpoints", stores, cache)
+    assert again == first and all(a is b for a, b in zip(again, first, strict=True))  # reused
+    for slot, key, label in (("pods", "kube-system/etcd-cp-1", "pod_label_x"),
+                             ("services", "kube-system/etcd", "service_label_x"),
+                             ("nodes", "cp-1", "node_label_x")):
+        old = getattr(stores, slot)[key]
+        new = {**old, "metadata": {**old["metadata"], "resourceVersion": "new-" + slot,
+                                   "labels": {**old["metadata"]["labels"], "x": "1"}}}
+        getattr(stores, slot)[key] = new
+        groups = build_groups("endpoints", stores, cache)
+        etcd1 = next(dict(g.labels) for g in groups if g.targets == ("127.0.13.1:2381",))
+        assert etcd1[f"__meta_kubernetes_{label}"] == "1", slot
+        assert groups == build_groups("endpoints", stores)  # the same as without a cache
+    del stores.main["kube-system/etcd"]
+    assert not any(g.targets[0].endswith(":2381") for g in build_groups("endpoints", stores, cache))
+    assert "kube-system/etcd" not in cache
+
+
+@pytest.mark.anyio
+async def test_bookmarks_spare_a_relist() -> None:
+    from .fakek8s import etcd_endpoints
+
+    with FakeK8s(bookmark_interval=0.1) as api:
+        api.load(kubeadm_objects(NODES))
+        run = _Run([_cfg(api)])
+
+        async def body(r: _Run) -> None:
+            import anyio
+
+            await r.until(lambda: r.addresses() >= ETCD)
+            lists = api.count("endpoints", watch=False)
+            api.compact()  # no event comes after this, only bookmarks at the new resourceVersion
+            await anyio.sleep(0.5)
+            api.drop_watches()
+            api.put("endpoints", etcd_endpoints(NODES[:1]))
+            await r.until(lambda: "127.0.13.2:2381" not in r.addresses())
+            assert api.count("endpoints", watch=False) == lists, [(p, q) for p, q in api.requests if p.endswith("endpoints")]
+
+        await run(body)()

@@ -277,6 +277,7 @@ class Watcher:
         self.selectors = {k: v for k, v in (("labelSelector", label), ("fieldSelector", field_)) if v}
         self.tuning = tuning
         self.objects: dict[str, Obj] = {}
+        self.rv: str | None = None  # the resourceVersion the objects are at (None: list first)
         self.synced = anyio.Event()
         self.listeners: set[Callable[[], None]] = set()
         self.state = ""  # the current error, "" when healthy
@@ -327,8 +328,10 @@ class Watcher:
                 return str(meta.get("resourceVersion", ""))
             params["continue"] = str(token)
 
-    async def _watch(self, rv: str) -> str:
-        """One watch stream from ``rv``; returns the last resourceVersion seen when it ends."""
+    async def _watch(self) -> None:
+        """One watch stream from ``self.rv``, which follows every event and bookmark (a stream that
+        breaks is watched again from where it got to)."""
+        rv = self.rv or ""
         lo, hi = self.tuning.watch_timeout
         timeout = random.randint(lo, hi)
         params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
@@ -357,16 +360,15 @@ class Watcher:
                     *lines, buf = buf.split(b"\n")
                     for line in lines:
                         if line.strip():
-                            rv = self._apply(line, rv)
+                            rv = self.rv = self._apply(line, rv)
                 if buf.strip():
-                    rv = self._apply(buf, rv)
+                    rv = self.rv = self._apply(buf, rv)
         except httpx.ReadTimeout:
             raise _Failure(f"watch {self.what}: the stream sent nothing for {idle:g} s") from None
         except (httpx.HTTPError, OSError) as exc:
             if opened:
                 raise _Dropped(f"watch {self.what}: {exc.__class__.__name__}: {exc}") from None
             raise _Failure(f"watch {self.what}: {exc.__class__.__name__}: {exc}") from None
-        return rv
 
     def _apply(self, line: bytes, rv: str) -> str:
         try:
@@ -394,23 +396,22 @@ class Watcher:
         return new_rv
 
     async def run(self) -> None:
-        rv: str | None = None
         delay = self.tuning.backoff_min
         while True:
             started = anyio.current_time()
             try:
-                if rv is None:
-                    rv = await self._list()
+                if self.rv is None:
+                    self.rv = await self._list()
                     self._set_state("")
                     self.synced.set()
                     self._changed()
-                rv = await self._watch(rv)
+                await self._watch()
                 if anyio.current_time() - started > 1.0:
                     delay = self.tuning.backoff_min
                     continue  # the server ended a long watch (its timeout): watch on at once
             except _Gone:
-                log.info("kubernetes_sd: %s: resourceVersion %s is gone (410), listing again", self.what, rv)
-                rv = None
+                log.info("kubernetes_sd: %s: resourceVersion %s is gone (410), listing again", self.what, self.rv)
+                self.rv = None
                 continue
             except _Dropped as exc:
                 log.debug("kubernetes_sd: %s; watching again", exc)
@@ -833,15 +834,64 @@ _BUILDERS: dict[str, Callable[[Stores, Obj], list[TargetGroup]]] = {
 }
 
 
-def build_groups(role: str, stores: Stores) -> list[TargetGroup]:
-    """All target groups of ``role`` for the current objects, in a stable order."""
+def _version(obj: Obj | None) -> object:
+    if obj is None:
+        return None
+    # Every object from an API server has a resourceVersion; objects are replaced, never changed.
+    return (obj.get("metadata") or {}).get("resourceVersion") or id(obj)
+
+
+def _fingerprint(role: str, stores: Stores, obj: Obj) -> tuple[object, ...]:
+    """The versions of ``obj`` and of every object its targets are joined with."""
+    ns = _ns(obj)
+    out: list[object] = [_version(obj)]
+    if stores.attach_namespace:
+        out.append(_version(stores.namespaces.get(ns)))
+    if role == "endpoints":
+        out.append(_version(stores.services.get(f"{ns}/{_name(obj)}")))
+        addrs = [a for sub in obj.get("subsets") or [] for kind in ("addresses", "notReadyAddresses")
+                 for a in sub.get(kind) or []]
+        out += [_version(_pod_of(stores, a.get("targetRef"))) for a in addrs]
+        if stores.attach_node:
+            out += [_version(stores.nodes.get(str(a.get("nodeName")))) for a in addrs]
+    elif role == "endpointslice":
+        svc = ((obj.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name")
+        out.append(_version(stores.services.get(f"{ns}/{svc}")))
+        eps = obj.get("endpoints") or []
+        out += [_version(_pod_of(stores, e.get("targetRef"))) for e in eps]
+        if stores.attach_node:
+            out += [_version(stores.nodes.get(str(e.get("nodeName")))) for e in eps]
+    elif role == "pod" and stores.attach_node:
+        out.append(_version(stores.nodes.get(str((obj.get("spec") or {}).get("nodeName")))))
+    return tuple(out)
+
+
+def build_groups(role: str, stores: Stores,
+                 cache: dict[str, tuple[tuple[object, ...], list[TargetGroup]]] | None = None) -> list[TargetGroup]:
+    """All target groups of ``role`` for the current objects, in a stable order.
+
+    With ``cache`` (kept by the caller between calls), an object whose version and whose joined
+    objects' versions are unchanged keeps its groups: a change costs the objects it touches.
+    """
     build = _BUILDERS[role]
     out: list[TargetGroup] = []
     for key in sorted(stores.main):
+        obj = stores.main[key]
         try:
-            out += build(stores, stores.main[key])
+            fp = _fingerprint(role, stores, obj) if cache is not None else ()
+            hit = cache.get(key) if cache is not None else None
+            if hit is not None and hit[0] == fp:
+                out += hit[1]
+                continue
+            groups = build(stores, obj)
+            if cache is not None:
+                cache[key] = (fp, groups)
+            out += groups
         except (AttributeError, TypeError, KeyError, ValueError) as exc:
             log.warning("kubernetes_sd: %s %s does not have the expected shape, skipped: %s", role, key, exc)
+    if cache is not None:
+        for gone in cache.keys() - stores.main.keys():
+            del cache[gone]
     return out
 
 
@@ -903,12 +953,13 @@ class KubernetesSDProvider(Provider):
             for _, w in subs:
                 await w.synced.wait()
             last: list[TargetGroup] | None = None
+            cache: dict[str, tuple[tuple[object, ...], list[TargetGroup]]] = {}
             while True:
                 self._dirty = anyio.Event()
                 stores = Stores(attach_node=cfg.attach_node, attach_namespace=cfg.attach_namespace)
                 for slot, w in subs:
                     getattr(stores, slot).update(w.objects)
-                groups = build_groups(role, stores)
+                groups = build_groups(role, stores, cache)
                 if groups != last:
                     send(groups)
                     last = groups
