@@ -838,3 +838,41 @@ async def test_bookmarks_spare_a_relist() -> None:
             assert api.count("endpoints", watch=False) == lists, [(p, q) for p, q in api.requests if p.endswith("endpoints")]
 
         await run(body)()
+
+
+def test_kubeconfig_inline_data_and_errors(tmp_path: Path) -> None:
+    import base64
+    import os
+
+    from relay.config import KubernetesSDConfig
+    from relay.discovery.base import DiscoveryError
+    from relay.discovery.kubernetes import resolve_connection
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: admin@kubernetes\n"
+        "clusters:\n- name: kubernetes\n  cluster:\n    server: https://10.0.0.1:6443\n"
+        f"    certificate-authority-data: {b64('CA PEM')}\n    tls-server-name: kubernetes\n"
+        f"users:\n- name: admin\n  user:\n    client-certificate-data: {b64('CERT PEM')}\n"
+        f"    client-key-data: {b64('KEY PEM')}\n"
+        "contexts:\n- name: admin@kubernetes\n  context: {cluster: kubernetes, user: admin, namespace: kube-system}\n")
+    conn = resolve_connection(KubernetesSDConfig(role="pod", kubeconfig_file=str(path)))
+    tls = conn.http.tls_config
+    assert conn.server == "https://10.0.0.1:6443" and conn.namespace == "kube-system" and tls.server_name == "kubernetes"
+    assert tls.ca_file and Path(tls.ca_file).read_text() == "CA PEM"
+    assert tls.cert_file and Path(tls.cert_file).read_text() == "CERT PEM"
+    assert tls.key_file and Path(tls.key_file).read_text() == "KEY PEM" and os.stat(tls.key_file).st_mode & 0o077 == 0
+    for text, message in (
+        ("current-context: x\ncontexts: []\n", "no context named 'x'"),
+        ("current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\n"
+         "clusters: [{name: k, cluster: {server: 'https://h'}}]\nusers: [{name: u, user: {exec: {command: aws}}}]\n",
+         "user exec plugins are not supported"),
+        ("[1, 2\n", "cannot read"),
+    ):
+        path.write_text(text)
+        with pytest.raises(DiscoveryError, match=message) as info:
+            resolve_connection(KubernetesSDConfig(role="pod", kubeconfig_file=str(path)))
+        assert str(info.value).startswith(f"kubeconfig_file {path}:") and "\n" not in str(info.value)
