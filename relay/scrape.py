@@ -325,6 +325,9 @@ class _Job:
     # reported once, so that unchanged targets keep running instead of flapping.
     carry: list[TargetGroup] | None = None
     waiting: set[int] = field(default_factory=set)
+    # What each (address, group object) relabeled to at the last sync: discovery that resends the
+    # same group objects (Kubernetes, on every change) costs a lookup per target, not a relabeling.
+    built: dict[tuple[str, int], tuple[TargetGroup, Target | str | None]] = field(default_factory=dict)
 
 
 class ScrapeManager:
@@ -418,18 +421,28 @@ class ScrapeManager:
         self.target_errors = {}
         for name, job in self.jobs.items():
             count = 0
+            built: dict[tuple[str, int], tuple[TargetGroup, Target | str | None]] = {}
             for groups in [*job.groups.values(), job.carry or []]:
                 for g in groups:
                     for addr in g.targets:
-                        try:
-                            t = build_target(addr, dict(g.labels), job.config)
-                        except TargetError as exc:
-                            self.target_errors.setdefault(name, []).append(str(exc))
+                        key = (addr, id(g))  # the entry holds g: its id is not reused meanwhile
+                        known = job.built.get(key)
+                        if known is not None and known[0] is g:
+                            t = known[1]
+                        else:
+                            try:
+                                t = build_target(addr, dict(g.labels), job.config)
+                            except TargetError as exc:
+                                t = str(exc)
+                        built[key] = (g, t)
+                        if isinstance(t, str):
+                            self.target_errors.setdefault(name, []).append(t)
                             continue
                         if t is None or not select_for_member(t, self.config.cluster):
                             continue
                         desired.setdefault(t.key, t)
                         count += 1
+            job.built = built
             self.metrics.targets.labels(name).set(count)
         return desired
 

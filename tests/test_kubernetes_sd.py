@@ -876,3 +876,30 @@ def test_kubeconfig_inline_data_and_errors(tmp_path: Path) -> None:
         with pytest.raises(DiscoveryError, match=message) as info:
             resolve_connection(KubernetesSDConfig(role="pod", kubeconfig_file=str(path)))
         assert str(info.value).startswith(f"kubeconfig_file {path}:") and "\n" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_scrape_manager_relabels_only_new_group_objects() -> None:
+    from relay.discovery.base import TargetGroup
+    from relay.http.client import ClientPool
+    from relay.metrics import SelfMetrics
+    from relay.scrape import ScrapeManager, _Job
+
+    cfg = parse_config("scrape_configs:\n" + "\n".join("  " + line for line in ISSUE_JOB.format(extra="").splitlines()))
+    sc = cfg.scrape_configs[0]
+    labels = (("__meta_kubernetes_endpoint_port_name", "http"), ("__meta_kubernetes_namespace", "kube-system"),
+              ("__meta_kubernetes_service_name", "etcd"))
+    kept, dropped = TargetGroup("a", ("127.0.13.1:2381",), labels), TargetGroup("b", ("10.0.0.1:53",), labels[1:])
+    m = ScrapeManager(ClientPool(), [], SelfMetrics())
+    m.config = cfg
+    m.jobs["etcd"] = job = _Job(sc, [], groups={0: [kept, dropped]})
+    first = m._desired()
+    assert [t.url for t in first.values()] == ["http://127.0.13.1:2381/metrics"]
+    again = m._desired()
+    assert all(again[k] is first[k] for k in first)  # the same group object: not relabeled again
+    moved = TargetGroup("a", ("127.0.13.1:2381",), (*labels, ("__meta_kubernetes_pod_name", "etcd-cp-1")))
+    job.groups[0] = [moved]
+    third = m._desired()
+    (t,) = third.values()
+    assert t is not next(iter(first.values())) and dict(t.discovered_labels)["__meta_kubernetes_pod_name"] == "etcd-cp-1"
+    assert len(job.built) == 1  # entries of groups gone are dropped
