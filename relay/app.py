@@ -87,6 +87,8 @@ def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
             pool.validate(e.http, f"scrape_configs[{i}].etcd_sd_configs[{j}]")
         for j, h in enumerate(sc.http_sd_configs):
             pool.validate(h.http, f"scrape_configs[{i}].http_sd_configs[{j}]")
+        for j, k in enumerate(sc.kubernetes_sd_configs):
+            pool.validate(k.http, f"scrape_configs[{i}].kubernetes_sd_configs[{j}]")
     for i, rw in enumerate(config.remote_write):
         pool.validate(rw.http, f"remote_write[{i}]")
     return config

@@ -6,8 +6,9 @@ external_labels, the limits), ``scrape_configs`` (job_name, scrape_interval, scr
 metrics_path, scheme, params, honor_labels, honor_timestamps, sample_limit, body_size_limit,
 label_limit, label_name_length_limit, label_value_length_limit, relabel_configs,
 metric_relabel_configs, static_configs, file_sd_configs, dns_sd_configs (plus our nameservers),
-http_sd_configs, our etcd_sd_configs, tls_config, basic_auth, authorization), ``scrape_config_files``
-(globs of files holding more ``scrape_configs``), ``remote_write`` (url, name, remote_timeout, headers,
+http_sd_configs, kubernetes_sd_configs, our etcd_sd_configs, tls_config, basic_auth, authorization),
+``scrape_config_files`` (globs of files holding more ``scrape_configs``), ``remote_write`` (url, name,
+remote_timeout, headers,
 write_relabel_configs, queue_config, tls_config, basic_auth, authorization) and our ``cluster``.
 
 Every error is a :class:`ConfigError` whose message names the key path and the problem, e.g.
@@ -41,6 +42,7 @@ __all__ = [
     "GlobalConfig",
     "HTTPClientConfig",
     "HTTPSDConfig",
+    "KubernetesSDConfig",
     "QueueConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
@@ -366,6 +368,7 @@ class ScrapeConfig:
     etcd_sd_configs: tuple[EtcdSDConfig, ...] = ()
     dns_sd_configs: tuple[DNSSDConfig, ...] = ()
     http_sd_configs: tuple[HTTPSDConfig, ...] = ()
+    kubernetes_sd_configs: tuple[KubernetesSDConfig, ...] = ()
     http: HTTPClientConfig = HTTPClientConfig()
 
 
@@ -645,6 +648,94 @@ def _scrape_file(path: str, glob: GlobalConfig, seen: set[str]) -> list[ScrapeCo
         raise ConfigError(f"{path}: {exc.where}" if exc.where else path, exc.problem) from None
     return [_scrape(_Section(s, f"{path}: scrape_configs[{i}]", base=sec.base, of=ScrapeConfig), glob, seen)
             for i, s in enumerate(items)]
+# -- kubernetes_sd_configs ------------------------------------------------------------------------
+
+K8S_ROLES = ("endpoints", "endpointslice", "pod", "service", "node", "ingress")
+# The roles whose selectors a role may use (its own and those of the objects it joins), as Prometheus.
+_K8S_SELECTOR_ROLES = {
+    "endpoints": ("endpoints", "pod", "service"),
+    "endpointslice": ("endpointslice", "pod", "service"),
+    "pod": ("pod",),
+    "service": ("service",),
+    "node": ("node",),
+    "ingress": ("ingress",),
+}
+_K8S_SELECTOR_RE = re.compile(
+    r"^\s*!?[A-Za-z0-9][-A-Za-z0-9_./]*\s*"
+    r"((==?|!=)\s*[-A-Za-z0-9_.]*|\s(in|notin)\s*\([-A-Za-z0-9_., ]*\))?\s*$"
+)
+
+
+@dataclass(frozen=True)
+class KubernetesSDConfig:
+    """``kubernetes_sd_configs``: objects of one role, listed and watched from a Kubernetes API server.
+
+    Without ``api_server`` and ``kubeconfig_file`` the relay runs in-cluster (service-account token
+    and CA, ``KUBERNETES_SERVICE_HOST``/``_PORT``). ``selectors`` is ``((role, label, field), ...)``.
+    """
+
+    role: str
+    api_server: str | None = None
+    kubeconfig_file: str | None = None
+    namespaces: tuple[str, ...] = ()
+    own_namespace: bool = False
+    selectors: tuple[tuple[str, str, str], ...] = ()
+    attach_node: bool = False
+    attach_namespace: bool = False
+    http: HTTPClientConfig = HTTPClientConfig()
+
+    def selector(self, role: str) -> tuple[str, str]:
+        """The (label, field) selector for the objects of ``role``."""
+        for r, label, fld in self.selectors:
+            if r == role:
+                return label, fld
+        return "", ""
+
+
+def _kubernetes_sd(sec: _Section) -> KubernetesSDConfig:
+    role = sec.text("role", "")  # "": absent; the field has no default
+    if role not in K8S_ROLES:
+        raise ConfigError(sec.at("role"), f"{role!r} is not one of {', '.join(K8S_ROLES)}" if role else "is required "
+                          f"(one of {', '.join(K8S_ROLES)})")
+    api = sec.text("api_server") or None
+    if api is not None:
+        parts = urlsplit(api)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(sec.at("api_server"), f"{api!r} is not an http(s)://host[:port] URL")
+        api = api.rstrip("/")
+    kubeconfig = sec.path("kubeconfig_file")
+    ns = sec.section("namespaces", KubernetesSDConfig)
+    names = tuple(str(n) for n in ns.seq("names"))
+    own = ns.flag("own_namespace")
+    ns.done()
+    selectors: list[tuple[str, str, str]] = []
+    for i, raw in enumerate(sec.seq("selectors")):
+        s = _Section(raw, f"{sec.at('selectors')}[{i}]", base=sec.base)
+        srole, label, fld = s.text("role", ""), s.text("label", ""), s.text("field", "")
+        s.done()
+        if srole not in _K8S_SELECTOR_ROLES[role]:
+            raise ConfigError(s.at("role"), f"{role} role supports only {', '.join(_K8S_SELECTOR_ROLES[role])} selectors")
+        if any(srole == r for r, _, _ in selectors):
+            raise ConfigError(s.at("role"), f"duplicated selector role: {srole}")
+        for key, value in (("label", label), ("field", fld)):
+            if value and not all(_K8S_SELECTOR_RE.match(p) for p in re.split(r",(?![^(]*\))", value)):
+                raise ConfigError(s.at(key), f"{value!r} is not a Kubernetes {key} selector")
+        selectors.append((srole, label, fld))
+    meta = sec.section("attach_metadata")
+    attach_node, attach_ns = meta.flag("node", False), meta.flag("namespace", False)
+    meta.done()
+    http = _http_client(sec)
+    sec.done(("enable_http2",))
+    if api and kubeconfig:
+        raise ConfigError(sec.where, "cannot use 'kubeconfig_file' and 'api_server' simultaneously")
+    if http != HTTPClientConfig() and not api:
+        raise ConfigError(sec.where, "tls_config, basic_auth and authorization need an explicit api_server "
+                          "(kubeconfig_file and in-cluster mode bring their own)")
+    if own and (api or kubeconfig):
+        raise ConfigError(sec.at("namespaces.own_namespace"), "works only in-cluster (not with api_server or kubeconfig_file)")
+    return KubernetesSDConfig(role=role, api_server=api, kubeconfig_file=kubeconfig, namespaces=names,
+                              own_namespace=own, selectors=tuple(selectors), attach_node=attach_node,
+                              attach_namespace=attach_ns, http=http)
 
 
 def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
@@ -695,6 +786,9 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         etcd_sd_configs=tuple(_etcd_sd(s) for s in sec.sections("etcd_sd_configs", EtcdSDConfig)),
         dns_sd_configs=tuple(_dns_sd(s) for s in sec.sections("dns_sd_configs", DNSSDConfig)),
         http_sd_configs=tuple(_http_sd(s) for s in sec.sections("http_sd_configs", HTTPSDConfig)),
+        kubernetes_sd_configs=tuple(
+            _kubernetes_sd(s) for s in sec.sections("kubernetes_sd_configs", KubernetesSDConfig)
+        ),
         http=_http_client(sec),
     )
     sec.done(_IGNORED_SCRAPE)

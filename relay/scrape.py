@@ -38,6 +38,8 @@ from .discovery import (
     EtcdSDProvider,
     FileSDProvider,
     HTTPSDProvider,
+    KubernetesHub,
+    KubernetesSDProvider,
     Provider,
     StaticProvider,
     TargetGroup,
@@ -314,7 +316,8 @@ def select_for_member(target: Target, cluster: ClusterConfig) -> bool:
 def scrape_settings(sc: ScrapeConfig) -> ScrapeConfig:
     """A scrape config without its discovery part: what a running loop depends on."""
     return replace(
-        sc, static_configs=(), file_sd_configs=(), etcd_sd_configs=(), dns_sd_configs=(), http_sd_configs=()
+        sc, static_configs=(), file_sd_configs=(), etcd_sd_configs=(), dns_sd_configs=(), http_sd_configs=(),
+        kubernetes_sd_configs=(),
     )
 
 
@@ -328,6 +331,9 @@ class _Job:
     # reported once, so that unchanged targets keep running instead of flapping.
     carry: list[TargetGroup] | None = None
     waiting: set[int] = field(default_factory=set)
+    # What each (address, group object) relabeled to at the last sync: discovery that resends the
+    # same group objects (Kubernetes, on every change) costs a lookup per target, not a relabeling.
+    built: dict[tuple[str, int], tuple[TargetGroup, Target | str | None]] = field(default_factory=dict)
 
 
 class ScrapeManager:
@@ -342,6 +348,7 @@ class ScrapeManager:
         self.config: Config | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.target_errors: dict[str, list[str]] = {}
+        self.kubernetes = KubernetesHub(clients)  # watchers shared by the jobs' kubernetes_sd_configs
         metrics.set_series_cache_source(lambda: float(sum(len(lp.parser) for lp in self.loops.values())))
 
     @property
@@ -355,7 +362,7 @@ class ScrapeManager:
 
     async def run(self, config: Config, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
-            self._tg = tg
+            self._tg = self.kubernetes.tg = tg
             self.apply(config)
             task_status.started()
             await anyio.sleep_forever()
@@ -390,6 +397,7 @@ class ScrapeManager:
         providers += [EtcdSDProvider(e, sc.job_name, self.clients) for e in sc.etcd_sd_configs]
         providers += [DNSSDProvider(d, sc.job_name) for d in sc.dns_sd_configs]
         providers += [HTTPSDProvider(h, sc.job_name, self.clients) for h in sc.http_sd_configs]
+        providers += [KubernetesSDProvider(k, sc.job_name, self.kubernetes) for k in sc.kubernetes_sd_configs]
         job = self.jobs[sc.job_name] = _Job(sc, providers)
         assert self._tg is not None
         for i, p in enumerate(providers):
@@ -421,18 +429,28 @@ class ScrapeManager:
         self.target_errors = {}
         for name, job in self.jobs.items():
             count = 0
+            built: dict[tuple[str, int], tuple[TargetGroup, Target | str | None]] = {}
             for groups in [*job.groups.values(), job.carry or []]:
                 for g in groups:
                     for addr in g.targets:
-                        try:
-                            t = build_target(addr, dict(g.labels), job.config)
-                        except TargetError as exc:
-                            self.target_errors.setdefault(name, []).append(str(exc))
+                        key = (addr, id(g))  # the entry holds g: its id is not reused meanwhile
+                        known = job.built.get(key)
+                        if known is not None and known[0] is g:
+                            t = known[1]
+                        else:
+                            try:
+                                t = build_target(addr, dict(g.labels), job.config)
+                            except TargetError as exc:
+                                t = str(exc)
+                        built[key] = (g, t)
+                        if isinstance(t, str):
+                            self.target_errors.setdefault(name, []).append(t)
                             continue
                         if t is None or not select_for_member(t, self.config.cluster):
                             continue
                         desired.setdefault(t.key, t)
                         count += 1
+            job.built = built
             self.metrics.targets.labels(name).set(count)
         return desired
 
@@ -447,6 +465,7 @@ class ScrapeManager:
             loop = self.loops.get(key)
             same = loop is not None and scrape_settings(loop.target.config) == scrape_settings(target.config)
             if loop is not None and same and loop.extra_labels == extra:
+                loop.target = target  # the same target; what discovery says of it may have changed
                 continue
             if loop is not None:
                 loop.stop()

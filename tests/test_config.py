@@ -149,6 +149,7 @@ scrape_configs:
     etcd_sd_configs: [{endpoints: ["http://127.0.0.1:2379"]}]
     dns_sd_configs: [{names: [_etcd-client._tcp.example.org]}]
     http_sd_configs: [{url: "http://127.0.0.1:8080/sd"}]
+    kubernetes_sd_configs: [{role: pod}]
 remote_write:
   - url: http://127.0.0.1:8428/api/v1/write
     authorization: {}

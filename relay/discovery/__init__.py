@@ -8,6 +8,7 @@ groups whenever it changes. The scrape manager turns groups into targets (``targ
     etcd.py     etcd_sd_configs (a running cluster's member list)
     dns.py      dns_sd_configs (SRV, A, AAAA, MX, NS records)
     http.py     http_sd_configs (target groups as JSON from a URL)
+    kubernetes.py  kubernetes_sd_configs (list and watch of an API server, shared watchers)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .dns import DNSSDProvider, records_to_groups
 from .etcd import EtcdSDProvider, members_to_groups
 from .file import FileSDProvider, read_file_sd
 from .http import HTTPSDProvider, parse_http_sd
+from .kubernetes import KubernetesHub, KubernetesSDProvider
 from .static import StaticProvider
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "EtcdSDProvider",
     "FileSDProvider",
     "HTTPSDProvider",
+    "KubernetesHub",
+    "KubernetesSDProvider",
     "Provider",
     "Send",
     "StaticProvider",
