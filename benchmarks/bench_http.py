@@ -1,11 +1,14 @@
-"""CPU per GET of one etcd /metrics body: httpx's default transport vs FastTransport vs a bare floor.
+"""CPU per GET of one etcd /metrics body: httpx's default transport vs FastTransport and the relay's HTTPClient vs a bare floor.
 
 A minimal keep-alive server in a separate process serves the etcd 3.5.1 body (162 KB) plain, gzipped,
 chunked in 2 KiB chunks (as Go's net/http sends a streamed body), and plain over TLS 1.3 (a
 self-signed certificate made for the run). The client process measures its own CPU time
 (``time.process_time``) per GET, as the median of several rounds in which every case runs once, so
-that the noise of a shared machine hits all cases alike. The "bare anyio stream floor" is the least
-a Python client can do: send a canned request, find the head, read Content-Length bytes::
+that the noise of a shared machine hits all cases alike. "relay scrape path" is what a scrape loop
+does (`HTTPClient.send` of a request built once, with a total timeout and a body limit, over
+FastTransport); "HTTPClient, httpx transport" the same with ``--http-transport httpx``. The "bare
+anyio stream floor" is the least a Python client can do: send a canned request, find the head,
+read Content-Length bytes::
 
     python benchmarks/bench_http.py [--requests 200] [--rounds 7]
 """
@@ -33,7 +36,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relay.http._wire import FastTransport, fetch
+from relay.http._wire import FastTransport
+from relay.http.client import HTTPClient
 
 ETCD_BODY = Path("/work/shared/etcd-metrics/etcd-3.5.1-member-3381.prom")
 
@@ -183,22 +187,33 @@ def _cases(
 
         return run
 
-    def via_fetch(client: httpx.AsyncClient, path: str) -> Callable[[], Awaitable[bytes]]:
-        request = client.build_request("GET", base + path)
+    def via_relay(client: HTTPClient, path: str) -> Callable[[], Awaitable[bytes]]:
+        request = client.build_request("GET", base + path, headers={"Accept-Encoding": "gzip"}, timeout=10.0)
 
         async def run() -> bytes:
-            return (await fetch(client, request))[1]
+            return (await client.send(request, timeout=10.0, limit=50_000_000)).content
 
         return run
+
+    def via_relay_get(client: HTTPClient, path: str) -> Callable[[], Awaitable[bytes]]:
+        async def run() -> bytes:
+            return (await client.get(base + path, headers={"Accept-Encoding": "gzip"}, limit=50_000_000)).content
+
+        return run
+
+    relay_fast = HTTPClient(FastTransport(ssl_context=tls))
+    relay_httpx = HTTPClient(httpx.AsyncHTTPTransport(verify=tls if tls else True))
+    stack += [relay_fast.aclose, relay_httpx.aclose]
 
     floor = BareFloor(port, "/metrics" if path.endswith("chunked") else path, path.endswith(".gz"), tls)
     stack.append(floor.aclose)
     return [
         ("httpx default: client.get", via_get(default, path)),
-        ("httpx default: fetch(send)", via_fetch(default, path)),
+        ("HTTPClient, httpx transport (prebuilt)", via_relay(relay_httpx, path)),
         ("FastTransport: client.get", via_get(fast, path)),
         ("FastTransport: client.send(prebuilt)", via_send(fast, path)),
-        ("FastTransport: fetch(prebuilt)", via_fetch(fast, path)),
+        ("HTTPClient.get(url)", via_relay_get(relay_fast, path)),
+        ("relay scrape path (prebuilt request)", via_relay(relay_fast, path)),
         ("FastTransport alone (no client, no decoding)", via_transport(fast_transport, path)),
         ("bare anyio stream floor" + (" (Content-Length)" if path.endswith("chunked") else ""), floor.get),
     ]
