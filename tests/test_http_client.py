@@ -115,6 +115,10 @@ async def test_basic_auth_and_credentials_file_reread(server: Server, tmp_path: 
     assert (await client.get(server.url("/auth"))).content == b"Bearer one"
     token.write_text("two-and-longer\n")  # a rotation: new size and mtime
     assert (await client.get(server.url("/auth"))).content == b"Bearer two-and-longer"
+    # credentials in the URL are sent as basic auth (and not in the request line)
+    url = server.url("/auth").replace("http://", "http://user:p%40ss@")
+    response = await pool.get(HTTPClientConfig()).get(url)
+    assert response.content == b"Basic " + base64.b64encode(b"user:p@ss") and "p%40ss" not in str(response.url)
     token.unlink()
     before = server.requests
     with pytest.raises(CredentialsError, match="credentials_file") as info:

@@ -148,14 +148,9 @@ class StreamResponse:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The decoded body, piece by piece as it arrives (gzip pieces at most fetch.INFLATE_STEP)."""
-        try:
+        with _Errors(self._url):
             async for data in decoded_chunks(self._response):
                 yield data
-        except HTTPError as exc:
-            exc.url = exc.url or self._url
-            raise
-        except httpx.HTTPError as exc:
-            raise _from_httpx(exc, self._url) from exc
 
     async def aiter_lines(self, *, max_line: int = 1 << 20) -> AsyncIterator[bytes]:
         """Complete lines (without the newline), each at most ``max_line`` bytes (`BodyLimitError`).
@@ -177,13 +172,8 @@ class StreamResponse:
 
     async def read(self, limit: int = 0) -> bytes:
         """The rest of the body, at most ``limit`` bytes (0: no limit)."""
-        try:
+        with _Errors(self._url):
             return await read_body(self._response, limit)
-        except HTTPError as exc:
-            exc.url = exc.url or self._url
-            raise
-        except httpx.HTTPError as exc:
-            raise _from_httpx(exc, self._url) from exc
 
 
 def _safe(url: httpx.URL) -> str:
@@ -221,7 +211,28 @@ def _from_httpx(exc: httpx.HTTPError, url: str) -> HTTPError:
     return TransferError(f"{type(exc).__name__}: {message}", url=url)
 
 
+class _Errors:
+    """Inside: a relay HTTPError gets the URL when it has none; httpx's errors become the relay's."""
+
+    __slots__ = ("url",)
+
+    def __init__(self, url: httpx.URL | str) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, HTTPError):
+            if not exc.url:
+                exc.url = self.url if isinstance(self.url, str) else _safe(self.url)
+        elif isinstance(exc, httpx.HTTPError):
+            raise _from_httpx(exc, self.url if isinstance(self.url, str) else _safe(self.url)) from exc
+
+
 _REDIRECTS: Final = frozenset((301, 302, 303, 307, 308))
+#: build_request's read_timeout default: the same as timeout.
+_SAME: Final = -1.0
 #: A redirect response's body is read (to keep the connection) up to this much, then dropped.
 _REDIRECT_BODY: Final = 65_536
 
@@ -258,7 +269,7 @@ class HTTPClient:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         timeout: float | None = 10.0,
-        read_timeout: float | None = -1.0,
+        read_timeout: float | None = _SAME,
     ) -> httpx.Request:
         """A request to `send`, reusable (a scrape loop builds one and sends it every interval).
 
@@ -267,10 +278,17 @@ class HTTPClient:
         """
         extensions: dict[str, Any] = {
             "timeout": {"connect": timeout, "write": timeout, "pool": timeout,
-                        "read": timeout if read_timeout == -1.0 else read_timeout},
+                        "read": timeout if read_timeout == _SAME else read_timeout},
             **self._extensions,
         }
         all_headers = {"User-Agent": self.user_agent, **headers} if headers else {"User-Agent": self.user_agent}
+        url = httpx.URL(url) if isinstance(url, str) else url
+        if url.userinfo:
+            # user:password@ in a URL is sent as basic auth (configured auth wins), never on the wire
+            user, password = url.username, url.password
+            url = url.copy_with(username=None, password=None)
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            all_headers.setdefault("Authorization", f"Basic {token}")
         return httpx.Request(method, url, headers=all_headers, content=content, extensions=extensions)
 
     async def get(
@@ -306,34 +324,30 @@ class HTTPClient:
         raise HTTPTimeout(f"timed out after {timeout:g}s", phase="total", url=_safe(request.url)) from None
 
     async def _send(self, request: httpx.Request, limit: int, truncate: bool) -> Response:
+        with _Errors(request.url):
+            response = await self._open(request)
+            body = await read_body(response, limit, truncate=truncate)
+        return Response(response.status_code, response.headers, body, response.request.url)
+
+    async def _open(self, request: httpx.Request) -> httpx.Response:
+        """Auth, the exchange up to the response head, and redirects (their bodies dropped)."""
         if self.auth is not None:
             request.headers["Authorization"] = self.auth.header()
-        response, body = await self._exchange(request, limit, truncate)
+        response = await self.transport.handle_async_request(request)
+        response.request = request
         hops = 0
         while response.status_code in _REDIRECTS and self.follow_redirects:
             location = response.headers.get("location")
             if not location:
                 break
+            await read_body(response, _REDIRECT_BODY, truncate=True)
             hops += 1
             if hops > self.max_redirects:
                 raise ProtocolError(f"more than {self.max_redirects} redirects", url=_safe(request.url))
             request = _redirected(request, response.status_code, location)
-            response, body = await self._exchange(request, limit, truncate)
-        return Response(response.status_code, response.headers, body, request.url)
-
-    async def _exchange(self, request: httpx.Request, limit: int, truncate: bool) -> tuple[httpx.Response, bytes]:
-        try:
             response = await self.transport.handle_async_request(request)
             response.request = request
-            if response.status_code in _REDIRECTS and self.follow_redirects:
-                return response, await read_body(response, _REDIRECT_BODY, truncate=True)
-            return response, await read_body(response, limit, truncate=truncate)
-        except HTTPError as exc:
-            if not exc.url:
-                exc.url = _safe(request.url)
-            raise
-        except httpx.HTTPError as exc:
-            raise _from_httpx(exc, _safe(request.url)) from exc
+        return response
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -353,36 +367,12 @@ class HTTPClient:
         """
         request = self.build_request(method, url, headers=headers, content=content, timeout=timeout,
                                      read_timeout=read_timeout)
-        if self.auth is not None:
-            request.headers["Authorization"] = self.auth.header()
-        response = await self._open(request)
-        hops = 0
-        while response.status_code in _REDIRECTS and self.follow_redirects:
-            location = response.headers.get("location")
-            if not location:
-                break
-            await read_body(response, _REDIRECT_BODY, truncate=True)
-            hops += 1
-            if hops > self.max_redirects:
-                raise ProtocolError(f"more than {self.max_redirects} redirects", url=_safe(request.url))
-            request = _redirected(request, response.status_code, location)
+        with _Errors(request.url):
             response = await self._open(request)
         try:
-            yield StreamResponse(response, _safe(request.url))
+            yield StreamResponse(response, _safe(response.request.url))
         finally:
             await response.aclose()
-
-    async def _open(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await self.transport.handle_async_request(request)
-        except HTTPError as exc:
-            if not exc.url:
-                exc.url = _safe(request.url)
-            raise
-        except httpx.HTTPError as exc:
-            raise _from_httpx(exc, _safe(request.url)) from exc
-        response.request = request
-        return response
 
     async def aclose(self) -> None:
         await self.transport.aclose()
