@@ -96,9 +96,11 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+@pytest.mark.parametrize("transport", ["fast", "httpx"])
 def test_bad_targets_fail_alone_with_reasons(
-    victoria_metrics: VictoriaMetrics, hostile_server: int, tmp_path: Path
+    victoria_metrics: VictoriaMetrics, hostile_server: int, tmp_path: Path, transport: str
 ) -> None:
+    """The same reasons with either transport under the HTTP client (--http-transport)."""
     targets_file = tmp_path / "targets.json"
     spec = ",".join(f"{kind}@{i}" for i, kind in FAULTS.items())
     sim = subprocess.Popen(
@@ -128,7 +130,8 @@ def test_bad_targets_fail_alone_with_reasons(
         port = free_ports(1)[0]
         with (tmp_path / "relay.log").open("wb") as log:  # not a pipe nobody reads: it blocks the relay at 64 KiB
             relay = subprocess.Popen(
-                [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+                [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+                 "--http-transport", transport],
                 stdout=subprocess.DEVNULL, stderr=log,
             )
         wait_http(f"http://127.0.0.1:{port}/-/ready", 20)
