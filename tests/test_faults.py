@@ -121,7 +121,8 @@ def test_bad_targets_fail_alone_with_reasons(
         )
         config = tmp_path / "relay.yml"
         config.write_text(
-            "global:\n  scrape_interval: 2s\n  scrape_timeout: 1500ms\n  body_size_limit: 10MB\n"
+            f"global:\n  external_labels: {{transport: {transport}}}\n"  # one VictoriaMetrics for both runs
+            "  scrape_interval: 2s\n  scrape_timeout: 1500ms\n  body_size_limit: 10MB\n"
             "  sample_limit: 100000\n  label_value_length_limit: 65536\n"
             f"scrape_configs:\n  - job_name: fleet\n    file_sd_configs: [{{files: ['{targets_file}']}}]\n"
             + hostile_jobs
@@ -165,10 +166,10 @@ def test_bad_targets_fail_alone_with_reasons(
         sim.send_signal(signal.SIGTERM)
         sim.wait(30)
     # The healthy members' data arrived; the faulty ones have up=0 samples.
-    ups = victoria_metrics.query('max_over_time(up{job="fleet"}[1m])')
+    ups = victoria_metrics.query(f'max_over_time(up{{job="fleet",transport="{transport}"}}[1m])')
     healthy = [r for r in ups if r["value"][1] == "1"]
     assert len(healthy) == 3, ups
-    leaders = victoria_metrics.query('count(etcd_server_has_leader{job="fleet"})')
+    leaders = victoria_metrics.query(f'count(etcd_server_has_leader{{job="fleet",transport="{transport}"}})')
     assert leaders and leaders[0]["value"][1] == "3"
 
 
