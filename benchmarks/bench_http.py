@@ -10,7 +10,12 @@ FastTransport); "HTTPClient, httpx transport" the same with ``--http-transport h
 anyio stream floor" is the least a Python client can do: send a canned request, find the head,
 read Content-Length bytes::
 
-    python benchmarks/bench_http.py [--requests 200] [--rounds 7]
+    python benchmarks/bench_http.py [--requests 200] [--rounds 7] [--baseline DIR]
+
+``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/base main``) adds
+"baseline scrape path": that checkout's scrape path (its ``HTTPClient.send``, or for checkouts from
+before HTTPClient its ``fetch_direct`` under ``fail_after``), measured in the same rounds, so the two
+are compared in one process, round by round.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import importlib
 import multiprocessing
+import shutil
 import ssl
 import statistics
 import sys
@@ -40,6 +47,18 @@ from relay.http._wire import FastTransport
 from relay.http.client import HTTPClient
 
 ETCD_BODY = Path("/work/shared/etcd-metrics/etcd-3.5.1-member-3381.prom")
+SCRAPE_HEADERS = {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "gzip",
+                  "X-Prometheus-Scrape-Timeout-Seconds": "10"}
+#: an earlier checkout's relay package, imported as relay_baseline (--baseline)
+BASELINE: Any = None
+
+
+def load_baseline(checkout: Path, into: Path) -> Any:
+    """An earlier checkout's ``relay`` package under the name ``relay_baseline`` (its http modules
+    import each other relatively, so they stay together)."""
+    shutil.copytree(checkout / "relay", into / "relay_baseline", ignore=shutil.ignore_patterns("*.so", "*.c"))
+    sys.path.insert(0, str(into))
+    return importlib.import_module("relay_baseline.http._wire"), importlib.import_module("relay_baseline.http.client")
 
 
 # -- server (separate process) -------------------------------------------------------------------
@@ -187,8 +206,8 @@ def _cases(
 
         return run
 
-    def via_relay(client: HTTPClient, path: str) -> Callable[[], Awaitable[bytes]]:
-        request = client.build_request("GET", base + path, headers={"Accept-Encoding": "gzip"}, timeout=10.0)
+    def via_relay(client: Any, path: str) -> Callable[[], Awaitable[bytes]]:
+        request = client.build_request("GET", base + path, headers=SCRAPE_HEADERS, timeout=10.0)
 
         async def run() -> bytes:
             return (await client.send(request, timeout=10.0, limit=50_000_000)).content
@@ -204,6 +223,26 @@ def _cases(
     relay_fast = HTTPClient(FastTransport(ssl_context=tls))
     relay_httpx = HTTPClient(httpx.AsyncHTTPTransport(verify=tls if tls else True))
     stack += [relay_fast.aclose, relay_httpx.aclose]
+    baseline: list[Case] = []
+    if BASELINE is not None:
+        wire, client_module = BASELINE
+        if hasattr(client_module, "HTTPClient"):
+            old_client = client_module.HTTPClient(wire.FastTransport(ssl_context=tls))
+            stack.append(old_client.aclose)
+            baseline.append(("baseline scrape path (prebuilt request)", via_relay(old_client, path)))
+        else:  # before HTTPClient: the scrape loop sent its request with fetch_direct
+            old_transport = wire.FastTransport(ssl_context=tls)
+            stack.append(old_transport.aclose)
+            old_request = httpx.Request(
+                "GET", base + path, headers={"User-Agent": "etcd-metrics-relay/0.1", **SCRAPE_HEADERS},
+                extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), 10.0)},
+            )
+
+            async def run_old() -> bytes:
+                with anyio.fail_after(10.0):
+                    return bytes((await wire.fetch_direct(old_transport, old_request, body_limit=50_000_000))[1])
+
+            baseline.append(("baseline scrape path (prebuilt request)", run_old))
 
     floor = BareFloor(port, "/metrics" if path.endswith("chunked") else path, path.endswith(".gz"), tls)
     stack.append(floor.aclose)
@@ -214,6 +253,7 @@ def _cases(
         ("FastTransport: client.send(prebuilt)", via_send(fast, path)),
         ("HTTPClient.get(url)", via_relay_get(relay_fast, path)),
         ("relay scrape path (prebuilt request)", via_relay(relay_fast, path)),
+        *baseline,
         ("FastTransport alone (no client, no decoding)", via_transport(fast_transport, path)),
         ("bare anyio stream floor" + (" (Content-Length)" if path.endswith("chunked") else ""), floor.get),
     ]
@@ -265,8 +305,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="GETs per case per round")
     parser.add_argument("--rounds", type=int, default=7, help="rounds (the median is shown)")
     parser.add_argument("--body", default=str(ETCD_BODY), help="the body to serve")
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit: its scrape path in the same rounds")
     args = parser.parse_args()
+    global BASELINE
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        if args.baseline is not None:
+            if not (args.baseline / "relay" / "http").is_dir():
+                parser.error(f"--baseline {args.baseline}: no relay/http package there")
+            BASELINE = load_baseline(args.baseline, Path(tmp))
         cert, key = _self_signed(Path(tmp))
         tls = ssl.create_default_context(cafile=cert)
         tls.set_alpn_protocols(["http/1.1"])

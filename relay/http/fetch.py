@@ -32,8 +32,9 @@ __all__ = ["INFLATE_STEP", "MAX_CHUNK_SIZE", "ChunkDecoder", "decoded_chunks", "
 
 #: A chunk-size line (size and extensions) longer than this is a protocol error.
 MAX_CHUNK_LINE: Final = 4096
-#: A chunk larger than this (2 GiB) is a protocol error (``ffffffffffffffff`` is not a chunk).
-MAX_CHUNK_SIZE: Final = 1 << 31
+#: A chunk larger than this (256 MiB) is a protocol error (``ffffffffffffffff`` is not a chunk).
+#: Size lines of up to 7 hex digits are below it by their length: only longer ones are checked.
+MAX_CHUNK_SIZE: Final = 1 << 28
 #: The trailer section after the last chunk, at most.
 MAX_TRAILERS: Final = 65_536
 #: The most bytes one ``zlib`` call inflates; the event loop runs between two such steps.
@@ -103,10 +104,8 @@ class ChunkDecoder:
                 self.pending = buf[pos:]
                 break
             line = buf[pos:nl]
-            # Fast path: 1 to 8 hex digits (strip() of every hex digit leaves nothing), below 4 GiB.
-            size = int(line, 16) if 0 < nl - pos <= 8 and not line.strip(_HEX) else _chunk_size(line)
-            if size > MAX_CHUNK_SIZE:
-                raise ProtocolError(f"chunk size {size} is over the limit of {MAX_CHUNK_SIZE} bytes")
+            # Fast path: 1 to 7 hex digits (strip() of every hex digit leaves nothing), < MAX_CHUNK_SIZE.
+            size = int(line, 16) if 0 < nl - pos <= 7 and not line.strip(_HEX) else _chunk_size(line)
             start = nl + 2
             stop = start + size
             if stop + 2 <= end and size:
@@ -147,7 +146,10 @@ def _chunk_size(line: bytes) -> int:
     field = line.split(b";", 1)[0].strip(b" \t")
     if not field or len(field) > 16 or field.strip(_HEX):
         raise ProtocolError(f"bad chunk size {line[:20]!r}")
-    return int(field, 16)
+    size = int(field, 16)
+    if size > MAX_CHUNK_SIZE:
+        raise ProtocolError(f"chunk size {size} is over the limit of {MAX_CHUNK_SIZE} bytes")
+    return size
 
 
 # -- decoding --------------------------------------------------------------------------------------
@@ -157,10 +159,12 @@ def _content_encoding(response: httpx.Response) -> str:
     return response.headers.get("content-encoding", "").strip().lower()
 
 
-def decoded_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+def decoded_chunks(response: httpx.Response, encoding: str | None = None) -> AsyncIterator[bytes]:
     """The body of a streamed response as it arrives, decoded (pieces of at most INFLATE_STEP bytes
-    for gzip and deflate). Other codings (br, zstd) go through httpx's decoders."""
-    encoding = _content_encoding(response)
+    for gzip and deflate). Other codings (br, zstd) go through httpx's decoders. ``encoding``: the
+    response's Content-Encoding, lowercased (read from its headers when None)."""
+    if encoding is None:
+        encoding = _content_encoding(response)
     if encoding in ("", "identity"):
         return response.aiter_raw()
     if encoding in ("gzip", "x-gzip", "deflate"):
@@ -223,12 +227,13 @@ async def read_body(response: httpx.Response, limit: int = 0, *, truncate: bool 
         return body
     pieces: list[bytes] = []
     try:
-        if limit and not truncate and _content_encoding(response) in ("", "identity"):
+        encoding = _content_encoding(response)
+        if limit and not truncate and encoding in ("", "identity"):
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise BodyLimitError(limit)
         total = 0
-        async for data in decoded_chunks(response):
+        async for data in decoded_chunks(response, encoding):
             total += len(data)
             if limit and total > limit:
                 if not truncate:
