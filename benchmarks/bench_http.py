@@ -1,13 +1,21 @@
-"""CPU per GET of one etcd /metrics body: httpx's default transport vs FastTransport vs a bare floor.
+"""CPU per GET of one etcd /metrics body: httpx's default transport vs FastTransport and the relay's HTTPClient vs a bare floor.
 
 A minimal keep-alive server in a separate process serves the etcd 3.5.1 body (162 KB) plain, gzipped,
 chunked in 2 KiB chunks (as Go's net/http sends a streamed body), and plain over TLS 1.3 (a
 self-signed certificate made for the run). The client process measures its own CPU time
 (``time.process_time``) per GET, as the median of several rounds in which every case runs once, so
-that the noise of a shared machine hits all cases alike. The "bare anyio stream floor" is the least
-a Python client can do: send a canned request, find the head, read Content-Length bytes::
+that the noise of a shared machine hits all cases alike. "relay scrape path" is what a scrape loop
+does (`HTTPClient.send` of a request built once, with a total timeout and a body limit, over
+FastTransport); "HTTPClient, httpx transport" the same with ``--http-transport httpx``. The "bare
+anyio stream floor" is the least a Python client can do: send a canned request, find the head,
+read Content-Length bytes::
 
-    python benchmarks/bench_http.py [--requests 200] [--rounds 7]
+    python benchmarks/bench_http.py [--requests 200] [--rounds 7] [--baseline DIR]
+
+``--baseline DIR`` (a checkout of an earlier commit, e.g. ``git worktree add /tmp/base main``) adds
+"baseline scrape path": that checkout's scrape path (its ``HTTPClient.send``, or for checkouts from
+before HTTPClient its ``fetch_direct`` under ``fail_after``), measured in the same rounds, so the two
+are compared in one process, round by round.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import importlib
 import multiprocessing
+import shutil
 import ssl
 import statistics
 import sys
@@ -33,9 +43,22 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from relay.http._wire import FastTransport, fetch
+from relay.http._wire import FastTransport
+from relay.http.client import HTTPClient
 
 ETCD_BODY = Path("/work/shared/etcd-metrics/etcd-3.5.1-member-3381.prom")
+SCRAPE_HEADERS = {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "gzip",
+                  "X-Prometheus-Scrape-Timeout-Seconds": "10"}
+#: an earlier checkout's relay package, imported as relay_baseline (--baseline)
+BASELINE: Any = None
+
+
+def load_baseline(checkout: Path, into: Path) -> Any:
+    """An earlier checkout's ``relay`` package under the name ``relay_baseline`` (its http modules
+    import each other relatively, so they stay together)."""
+    shutil.copytree(checkout / "relay", into / "relay_baseline", ignore=shutil.ignore_patterns("*.so", "*.c"))
+    sys.path.insert(0, str(into))
+    return importlib.import_module("relay_baseline.http._wire"), importlib.import_module("relay_baseline.http.client")
 
 
 # -- server (separate process) -------------------------------------------------------------------
@@ -183,22 +206,54 @@ def _cases(
 
         return run
 
-    def via_fetch(client: httpx.AsyncClient, path: str) -> Callable[[], Awaitable[bytes]]:
-        request = client.build_request("GET", base + path)
+    def via_relay(client: Any, path: str) -> Callable[[], Awaitable[bytes]]:
+        request = client.build_request("GET", base + path, headers=SCRAPE_HEADERS, timeout=10.0)
 
         async def run() -> bytes:
-            return (await fetch(client, request))[1]
+            return (await client.send(request, timeout=10.0, limit=50_000_000)).content
 
         return run
+
+    def via_relay_get(client: HTTPClient, path: str) -> Callable[[], Awaitable[bytes]]:
+        async def run() -> bytes:
+            return (await client.get(base + path, headers={"Accept-Encoding": "gzip"}, limit=50_000_000)).content
+
+        return run
+
+    relay_fast = HTTPClient(FastTransport(ssl_context=tls))
+    relay_httpx = HTTPClient(httpx.AsyncHTTPTransport(verify=tls if tls else True))
+    stack += [relay_fast.aclose, relay_httpx.aclose]
+    baseline: list[Case] = []
+    if BASELINE is not None:
+        wire, client_module = BASELINE
+        if hasattr(client_module, "HTTPClient"):
+            old_client = client_module.HTTPClient(wire.FastTransport(ssl_context=tls))
+            stack.append(old_client.aclose)
+            baseline.append(("baseline scrape path (prebuilt request)", via_relay(old_client, path)))
+        else:  # before HTTPClient: the scrape loop sent its request with fetch_direct
+            old_transport = wire.FastTransport(ssl_context=tls)
+            stack.append(old_transport.aclose)
+            old_request = httpx.Request(
+                "GET", base + path, headers={"User-Agent": "etcd-metrics-relay/0.1", **SCRAPE_HEADERS},
+                extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), 10.0)},
+            )
+
+            async def run_old() -> bytes:
+                with anyio.fail_after(10.0):
+                    return bytes((await wire.fetch_direct(old_transport, old_request, body_limit=50_000_000))[1])
+
+            baseline.append(("baseline scrape path (prebuilt request)", run_old))
 
     floor = BareFloor(port, "/metrics" if path.endswith("chunked") else path, path.endswith(".gz"), tls)
     stack.append(floor.aclose)
     return [
         ("httpx default: client.get", via_get(default, path)),
-        ("httpx default: fetch(send)", via_fetch(default, path)),
+        ("HTTPClient, httpx transport (prebuilt)", via_relay(relay_httpx, path)),
         ("FastTransport: client.get", via_get(fast, path)),
         ("FastTransport: client.send(prebuilt)", via_send(fast, path)),
-        ("FastTransport: fetch(prebuilt)", via_fetch(fast, path)),
+        ("HTTPClient.get(url)", via_relay_get(relay_fast, path)),
+        ("relay scrape path (prebuilt request)", via_relay(relay_fast, path)),
+        *baseline,
         ("FastTransport alone (no client, no decoding)", via_transport(fast_transport, path)),
         ("bare anyio stream floor" + (" (Content-Length)" if path.endswith("chunked") else ""), floor.get),
     ]
@@ -250,8 +305,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="GETs per case per round")
     parser.add_argument("--rounds", type=int, default=7, help="rounds (the median is shown)")
     parser.add_argument("--body", default=str(ETCD_BODY), help="the body to serve")
+    parser.add_argument("--baseline", type=Path, help="a checkout of an earlier commit: its scrape path in the same rounds")
     args = parser.parse_args()
+    global BASELINE
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
+        if args.baseline is not None:
+            if not (args.baseline / "relay" / "http").is_dir():
+                parser.error(f"--baseline {args.baseline}: no relay/http package there")
+            BASELINE = load_baseline(args.baseline, Path(tmp))
         cert, key = _self_signed(Path(tmp))
         tls = ssl.create_default_context(cafile=cert)
         tls.set_alpn_protocols(["http/1.1"])

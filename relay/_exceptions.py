@@ -1,15 +1,30 @@
 """Exceptions raised by the relay.
 
     RelayError
-    ├── ConfigError      a config file, flag or reload that is not valid; names the key and the problem
-    ├── ParseError       an exposition body that does not parse; names the line and what was wrong
-    ├── ScrapeError      a scrape that failed (HTTP status, timeout, limit, TLS); carries a short reason
-    └── RemoteWriteError a send that failed for good (4xx) or a queue that could not be used
+    ├── ConfigError          a config file, flag or reload that is not valid; names the key and the problem
+    ├── ParseError           an exposition body that does not parse; names the line and what was wrong
+    ├── ScrapeError          a scrape that broke one of its own limits (sample_limit, label_limit, ...); .reason
+    ├── RemoteWriteError     a send that failed for good (4xx) or a queue that could not be used
+    └── HTTPError            an HTTP exchange that failed; .reason is decided where it failed, .url
+        ├── ConnectError         "connect": refused, unreachable, name not resolved
+        ├── TLSError             "tls": handshake failed, certificate rejected (either side)
+        ├── HTTPTimeout          "timeout": connect, TLS, send or receive took too long (.phase)
+        ├── CredentialsError     "auth": a password_file or credentials_file cannot be read
+        ├── StatusError          "http_status": a response status the caller does not accept (.status)
+        ├── BodyLimitError       "body_size_limit": the decoded body is larger than allowed
+        └── TransferError        "http": the exchange broke after the connection was made
+            ├── ConnectionClosed     the peer closed or reset the connection mid-message
+            ├── ProtocolError        the response is not valid HTTP/1.1 (head, framing, chunk sizes)
+            └── DecodeError          a gzip or deflate body does not decode
 
+``reason`` labels counters (``relay_scrape_failures_total{reason=...}``) and the targets page, so
+its values are stable; the class says more, and the message (one line) says what and where.
 Every message is one line that says what was wrong and where, and never contains a secret.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class RelayError(Exception):
@@ -44,3 +59,80 @@ class ScrapeError(RelayError):
 
 class RemoteWriteError(RelayError):
     """A remote-write failure that is not retried."""
+
+
+class HTTPError(RelayError):
+    """An HTTP exchange that failed. `reason` (a class constant) labels counters; `url` is the
+    request's URL without credentials ("" when not known where it was raised)."""
+
+    reason: ClassVar[str] = "http"
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class ConnectError(HTTPError):
+    """The TCP connection could not be made (refused, unreachable, the name does not resolve)."""
+
+    reason = "connect"
+
+
+class TLSError(HTTPError):
+    """The TLS handshake failed, or the server hung up on our certificate right after it."""
+
+    reason = "tls"
+
+
+class HTTPTimeout(HTTPError):
+    """A step took longer than its timeout. `phase`: connect, tls, write, read or total."""
+
+    reason = "timeout"
+
+    def __init__(self, message: str, *, phase: str, url: str = "") -> None:
+        self.phase = phase
+        super().__init__(message, url=url)
+
+
+class CredentialsError(HTTPError):
+    """A secret file (password_file, credentials_file) that cannot be read: the request is not sent."""
+
+    reason = "auth"
+
+
+class StatusError(HTTPError):
+    """A response whose status the caller does not accept."""
+
+    reason = "http_status"
+
+    def __init__(self, status: int, *, url: str = "") -> None:
+        self.status = status
+        super().__init__(f"server returned HTTP status {status}", url=url)
+
+
+class BodyLimitError(HTTPError):
+    """The (decoded) body is larger than the limit; reading stopped there."""
+
+    reason = "body_size_limit"
+
+    def __init__(self, limit: int, *, url: str = "") -> None:
+        self.limit = limit
+        super().__init__(f"body exceeds body_size_limit of {limit} bytes", url=url)
+
+
+class TransferError(HTTPError):
+    """The exchange broke after the connection was made."""
+
+    reason = "http"
+
+
+class ConnectionClosed(TransferError):
+    """The peer closed or reset the connection before the message was complete."""
+
+
+class ProtocolError(TransferError):
+    """The response is not valid HTTP/1.1."""
+
+
+class DecodeError(TransferError):
+    """A compressed body that does not decode."""

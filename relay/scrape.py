@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import ssl
 import time
 from array import array
 from collections.abc import Callable, Sequence
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 import httpx
 
-from ._exceptions import ParseError, ScrapeError
+from ._exceptions import HTTPError, ParseError, ScrapeError, StatusError
 from .batch import STALE_NAN, Batch, Labels, mix_label_hashes
 from .config import ClusterConfig, Config, ScrapeConfig
 from .discovery import (
@@ -44,8 +43,7 @@ from .discovery import (
     StaticProvider,
     TargetGroup,
 )
-from .http._wire import fetch, fetch_direct
-from .http.client import USER_AGENT, ClientPool
+from .http.client import ClientPool, Response
 from .labels import LabelMerge, merge_target_labels
 from .metrics import SelfMetrics
 from .relabel import RelabelConfig, Relabeler
@@ -86,22 +84,12 @@ class TargetHealth:
 
 
 def _error_reason(exc: BaseException) -> tuple[str, str]:
-    """A short reason (labels a counter) and a one-line message for a failed scrape."""
-    if isinstance(exc, ScrapeError):
+    """A short reason (labels a counter) and a one-line message for a failed scrape. HTTP failures
+    carry theirs, decided where they happened (relay._exceptions)."""
+    if isinstance(exc, HTTPError | ScrapeError):
         return exc.reason, str(exc)
     if isinstance(exc, ParseError):
         return "parse_error", f"body does not parse: {exc}"
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        return "timeout", "scrape timed out"
-    if isinstance(exc, httpx.ConnectError | ConnectionRefusedError):
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc).lower():
-            return "tls", f"TLS handshake failed: {exc}"
-        return "connect", f"cannot connect: {exc}"
-    if isinstance(exc, ssl.SSLError):
-        return "tls", f"TLS error: {exc}"
-    if isinstance(exc, httpx.HTTPError | OSError | anyio.BrokenResourceError | anyio.EndOfStream):
-        return "http", f"{exc.__class__.__name__}: {exc}"
     return "error", f"{exc.__class__.__name__}: {exc}"
 
 
@@ -151,9 +139,7 @@ class ScrapeLoop:
             "Accept-Encoding": "gzip",
             "X-Prometheus-Scrape-Timeout-Seconds": f"{target.scrape_timeout:g}",
         }
-        server_name = sc.http.tls_config.server_name
-        self._extensions = {"sni_hostname": server_name} if server_name else None
-        self._request: httpx.Request | None = None
+        self._request: httpx.Request | None = None  # built once, sent every interval
         self.cancel_scope = anyio.CancelScope()
         self._stale_on_stop = False
         self._stopped = False
@@ -220,28 +206,14 @@ class ScrapeLoop:
             except Exception:
                 log.exception("sink failed for target %s", self.target.url)
 
-    async def _fetch(self, sc: ScrapeConfig) -> tuple[httpx.Response, bytes]:
-        direct = self.clients.direct(sc.http)
-        if direct is None:
-            client = self.clients.get(sc.http)
-            built = client.build_request("GET", self.target.url, headers=self._headers, extensions=self._extensions)
-            return await fetch(client, built, body_limit=sc.body_size_limit)
-        # The hot path: one Request per loop, sent straight to the transport (no client layer).
+    async def _fetch(self, sc: ScrapeConfig) -> Response:
+        client = self.clients.get(sc.http)  # per scrape: a certificate rotation gives a new client
+        timeout = self.target.scrape_timeout
         request = self._request
         if request is None:
-            headers = {"User-Agent": USER_AGENT, **self._headers}
-            extensions: dict[str, object] = {"timeout": dict.fromkeys(("connect", "read", "write", "pool"),
-                                                                    self.target.scrape_timeout)}
-            extensions.update(self._extensions or {})
-            request = self._request = httpx.Request("GET", self.target.url, headers=headers, extensions=extensions)
-        if direct.auth is not None:
-            request.headers["Authorization"] = direct.auth.header()
-        response, body = await fetch_direct(direct.transport, request, body_limit=sc.body_size_limit)
-        if response.is_redirect and direct.follow_redirects:  # rare: let httpx follow it
-            client = self.clients.get(sc.http)
-            again = client.build_request("GET", self.target.url, headers=self._headers, extensions=self._extensions)
-            return await fetch(client, again, body_limit=sc.body_size_limit)
-        return response, body
+            request = self._request = client.build_request("GET", self.target.url, headers=self._headers,
+                                                           timeout=timeout)
+        return await client.send(request, timeout=timeout, limit=sc.body_size_limit)
 
     async def scrape_once(self) -> Batch:
         """One scrape: fetch, parse, staleness, synthetic series; the batch goes to the sinks."""
@@ -256,11 +228,10 @@ class ScrapeLoop:
         error: BaseException | None = None
         self.metrics.scrapes.labels(job).inc()
         try:
-            with anyio.fail_after(target.scrape_timeout):
-                response, body = await self._fetch(sc)
+            response = await self._fetch(sc)  # bounded by scrape_timeout
             if response.status_code != 200:
-                raise ScrapeError("http_status", f"server returned HTTP status {response.status_code}")
-            batch = self.parser.parse(body, response.headers.get("content-type"), ts_ms)
+                raise StatusError(response.status_code, url=target.url)
+            batch = self.parser.parse(response.content, response.headers.get("content-type"), ts_ms)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:

@@ -8,13 +8,16 @@ from typing import Any
 import httpx
 
 from relay.config import HTTPClientConfig
-from relay.http.client import ClientPool
+from relay.http.client import ClientPool, HTTPClient
 
 
 class MockPool(ClientPool):
+    """Every config gets one `HTTPClient` over ``httpx.MockTransport(handler)`` (errors the
+    handler raises as httpx's come out as the relay's, as from httpx's own transport)."""
+
     def __init__(self, handler: Callable[[httpx.Request], Any]) -> None:
         super().__init__(fast=False)
-        self.client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        self.client = HTTPClient(httpx.MockTransport(handler))
 
-    def get(self, cfg: HTTPClientConfig) -> httpx.AsyncClient:
+    def get(self, cfg: HTTPClientConfig) -> HTTPClient:
         return self.client

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from relay.config import EtcdSDConfig, FileSDConfig
@@ -19,6 +20,7 @@ from relay.discovery import (
     read_file_sd,
 )
 from relay.http.client import ClientPool
+from tests.mockpool import MockPool
 
 pytestmark = pytest.mark.anyio
 
@@ -124,3 +126,27 @@ def test_file_sd_errors_show_no_content(tmp_path: Path) -> None:
     with pytest.raises(DiscoveryError) as info:
         read_file_sd(str(p))
     assert "hunter2" not in str(info.value) and str(info.value).startswith(f"{p}:")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "problem"),
+    [
+        (200, b"[]", "unexpected member list"),
+        (200, b'{"members": ["x"]}', "unexpected member list"),
+        (200, b"not json", "unexpected member list"),
+        (503, b"", "HTTP 503"),
+        (200, b"x" * (17 << 20), "body_size_limit"),
+    ],
+)
+async def test_etcd_sd_bad_answers_are_discovery_errors(status: int, body: bytes, problem: str) -> None:
+    """Whatever an endpoint answers, fetch() fails with one DiscoveryError naming it (run() keeps the
+    last good members), and a member list is read at most RESPONSE_LIMIT bytes far."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v3/cluster/member/list" and request.method == "POST"
+        return httpx.Response(status, content=body)
+
+    provider = EtcdSDProvider(EtcdSDConfig(endpoints=("http://127.0.0.1:1",)), "job", MockPool(answer))
+    with pytest.raises(DiscoveryError, match=problem) as info:
+        await provider.fetch()
+    assert "http://127.0.0.1:1" in str(info.value) and "\n" not in str(info.value)

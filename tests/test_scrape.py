@@ -91,6 +91,8 @@ async def test_vanished_series_get_stale_markers() -> None:
         (lambda r: httpx.Response(200, content=b"a{b=\n"), "parse_error"),
         (lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused")), "connect"),
         (lambda r: (_ for _ in ()).throw(httpx.ReadError("reset")), "http"),
+        (lambda r: (_ for _ in ()).throw(httpx.ConnectTimeout("slow")), "timeout"),
+        (lambda r: httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip"), "http"),
     ],
 )
 async def test_failed_scrape_is_up_zero_with_reason_and_stales_everything(

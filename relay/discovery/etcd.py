@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
 
+from .._exceptions import HTTPError
 from ..config import EtcdSDConfig
 from ..http.client import ClientPool
 from .base import DiscoveryError, Provider, Send, TargetGroup
@@ -26,6 +26,9 @@ from .base import DiscoveryError, Provider, Send, TargetGroup
 __all__ = ["EtcdSDProvider", "members_to_groups"]
 
 log = logging.getLogger("relay.discovery.etcd")
+
+#: The member list of a large cluster is a few hundred KiB; more than this is not a member list.
+RESPONSE_LIMIT = 16 << 20
 
 
 def _hex_id(value: Any) -> str:
@@ -82,13 +85,16 @@ class EtcdSDProvider(Provider):
         errors = []
         for endpoint in self.config.endpoints:
             try:
-                resp = await client.post(f"{endpoint}/v3/cluster/member/list", content=b"{}", timeout=10.0)
+                resp = await client.post(f"{endpoint}/v3/cluster/member/list", b"{}", timeout=10.0,
+                                         limit=RESPONSE_LIMIT)
                 if resp.status_code != 200:
                     errors.append(f"{endpoint}: HTTP {resp.status_code}")
                     continue
                 return members_to_groups(resp.json(), self.config, f"{self.job}/etcd")
-            except (httpx.HTTPError, ValueError, OSError) as exc:
-                errors.append(f"{endpoint}: {exc.__class__.__name__}: {exc}")
+            except HTTPError as exc:
+                errors.append(f"{endpoint}: {exc.reason}: {exc}")
+            except (ValueError, TypeError, AttributeError) as exc:  # not JSON, or not a member list's shape
+                errors.append(f"{endpoint}: unexpected member list: {exc.__class__.__name__}: {exc}")
         raise DiscoveryError("; ".join(errors))
 
     async def run(self, send: Send) -> None:

@@ -16,8 +16,8 @@ import re
 from typing import Any
 
 import anyio
-import httpx
 
+from .._exceptions import HTTPError
 from ..config import HTTPSDConfig
 from ..http.client import ClientPool
 from .base import DiscoveryError, Provider, Send, TargetGroup
@@ -102,8 +102,8 @@ class HTTPSDProvider(Provider):
             status, kind, body = await self._get()
         except DiscoveryError:
             raise
-        except httpx.HTTPError as exc:
-            raise DiscoveryError(f"{exc.__class__.__name__}: {exc}") from None
+        except HTTPError as exc:
+            raise DiscoveryError(f"{exc.reason}: {exc}") from None
         except OSError as exc:
             raise DiscoveryError(f"{exc.__class__.__name__}: {exc.strerror or exc}") from None
         except Exception as exc:  # whatever a transport raises must not stop the relay: say it, keep targets

@@ -18,7 +18,7 @@ Errors (no API server, 401, 403 with the verb and resource RBAC must allow, bad 
 last listed objects, and are logged once per change of state.
 
 No Kubernetes client library: a list and a watch are two GETs and a stream of JSON lines, done
-here on the relay's own httpx client pool (one TLS/auth setup for everything, one event loop);
+here on the relay's own HTTP client pool (one TLS/auth setup for everything, one event loop);
 the official async clients bring a second HTTP stack (aiohttp) and their generated models, which
 are far larger than the handful of fields read here.
 """
@@ -37,15 +37,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import anyio
 import anyio.abc
-import httpx
 import orjson
 import yaml
 
+from .._exceptions import HTTPError, HTTPTimeout
 from ..config import Authorization, BasicAuth, HTTPClientConfig, KubernetesSDConfig, TLSConfig
-from ..http.client import ClientPool
+from ..http.client import ClientPool, StreamResponse
 from .base import DiscoveryError, Provider, Send, TargetGroup
 
 __all__ = ["Connection", "KubernetesHub", "KubernetesSDProvider", "Stores", "Tuning", "Watcher", "build_groups",
@@ -194,6 +195,9 @@ def resolve_connection(cfg: KubernetesSDConfig) -> Connection:
     return _in_cluster()
 
 
+MAX_LIST_PAGE = 256 << 20  # one page of a list (limit=500 objects) is far below this
+
+
 class _Api:
     """The two HTTP calls discovery makes. The only place that touches the client pool."""
 
@@ -201,21 +205,23 @@ class _Api:
         self.conn = conn
         self.clients = clients
 
+    def _url(self, path: str, params: dict[str, str]) -> str:
+        return f"{self.conn.server}{path}?{urlencode(params)}" if params else self.conn.server + path
+
     async def get_json(self, path: str, params: dict[str, str], timeout: float) -> tuple[int, Any]:
         client = self.clients.get(self.conn.http)
-        resp = await client.get(self.conn.server + path, params=params, headers={"Accept": "application/json"},
-                                timeout=timeout)
+        resp = await client.get(self._url(path, params), headers={"Accept": "application/json"}, timeout=timeout,
+                                limit=MAX_LIST_PAGE)
         try:
             return resp.status_code, orjson.loads(resp.content) if resp.content else None
         except orjson.JSONDecodeError:
             return resp.status_code, None
 
     @asynccontextmanager
-    async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> AsyncIterator[httpx.Response]:
+    async def stream(self, path: str, params: dict[str, str], read_timeout: float) -> AsyncIterator[StreamResponse]:
         client = self.clients.get(self.conn.http)
-        timeout = httpx.Timeout(10.0, read=read_timeout)
-        async with client.stream("GET", self.conn.server + path, params=params,
-                                 headers={"Accept": "application/json"}, timeout=timeout) as resp:
+        async with client.stream("GET", self._url(path, params), headers={"Accept": "application/json"},
+                                 timeout=10.0, read_timeout=read_timeout) as resp:
             yield resp
 
 
@@ -306,7 +312,7 @@ class Watcher:
         while True:
             try:
                 status, body = await self.api.get_json(self.path, params, self.tuning.request_timeout)
-            except (httpx.HTTPError, OSError) as exc:
+            except (HTTPError, OSError) as exc:
                 raise _Failure(f"cannot list {self.what}: {exc.__class__.__name__}: {exc}") from None
             if status == 410 and "continue" in params and not restarted:
                 # The continue token expired mid-list: start over, once, from a fresh list.
@@ -343,7 +349,7 @@ class Watcher:
                 if resp.status_code == 410:
                     raise _Gone()
                 if resp.status_code != 200:
-                    body = await resp.aread()
+                    body = await resp.read(1 << 20)
                     try:
                         parsed = orjson.loads(body)
                     except orjson.JSONDecodeError:
@@ -363,9 +369,11 @@ class Watcher:
                             rv = self.rv = self._apply(line, rv)
                 if buf.strip():
                     rv = self.rv = self._apply(buf, rv)
-        except httpx.ReadTimeout:
+        except HTTPTimeout as exc:
+            if exc.phase != "read":
+                raise _Failure(f"watch {self.what}: {exc}") from None
             raise _Failure(f"watch {self.what}: the stream sent nothing for {idle:g} s") from None
-        except (httpx.HTTPError, OSError) as exc:
+        except (HTTPError, OSError) as exc:
             if opened:
                 raise _Dropped(f"watch {self.what}: {exc.__class__.__name__}: {exc}") from None
             raise _Failure(f"watch {self.what}: {exc.__class__.__name__}: {exc}") from None

@@ -1,6 +1,12 @@
-"""The HTTP layer: one client pool for scraping, remote write and discovery, and the web server.
+"""The HTTP layer: one client interface for scraping, remote write and discovery, and the web server.
 
-    client.py   ClientPool: one client per TLS/auth setting, TLS files reloaded when they change
-    _wire.py    the fast HTTP/1.1 transport and the direct GET/POST path (keep-alive, chunks, gzip)
+    client.py   HTTPClient (auth, redirects, timeouts, body limits, errors with their reason) and
+                ClientPool: one client per HTTP client config, TLS files reloaded when they change
+    _wire.py    FastTransport: HTTP/1.1 on anyio streams (keep-alive pool, request out, response
+                head in, body framing); the default transport under HTTPClient
+    fetch.py    the body side: chunked decoding, gzip/deflate in bounded steps, size limits
     server.py   the relay's own web endpoints (/metrics, /targets, /-/reload, ...)
+
+``--http-transport httpx`` puts httpx's own transport under HTTPClient instead of FastTransport;
+everything above the transport (and every error reason) is the same.
 """

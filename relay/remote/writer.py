@@ -35,10 +35,10 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
+from .._exceptions import HTTPError
 from ..batch import Batch, SeriesTable
 from ..config import RemoteWriteConfig
-from ..http._wire import fetch_direct
-from ..http.client import USER_AGENT, ClientPool, Direct
+from ..http.client import ClientPool
 from ..metrics import SelfMetrics
 from ..relabel import Relabeler
 from .encode import WriteRequestEncoder, split_by_shard
@@ -54,6 +54,10 @@ DROP_QUEUE_FULL = "queue_full"
 DROP_QUEUE_CORRUPT = "queue_corrupt"
 DROP_SHUTDOWN = "shutdown"
 DROP_RELABEL = "write_relabel"
+
+#: A receiver's response body is read up to this much (the first 512 bytes are logged); the rest
+#: is not read and the connection is closed.
+RESPONSE_LIMIT = 65_536
 
 RETRY = "retry"
 DROP = "drop"
@@ -190,12 +194,9 @@ class RemoteWriter:
             "Content-Encoding": "snappy",
             "Content-Type": "application/x-protobuf",
             "X-Prometheus-Remote-Write-Version": "0.1.0",
-            "User-Agent": USER_AGENT,
             **dict(config.headers),
         }
         self._url = httpx.URL(config.url)
-        timeout = config.remote_timeout
-        self._extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
         metrics.rw_shards.labels(self.label).set(self.n_shards)
 
     # -- accepting ---------------------------------------------------------------------------
@@ -443,10 +444,12 @@ class RemoteWriter:
             block.attempts += 1
             wait: float | None = None
             t0 = time.perf_counter()
-            direct = self.clients.direct(self.config.http)  # once per attempt: may check certificate files
-            request = self._request(block.data, direct)
+            client = self.clients.get(self.config.http)  # once per attempt: may check certificate files
+            timeout = self.config.remote_timeout
+            request = client.build_request("POST", self._url, content=block.data, headers=self._headers,
+                                           timeout=timeout)
             try:
-                resp, body = await self._post(request, direct)
+                resp = await client.send(request, timeout=timeout, limit=RESPONSE_LIMIT, truncate=True)
                 verdict = classify_status(resp.status_code, q.retry_on_http_429)
                 self.metrics.rw_send_latency.labels(label).observe(time.perf_counter() - t0)
                 if verdict == OK:
@@ -456,7 +459,7 @@ class RemoteWriter:
                     self.metrics.rw_samples_sent.labels(label).inc(block.samples)
                     self.metrics.rw_bytes_sent.labels(label).inc(len(block.data))
                     return
-                message = body[:512].decode("utf-8", "replace").strip()
+                message = resp.content[:512].decode("utf-8", "replace").strip()
                 if verdict == DROP:
                     self._log_once(f"{label}: HTTP {resp.status_code}, dropping {block.samples} samples: {message}")
                     self._drop(DROP_HTTP_4XX, block.samples)
@@ -464,8 +467,8 @@ class RemoteWriter:
                 self._log_once(f"{label}: HTTP {resp.status_code}, will retry: {message}")
                 if resp.status_code == 429:
                     wait = retry_after_seconds(resp.headers.get("retry-after"))
-            except httpx.HTTPError as exc:
-                self._log_once(f"{label}: {exc.__class__.__name__}, will retry: {exc}")
+            except HTTPError as exc:
+                self._log_once(f"{label}: {exc.__class__.__name__} ({exc.reason}), will retry: {exc}")
             finally:
                 if request.extensions.get("relay_resent"):  # the transport sent it again on a new connection
                     self._retried(block.samples)
@@ -474,20 +477,6 @@ class RemoteWriter:
                 wait = backoff * (0.5 + random.random() / 2)
                 backoff = min(backoff * 2, q.max_backoff)
             await anyio.sleep(wait)
-
-    def _request(self, data: bytes, direct: Direct | None) -> httpx.Request:
-        headers = self._headers
-        if direct is not None and direct.auth is not None:
-            headers = {**headers, "Authorization": direct.auth.header()}
-        return httpx.Request("POST", self._url, content=data, headers=headers, extensions=dict(self._extensions))
-
-    async def _post(self, request: httpx.Request, direct: Direct | None) -> tuple[httpx.Response, bytes]:
-        if direct is None:
-            client = self.clients.get(self.config.http)
-            resp = await client.send(request)
-            return resp, await resp.aread()
-        # The hot path: straight to the transport, no client layer (cookies, redirects, hooks).
-        return await fetch_direct(direct.transport, request)
 
     def _retried(self, n: int) -> None:
         self.retried_samples += n
