@@ -516,6 +516,11 @@ def describe_bad_line(line: bytes, openmetrics: bool) -> str:
     value = tokens[0] if tokens else b""
     if not value or not re.fullmatch(_TOKEN, value):
         return f"invalid value {value.decode(errors='replace')!r}"
+    if not openmetrics and len(tokens) > 1:
+        try:
+            parse_text_timestamp(tokens[1])
+        except ValueError as exc:
+            return str(exc)
     return f"invalid line {text[:60].decode(errors='replace')!r}"
 
 
