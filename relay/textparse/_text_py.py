@@ -488,6 +488,14 @@ def parse_om_rest(rest: bytes) -> tuple[int | None, Exemplar | None]:
     return timestamp, (labels, value, ex_ts)
 
 
+def _is_float(token: bytes) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
 def describe_bad_line(line: bytes, openmetrics: bool) -> str:
     """One line saying what is wrong with a sample line that did not parse."""
     text = line if openmetrics else line.lstrip(b" \t")
@@ -514,7 +522,7 @@ def describe_bad_line(line: bytes, openmetrics: bool) -> str:
         return "expected a single space after the series"
     tokens = re.split(rb"[ \t]+", rest.strip(b" \t")) if not openmetrics else rest[1:].split(b" ", 1)
     value = tokens[0] if tokens else b""
-    if not value or not re.fullmatch(_TOKEN, value):
+    if not value or not re.fullmatch(_TOKEN, value) or not _is_float(value):
         return f"invalid value {value.decode(errors='replace')!r}"
     if not openmetrics and len(tokens) > 1:
         try:
@@ -673,8 +681,8 @@ class OpenMetricsChecker:
 
     ``strict``: every rule of OpenMetrics 1.0 (its conformance suite). Not strict (the Parser's
     default, as Prometheus 3, which does not check these): a histogram or summary may have a
-    negative ``_sum``, and a histogram with negative buckets a ``_sum`` (client_golang writes both
-    for negative observations).
+    negative ``_sum``, a histogram with negative buckets a ``_sum``, a summary negative quantile
+    values (client_golang writes all three for negative observations).
     """
 
     def __init__(self, families: dict[str, Family], strict: bool = False) -> None:
@@ -787,7 +795,7 @@ class OpenMetricsChecker:
             raise ValueError("stateset values must be 0 or 1")
         if typ == "info" and value != 1:
             raise ValueError("info values must be 1")
-        if typ == "summary" and suffix == "" and value < 0:
+        if typ == "summary" and suffix == "" and value < 0 and self.strict:
             raise ValueError("quantile values cannot be negative")
         if suffix in ("_total", "_sum", "_count", "_bucket", "_gcount", "_gsum") and math.isnan(value):
             raise ValueError(f"{suffix} samples cannot be NaN")
@@ -926,8 +934,9 @@ class Parser:
       (by the last ``# TYPE`` line before the sample) as Prometheus 3 does, ``le="1"`` as
       ``le="1.0"``, ``1e3`` as ``1000.0``, ``1000000`` as ``1e+06`` (:func:`go_format_float`); False
       keeps them as exposed (Prometheus 2 and vmagent). Done once per new series, not per sample.
-    * ``openmetrics_strict``: False (default) accepts a negative ``_sum`` of histograms and summaries
-      and a ``_sum`` beside negative buckets, as Prometheus 3 does (client_golang writes them);
+    * ``openmetrics_strict``: False (default) accepts a negative ``_sum`` of histograms and summaries,
+      a ``_sum`` beside negative buckets and negative quantile values, as Prometheus 3 does
+      (client_golang writes them for negative observations);
       True checks every rule of OpenMetrics 1.0.
     """
 
