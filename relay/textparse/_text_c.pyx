@@ -395,164 +395,6 @@ cdef inline unsigned char *put_varint(unsigned char *o, size_t n) noexcept nogil
     return o + 1
 
 
-cdef Py_ssize_t go_label_float(const unsigned char *v, Py_ssize_t n, unsigned char *out) except -2:
-    """An le/quantile value as Prometheus 3 stores it (_text_py.normalize_float_label) into ``out``
-    (>= 40 bytes): its length, or -1 when the value is not a plain decimal (Python decides).
-    The digits are the shortest that read back (as Go's and Python's repr), laid out as Go's
-    strconv.FormatFloat(f, 'g', -1, 64), '.0' appended when it has no '.' or 'e'."""
-    cdef double d
-    cdef char *r
-    cdef char digits[24]
-    cdef Py_ssize_t nd = 0, lead = 0, whole = 0, i = 0, dp = 0, exp10 = 0, ed = 0
-    cdef bint in_frac = False, seen = False, eneg = False, neg = False, any_digit = False
-    if n == 4 and (memcmp(v, b"+Inf", 4) == 0 or memcmp(v, b"-Inf", 4) == 0):
-        memcpy(out, v, 4)
-        return 4
-    # [+-]digits[.digits][e[+-]digits] read as digits and a decimal point, no conversion: up to
-    # 15 significant digits (DBL_DIG) in the normal range, the digits as written (less leading
-    # and trailing zeros) are the shortest that read back, since two such decimals are never
-    # the same double.
-    if n > 0 and (v[0] == 43 or v[0] == 45):
-        neg = v[0] == 45
-        i = 1
-    while i < n and 48 <= v[i] <= 57:
-        any_digit = True
-        if nd > 0 or v[i] != 48:
-            if nd < 24:
-                digits[nd] = v[i]
-            nd += 1
-            dp += 1
-        i += 1
-    if i < n and v[i] == 46:
-        i += 1
-        while i < n and 48 <= v[i] <= 57:
-            any_digit = True
-            if nd > 0 or v[i] != 48:
-                if nd < 24:
-                    digits[nd] = v[i]
-                nd += 1
-            else:
-                dp -= 1
-            i += 1
-    if any_digit and i < n and (v[i] == 101 or v[i] == 69):
-        i += 1
-        if i < n and (v[i] == 43 or v[i] == 45):
-            eneg = v[i] == 45
-            i += 1
-        while i < n and 48 <= v[i] <= 57 and ed < 5:
-            exp10 = exp10 * 10 + (v[i] - 48)
-            ed += 1
-            i += 1
-        if ed == 0:
-            any_digit = False
-        dp += -exp10 if eneg else exp10
-    if any_digit and i == n and nd <= 24:
-        while nd > 0 and digits[nd - 1] == 48:
-            nd -= 1
-        if nd == 0:
-            memcpy(out, b"0.0", 3)
-            return 3
-        if nd <= 15 and -300 < dp < 300:
-            return go_layout(neg, digits, nd, dp, out)
-    # the rest: more digits, far exponents: Python's repr gives the shortest digits
-    if not rl_fast_float(v, v + n, &d):
-        return -1
-    if d == 0:
-        memcpy(out, b"0.0", 3)
-        return 3
-    nd = 0
-    exp10 = 0
-    eneg = False
-    r = PyOS_double_to_string(d if d > 0 else -d, b"r", 0, 0, NULL)
-    try:
-        i = 0
-        while r[i] != 0 and r[i] != 101:  # up to 'e'
-            if r[i] == 46:
-                in_frac = True
-            else:
-                if not in_frac:
-                    whole += 1
-                if r[i] == 48 and not seen:
-                    lead += 1
-                else:
-                    seen = True
-                    if nd < 24:
-                        digits[nd] = r[i]
-                        nd += 1
-            i += 1
-        if r[i] == 101:
-            i += 1
-            if r[i] == 45:
-                eneg = True
-                i += 1
-            elif r[i] == 43:
-                i += 1
-            while r[i] != 0:
-                exp10 = exp10 * 10 + (r[i] - 48)
-                i += 1
-            if eneg:
-                exp10 = -exp10
-    finally:
-        PyMem_Free(r)
-    while nd > 0 and digits[nd - 1] == 48:
-        nd -= 1
-    return go_layout(d < 0, digits, nd, whole - lead + exp10, out)
-
-
-cdef Py_ssize_t go_layout(bint neg, const char *digits, Py_ssize_t nd, Py_ssize_t dp,
-                          unsigned char *out) noexcept:
-    """Go's 'g' layout of ``0.digits * 10**dp`` (shortest digits), '.0' appended as Prometheus does."""
-    cdef Py_ssize_t k = 0, i, exp10
-    if neg:
-        out[k] = 45
-        k += 1
-    if dp - 1 < -4 or dp - 1 >= 6:
-        out[k] = digits[0]
-        k += 1
-        if nd > 1:
-            out[k] = 46
-            k += 1
-            memcpy(out + k, digits + 1, nd - 1)
-            k += nd - 1
-        out[k] = 101
-        k += 1
-        exp10 = dp - 1
-        out[k] = 45 if exp10 < 0 else 43
-        k += 1
-        if exp10 < 0:
-            exp10 = -exp10
-        if exp10 >= 100:
-            out[k] = <unsigned char>(48 + exp10 // 100)
-            k += 1
-        out[k] = <unsigned char>(48 + (exp10 // 10) % 10)
-        out[k + 1] = <unsigned char>(48 + exp10 % 10)
-        return k + 2
-    if dp <= 0:
-        out[k] = 48
-        out[k + 1] = 46
-        k += 2
-        for i in range(-dp):
-            out[k] = 48
-            k += 1
-        memcpy(out + k, digits, nd)
-        return k + nd
-    if dp >= nd:
-        memcpy(out + k, digits, nd)
-        k += nd
-        for i in range(dp - nd):
-            out[k] = 48
-            k += 1
-        out[k] = 46
-        out[k + 1] = 48
-        return k + 2
-    memcpy(out + k, digits, dp)
-    k += dp
-    out[k] = 46
-    k += 1
-    memcpy(out + k, digits + dp, nd - dp)
-    return k + nd - dp
-
-
 cdef enum:
     MAX_FAST_LABELS = 64
     _MAX_FAST_ADDED_ENUM = 32  # as relay.labels.MAX_FAST_ADDED (a test checks)
@@ -977,11 +819,8 @@ cdef class Parser:
                             has_ts = True
                             ts_s = tok1
                             ts_e = e
-            if found and not rl_fast_float(buf + vs, buf + ve, &value):  # the usual case, inline
-                if buf[vs] == 123:  # "name {...} v": the name alone is cached, not this series
-                    found = False
-                else:
-                    self._value(buf + vs, buf + ve, &value, lineno)
+            if found and buf[vs] == 123:  # "name {...} v": the name alone is cached, not this series
+                found = False
             if not found:
                 # Forward scan, exactly the grammar of _text_py._TEXT_LINE.
                 ks = p
@@ -1026,8 +865,8 @@ cdef class Parser:
                     if p < end:
                         self._bad_line(buf + ks, end - ks, False, lineno)
                 p = ks
-                if not rl_fast_float(buf + vs, buf + ve, &value):
-                    self._value(buf + vs, buf + ve, &value, lineno)
+            if not rl_fast_float(buf + vs, buf + ve, &value):  # the usual case, inline
+                self._value(buf + vs, buf + ve, &value, lineno)
             ts = dts
             if has_ts:
                 if not rl_parse_int64(buf + ts_s, buf + ts_e, &ts):
@@ -1545,3 +1384,164 @@ cdef inline int _name_cmp(LabelRef *a, LabelRef *b) noexcept nogil:
 
 MAX_FAST_ADDED = _MAX_FAST_ADDED_ENUM
 """Labels added by a LabelMerge that are merged in C (relay.labels.MAX_FAST_ADDED: a test checks)."""
+
+
+# ---------------------------------------------------------------- le/quantile values as Prometheus 3 stores them
+# (at the end of the module: cold code, kept away from the hot loops' layout)
+
+cdef Py_ssize_t go_label_float(const unsigned char *v, Py_ssize_t n, unsigned char *out) except -2:
+    """An le/quantile value as Prometheus 3 stores it (_text_py.normalize_float_label) into ``out``
+    (>= 40 bytes): its length, or -1 when the value is not a plain decimal (Python decides).
+    The digits are the shortest that read back (as Go's and Python's repr), laid out as Go's
+    strconv.FormatFloat(f, 'g', -1, 64), '.0' appended when it has no '.' or 'e'."""
+    cdef double d
+    cdef char *r
+    cdef char digits[24]
+    cdef Py_ssize_t nd = 0, lead = 0, whole = 0, i = 0, dp = 0, exp10 = 0, ed = 0
+    cdef bint in_frac = False, seen = False, eneg = False, neg = False, any_digit = False
+    if n == 4 and (memcmp(v, b"+Inf", 4) == 0 or memcmp(v, b"-Inf", 4) == 0):
+        memcpy(out, v, 4)
+        return 4
+    # [+-]digits[.digits][e[+-]digits] read as digits and a decimal point, no conversion: up to
+    # 15 significant digits (DBL_DIG) in the normal range, the digits as written (less leading
+    # and trailing zeros) are the shortest that read back, since two such decimals are never
+    # the same double.
+    if n > 0 and (v[0] == 43 or v[0] == 45):
+        neg = v[0] == 45
+        i = 1
+    while i < n and 48 <= v[i] <= 57:
+        any_digit = True
+        if nd > 0 or v[i] != 48:
+            if nd < 24:
+                digits[nd] = v[i]
+            nd += 1
+            dp += 1
+        i += 1
+    if i < n and v[i] == 46:
+        i += 1
+        while i < n and 48 <= v[i] <= 57:
+            any_digit = True
+            if nd > 0 or v[i] != 48:
+                if nd < 24:
+                    digits[nd] = v[i]
+                nd += 1
+            else:
+                dp -= 1
+            i += 1
+    if any_digit and i < n and (v[i] == 101 or v[i] == 69):
+        i += 1
+        if i < n and (v[i] == 43 or v[i] == 45):
+            eneg = v[i] == 45
+            i += 1
+        while i < n and 48 <= v[i] <= 57 and ed < 5:
+            exp10 = exp10 * 10 + (v[i] - 48)
+            ed += 1
+            i += 1
+        if ed == 0:
+            any_digit = False
+        dp += -exp10 if eneg else exp10
+    if any_digit and i == n and nd <= 24:
+        while nd > 0 and digits[nd - 1] == 48:
+            nd -= 1
+        if nd == 0:
+            memcpy(out, b"0.0", 3)
+            return 3
+        if nd <= 15 and -300 < dp < 300:
+            return go_layout(neg, digits, nd, dp, out)
+    # the rest: more digits, far exponents: Python's repr gives the shortest digits
+    if not rl_fast_float(v, v + n, &d):
+        return -1
+    if d == 0:
+        memcpy(out, b"0.0", 3)
+        return 3
+    nd = 0
+    exp10 = 0
+    eneg = False
+    r = PyOS_double_to_string(d if d > 0 else -d, b"r", 0, 0, NULL)
+    try:
+        i = 0
+        while r[i] != 0 and r[i] != 101:  # up to 'e'
+            if r[i] == 46:
+                in_frac = True
+            else:
+                if not in_frac:
+                    whole += 1
+                if r[i] == 48 and not seen:
+                    lead += 1
+                else:
+                    seen = True
+                    if nd < 24:
+                        digits[nd] = r[i]
+                        nd += 1
+            i += 1
+        if r[i] == 101:
+            i += 1
+            if r[i] == 45:
+                eneg = True
+                i += 1
+            elif r[i] == 43:
+                i += 1
+            while r[i] != 0:
+                exp10 = exp10 * 10 + (r[i] - 48)
+                i += 1
+            if eneg:
+                exp10 = -exp10
+    finally:
+        PyMem_Free(r)
+    while nd > 0 and digits[nd - 1] == 48:
+        nd -= 1
+    return go_layout(d < 0, digits, nd, whole - lead + exp10, out)
+
+
+cdef Py_ssize_t go_layout(bint neg, const char *digits, Py_ssize_t nd, Py_ssize_t dp,
+                          unsigned char *out) noexcept:
+    """Go's 'g' layout of ``0.digits * 10**dp`` (shortest digits), '.0' appended as Prometheus does."""
+    cdef Py_ssize_t k = 0, i, exp10
+    if neg:
+        out[k] = 45
+        k += 1
+    if dp - 1 < -4 or dp - 1 >= 6:
+        out[k] = digits[0]
+        k += 1
+        if nd > 1:
+            out[k] = 46
+            k += 1
+            memcpy(out + k, digits + 1, nd - 1)
+            k += nd - 1
+        out[k] = 101
+        k += 1
+        exp10 = dp - 1
+        out[k] = 45 if exp10 < 0 else 43
+        k += 1
+        if exp10 < 0:
+            exp10 = -exp10
+        if exp10 >= 100:
+            out[k] = <unsigned char>(48 + exp10 // 100)
+            k += 1
+        out[k] = <unsigned char>(48 + (exp10 // 10) % 10)
+        out[k + 1] = <unsigned char>(48 + exp10 % 10)
+        return k + 2
+    if dp <= 0:
+        out[k] = 48
+        out[k + 1] = 46
+        k += 2
+        for i in range(-dp):
+            out[k] = 48
+            k += 1
+        memcpy(out + k, digits, nd)
+        return k + nd
+    if dp >= nd:
+        memcpy(out + k, digits, nd)
+        k += nd
+        for i in range(dp - nd):
+            out[k] = 48
+            k += 1
+        out[k] = 46
+        out[k + 1] = 48
+        return k + 2
+    memcpy(out + k, digits, dp)
+    k += dp
+    out[k] = 46
+    k += 1
+    memcpy(out + k, digits + dp, nd - dp)
+    return k + nd - dp
