@@ -22,6 +22,7 @@ key bytes; the behaviour is the same.)
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
@@ -379,6 +380,7 @@ def _shortest_digits(f: float) -> tuple[str, int]:
     return digits.rstrip("0"), dp
 
 
+@functools.lru_cache(maxsize=4096)  # a fleet's buckets use few distinct bounds
 def normalize_float_label(value: str) -> str:
     """An ``le`` or ``quantile`` value as Prometheus 3 stores it: parsed as Go does, formatted by
     :func:`go_format_float`; a value Go cannot parse stays as it is."""
