@@ -2,10 +2,13 @@
 
 Two formats, chosen by :func:`relay.textparse.is_openmetrics` from the content type:
 
-* Prometheus text 0.0.4 (lax, like Prometheus): blank lines and lines of blanks are skipped,
-  leading blanks and blanks (spaces, tabs) between tokens and at the end are allowed, label sets
-  may have blanks and a trailing comma; ``# HELP`` / ``# TYPE`` are metadata, any other ``#`` line
-  is a comment. Timestamps are integer milliseconds.
+* Prometheus text 0.0.4 (lax, like Prometheus 3): blank lines and lines of blanks are skipped,
+  leading blanks and blanks (spaces, tabs) between tokens and at the end are allowed, also between
+  the metric name and ``{``, and none is needed between ``}`` and the value; label sets may have
+  blanks and a trailing comma; ``# HELP`` / ``# TYPE`` are metadata, any other ``#`` line is a
+  comment. Timestamps are integer milliseconds.
+* In both: metric and label names may be quoted UTF-8 (``{"my.metric", "label.name"="v"}``), the
+  metric name then an item of the label set alone; ``# HELP``/``# TYPE`` names too.
 * OpenMetrics 1.0 (strict, validated like prometheus-client's parser): single spaces, no blank
   lines, ``# EOF`` last, metadata before the samples of its family, family/group ordering,
   histogram and summary rules, exemplars. Timestamps are float seconds.
