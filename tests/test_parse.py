@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import math
+import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -68,16 +69,34 @@ def bits(value: float) -> bytes:
 # -- conformance ------------------------------------------------------------------------------------
 
 
+# Bad OpenMetrics 1.0 cases that the default (Prometheus 3) checks accept: a negative _sum of a
+# histogram or summary, a histogram _sum beside negative buckets, a negative quantile value
+# (client_golang writes all three for negative observations).
+PROMETHEUS3_ACCEPTS = {"bad_counter_values_17", "bad_counter_values_19", "bad_histograms_3"}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_openmetrics_conformance(impl: ParserFactory, case: Path) -> None:
+    """Strict: the whole suite. Default: the suite but for PROMETHEUS3_ACCEPTS, which parse."""
     spec = json.loads((case / "test.json").read_text())
     assert spec["type"] == "text"
     body = (case / spec["file"]).read_bytes()
     if spec["shouldParse"]:
+        impl(openmetrics_strict=True).parse(body, OM, T0)
         impl().parse(body, OM, T0)
     else:
         with pytest.raises(ParseError):
+            impl(openmetrics_strict=True).parse(body, OM, T0)
+        if case.name in PROMETHEUS3_ACCEPTS:
             impl().parse(body, OM, T0)
+        else:
+            with pytest.raises(ParseError):
+                impl().parse(body, OM, T0)
+
+
+def test_prometheus3_deviations_are_real_cases() -> None:
+    names = {c.name for c in CASES}
+    assert names >= PROMETHEUS3_ACCEPTS
 
 
 def test_conformance_cases_present() -> None:
@@ -93,11 +112,12 @@ def nonempty(labels: dict[str, str]) -> Labels:
     return tuple(sorted((k, v) for k, v in labels.items() if v))
 
 
-def reference_text(body: bytes, default_ts: int) -> list[Row]:
+def reference_text(body: bytes, default_ts: int, normalize: bool = False) -> list[Row]:
     """What prometheus-client's text 0.0.4 parser reads, as rows.
 
     prometheus-client renames the samples of a counter whose name lacks ``_total`` (its internal
-    OpenMetrics form); that renaming is undone here from the body's own TYPE lines.
+    OpenMetrics form); that renaming is undone here from the body's own TYPE lines. It keeps ``le``
+    and ``quantile`` as exposed; ``normalize`` applies Prometheus 3's normalisation to them.
     """
     renamed = set()
     for line in body.decode().splitlines():
@@ -111,7 +131,10 @@ def reference_text(body: bytes, default_ts: int) -> list[Row]:
             if name.endswith("_total") and name[:-6] in renamed:
                 name = name[:-6]
             ts = default_ts if s.timestamp is None else round(float(s.timestamp) * 1000)
-            out.append((name, nonempty(s.labels), bits(float(s.value)), ts))
+            labels = nonempty(s.labels)
+            if normalize:
+                labels = _text_py.normalize_labels(labels, family.type)
+            out.append((name, labels, bits(float(s.value)), ts))
     return out
 
 
@@ -139,9 +162,11 @@ def reference_om(body: bytes, default_ts: int) -> tuple[list[Row], list[tuple[in
 @pytest.mark.parametrize("path", ETCD_BODIES, ids=[p.stem for p in ETCD_BODIES])
 def test_etcd_bodies_match_prometheus_client(impl: ParserFactory, path: Path) -> None:
     body = path.read_bytes()
+    assert rows(impl(normalize_le=False).parse(body, TEXT, T0)) == reference_text(body, T0)
     parser = impl()
     cold = parser.parse(body, TEXT, T0)
-    assert rows(cold) == reference_text(body, T0)
+    assert rows(cold) == reference_text(body, T0, normalize=True)
+    assert any(lab == (("le", "1.0"),) for _, lab, _, _ in rows(cold))  # le="1" as Prometheus 3 stores it
     warm = parser.parse(body, TEXT, T0)
     assert rows(warm) == rows(cold)
     assert list(warm.ids) == list(cold.ids)
@@ -350,7 +375,7 @@ def test_values_are_bit_exact_with_float(impl: ParserFactory, token: str) -> Non
     assert bits(batch.values[0]) == bits(float(token))
 
 
-@pytest.mark.parametrize("line", [b"a 1_0", b"a 0x10", b"a 1\x0b", b"a 1 2 3", b"a", b"a{b=\"c\"}1",
+@pytest.mark.parametrize("line", [b"a 1_0", b"a 0x10", b"a 1\x0b", b"a 1 2 3", b"a", b"a{b=\"c\"}",
                                   b"a 1 1.5", b"a 1 99999999999999999999", b"0a 1", b"a{b=c} 1",
                                   b'a{b="c} 1', b"a{b=\"c\",,d=\"e\"} 1", b'a{__name__="x"} 1',
                                   b'a{b="1",b="2"} 1', b'a{c="1",b="2",c="3"} 1', b"a 1\r", b"# TYPE a bogus", b"# HELP",
@@ -842,3 +867,258 @@ def test_label_merge_interface_the_cython_parser_reads() -> None:
     assert many.fast is None
     if not NO_EXTENSIONS:
         assert importlib.import_module("relay.textparse._text_c").MAX_FAST_ADDED == labels.MAX_FAST_ADDED
+
+
+# -- Prometheus 3 parsing ------------------------------------------------------------------------------
+
+
+def test_blank_before_brace_and_value_glued_to_brace(impl: ParserFactory) -> None:
+    body = (b'a {b="c"} 1\na{b="d"}2\na\t{b="e"}\t3 7\n  a  { b = "f" }4  \n{"a", b="g"} 5\n'
+            b'{ "a" , b="h" , }6\n')
+    want = [("a", (("b", v),), bits(float(i)), 7 if v == "e" else T0) for i, v in enumerate("cdefgh", 1)]
+    parser = impl()
+    assert rows(parser.parse(body, None, T0)) == want
+    assert rows(parser.parse(body, None, T0)) == want  # warm: the cached keys split the same way
+    assert len(set(parser.parse(body, None, T0).ids)) == 6
+
+
+def test_cached_bare_name_does_not_swallow_a_label_block(impl: ParserFactory) -> None:
+    parser = impl()
+    parser.parse(b"a 1\n", None, T0)
+    got = rows(parser.parse(b'a 1\na {b="c"} 2\na {b="c"} 3 9\n', None, T0))
+    assert got == [("a", (), bits(1.0), T0), ("a", (("b", "c"),), bits(2.0), T0), ("a", (("b", "c"),), bits(3.0), 9)]
+
+
+@pytest.mark.parametrize("line", [b'a {b="c"} 1', b'a{b="c"}1', b'{"a",b="c"} 1', b'a{"b"="c"}1'])
+def test_openmetrics_stays_strict_about_blanks(impl: ParserFactory, line: bytes) -> None:
+    body = line + b"\n# EOF\n"
+    if line.startswith(b"{"):  # quoted names are fine in OpenMetrics, with its single space
+        assert rows(impl().parse(body, OM, T0)) == [("a", (("b", "c"),), bits(1.0), T0)]
+        return
+    with pytest.raises(ParseError) as info:
+        impl().parse(body, OM, T0)
+    assert info.value.line == 1
+
+
+UTF8_BODY = '''# HELP "go.gc_duration_seconds" A summary of GC pauses.
+# \tTYPE "go.gc_duration_seconds" summary
+{"go.gc_duration_seconds",quantile="0"} 4.9e-05
+{"go.gc_duration_seconds", quantile="0.25",} 7.4e-05
+{ "go.gc_duration_seconds" , quantile = "1", a = "b" } 8.3e-05
+{"go.gc_duration_seconds_count"} 99
+my_metric{"label.name"="v", "ünï"="x"} 1
+{"Grüße {all}, \\"quoted\\"\\nname","strange©™\\n'q' \\"n\\""="6"} 10.0
+'''.encode()
+
+
+def test_quoted_utf8_names_text(impl: ParserFactory) -> None:
+    parser = impl()
+    batch = parser.parse(UTF8_BODY, TEXT, T0)
+    assert [(n, lab) for n, lab, _, _ in rows(batch)] == [
+        ("go.gc_duration_seconds", (("quantile", "0.0"),)),
+        ("go.gc_duration_seconds", (("quantile", "0.25"),)),
+        ("go.gc_duration_seconds", (("a", "b"), ("quantile", "1.0"))),
+        ("go.gc_duration_seconds_count", ()),
+        ("my_metric", (("label.name", "v"), ("ünï", "x"))),
+        ('Grüße {all}, "quoted"\nname', (("strange©™\n'q' \"n\"", "6"),)),
+    ]
+    assert batch.families["go.gc_duration_seconds"] == Family("go.gc_duration_seconds", "summary",
+                                                              "A summary of GC pauses.")
+    assert rows(parser.parse(UTF8_BODY, TEXT, T0)) == rows(batch)
+    name, labels = batch.series.resolve(batch.ids[4])
+    assert parser.series.encoded[batch.ids[4]] == encode_labels(name, labels)
+
+
+def test_quoted_utf8_names_openmetrics(impl: ParserFactory) -> None:
+    body = (b'# TYPE "my.counter" counter\n# HELP "my.counter" Counts.\n{"my.counter_total","a.b"="1"} 3\n'
+            b'# TYPE "my.h" histogram\n{"my.h_bucket",le="1"} 1\n{"my.h_bucket",le="+Inf"} 2\n'
+            b'{"my.h_count"} 2\n{"my.h_sum"} 3\n# EOF\n')
+    batch = impl().parse(body, OM, T0)
+    assert [(n, lab) for n, lab, _, _ in rows(batch)] == [
+        ("my.counter_total", (("a.b", "1"),)), ("my.h_bucket", (("le", "1.0"),)),
+        ("my.h_bucket", (("le", "+Inf"),)), ("my.h_count", ()), ("my.h_sum", ())]
+    assert batch.families["my.counter"] == Family("my.counter", "counter", "Counts.")
+    assert batch.families["my.h"].type == "histogram"
+    with pytest.raises(ParseError) as info:  # an exemplar holds labels only
+        impl().parse(b'# TYPE a counter\na_total 1 # {"x"} 1\n# EOF\n', OM, T0)
+    assert "exemplar" in str(info.value)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    (b'a{"b"} 1', "metric name given twice"),
+    (b'{a="b"} 1', "no metric name"),
+    (b'{"a","b"} 1', "metric name given twice in the label set"),
+    (b'{""} 1', "empty metric name"),
+    (b'a{""="1"} 1', "empty label name"),
+    (b'a{"b"="1" 1', "label set not closed"),
+    (b'{"a" 1', "label set not closed"),
+    (b'a{"b"=1} 1', "invalid label at"),
+    (b'{"a",__name__="b"} 1', "label __name__"),
+    (b'{"a","b"="1","b"="2"} 1', "duplicate label 'b'"),
+    (b'# TYPE "a gauge', "TYPE line without a valid metric name"),
+    (b'# HELP "" x', "HELP line without a valid metric name"),
+])
+def test_bad_quoted_names(impl: ParserFactory, line: bytes, message: str) -> None:
+    with pytest.raises(ParseError) as info:
+        impl().parse(b"ok 1\n" + line + b"\n", None, T0)
+    assert info.value.line == 2
+    assert message in str(info.value)
+
+
+def test_name_validation_legacy(impl: ParserFactory) -> None:
+    assert impl().name_validation == "utf8"  # Prometheus 3's default
+    legacy = impl(name_validation="legacy")
+    assert rows(legacy.parse(b'{"ok_name", "a"="1"} 1\nplain{b="2"} 2\n', None, T0))[0][:2] == (
+        "ok_name", (("a", "1"),))
+    for line, what in [(b'{"my.metric"} 1', "metric name 'my.metric'"),
+                       (b'm{"label.name"="v"} 1', "label name 'label.name'")]:
+        with pytest.raises(ParseError) as info:
+            impl(name_validation="legacy").parse(b"a 1\n" + line + b"\n", None, T0)
+        assert info.value.line == 2 and what in str(info.value) and "legacy" in str(info.value)
+    # as Prometheus, the names after on_new_series (relabeling) are the ones checked
+    renamed = impl(name_validation="legacy", on_new_series=lambda n, lab: (n.replace(".", "_"), lab))
+    assert rows(renamed.parse(b'{"my.metric"} 1\n', None, T0))[0][0] == "my_metric"
+    with pytest.raises(ValueError, match="name_validation"):
+        impl(name_validation="LEGACY")
+
+
+@pytest.mark.parametrize(("exposed", "stored"), [
+    ("1", "1.0"), ("2.5", "2.5"), ("1e3", "1000.0"), ("1000000", "1e+06"), ("123456", "123456.0"),
+    ("0.0001", "0.0001"), ("0.00001", "1e-05"), ("-1", "-1.0"), ("-0", "0.0"), ("0", "0.0"),
+    ("+Inf", "+Inf"), ("Inf", "+Inf"), ("-inf", "-Inf"), ("0x1p3", "8.0"), ("1_000", "1000.0"),
+    ("1e400", "1e400"), ("abc", "abc"), ("", ""), (" 1", " 1"), ("NaN", "NaN"), ("nan", "NaN"),
+    ("+nan", "+nan"), ("1.5e+300", "1.5e+300"), ("0.1", "0.1"), ("7.424100000000001e-05", "7.424100000000001e-05"),
+    ("1.7976931348623157e308", "1.7976931348623157e+308"), ("00012.500", "12.5"), (".5", "0.5"), ("5.", "5.0"),
+    ("1E2", "100.0"), ("123456789", "1.23456789e+08"), ("0.1234567890123456789", "0.12345678901234568"),
+    ("5e-324", "5e-324"), ("1e-400", "0.0"), ("100000", "100000.0"), ("999999.9", "999999.9"),
+    ("1e21", "1e+21"), ("1e100", "1e+100"), ("2.", "2.0"), ("1.e3", "1000.0"),
+])
+def test_le_and_quantile_normalised_as_prometheus3(impl: ParserFactory, exposed: str, stored: str) -> None:
+    assert _text_py.normalize_float_label(exposed) == stored
+    body = (f'# TYPE h histogram\nh_bucket{{le="{exposed}"}} 1\n# TYPE s summary\ns{{quantile="{exposed}"}} 1\n'
+            f'# TYPE g gauge\ng{{le="{exposed}"}} 1\n').encode()
+    got = [lab for _, lab, _, _ in rows(impl().parse(body, None, T0))]
+    assert got == [(("le", stored),) if stored else (), (("quantile", stored),) if stored else (),
+                   (("le", exposed),) if exposed else ()]
+    kept = [lab for _, lab, _, _ in rows(impl(normalize_le=False).parse(body, None, T0))]
+    assert kept == [((k, exposed),) if exposed else () for k in ("le", "quantile", "le")]
+
+
+def test_normalisation_follows_the_last_type_line(impl: ParserFactory) -> None:
+    # as Prometheus: the type of the last # TYPE line, whatever the sample's name
+    body = (b'# TYPE h histogram\nh_bucket{le="1"} 1\nother{le="2",quantile="3"} 1\n# TYPE c counter\n'
+            b'testmetric{le="10"} 1\n#  TYPE x summary\nh_bucket{le="4",x="y"} 1\nx{quantile="1"} 1\n'
+            b'# TYPE y untyped\ny{quantile="1"} 1\n')
+    got = [lab for _, lab, _, _ in rows(impl().parse(body, None, T0))]
+    assert got == [(("le", "1.0"),), (("le", "2.0"), ("quantile", "3")), (("le", "10"),),
+                   (("le", "4"), ("x", "y")), (("quantile", "1.0"),), (("quantile", "1"),)]
+
+
+def test_normalisation_in_openmetrics(impl: ParserFactory) -> None:
+    body = (b'# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="1e1"} 1\nh_bucket{le="+Inf"} 1\nh_count 1\n'
+            b'h_sum 1\n# TYPE s summary\ns{quantile="1"} 1\n# TYPE g gaugehistogram\ng_bucket{le="1"} 1\n'
+            b'g_bucket{le="+Inf"} 1\n# EOF\n')
+    got = [lab for _, lab, _, _ in rows(impl().parse(body, OM, T0))]
+    assert got == [(("le", "1.0"),), (("le", "10.0"),), (("le", "+Inf"),), (), (), (("quantile", "1.0"),),
+                   (("le", "1"),), (("le", "+Inf"),)]
+    kept = [lab for _, lab, _, _ in rows(impl(normalize_le=False).parse(body, OM, T0))]
+    assert kept[:2] == [(("le", "1"),), (("le", "1e1"),)]
+
+
+def test_normalisation_once_per_new_series(impl: ParserFactory) -> None:
+    seen: list[tuple[str, Labels]] = []
+
+    def hook(name: str, labels: Labels) -> tuple[str, Labels]:
+        seen.append((name, labels))
+        return name, labels
+
+    body = b'# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket {le="+Inf"} 2\nh_sum 3\nh_count 2\n'
+    parser = impl(on_new_series=hook)
+    first = parser.parse(body, None, T0)
+    second = parser.parse(body, None, T0)
+    assert seen == [("h_bucket", (("le", "1.0"),)), ("h_bucket", (("le", "+Inf"),)), ("h_sum", ()), ("h_count", ())]
+    assert list(first.ids) == list(second.ids)
+    # labels normalised before the label_value_length_limit counts them, as they are stored
+    with pytest.raises(ScrapeError):
+        impl(label_value_length_limit=2).parse(b'# TYPE h histogram\nh{le="1"} 1\n', None, T0)
+    assert len(impl(label_value_length_limit=2, normalize_le=False).parse(
+        b'# TYPE h histogram\nh{le="1"} 1\n', None, T0)) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                       st.integers(-(10**12), 10**12).map(float),
+                       st.decimals(allow_nan=False, allow_infinity=False, places=6).map(float)),
+       style=st.sampled_from(["repr", "g", "e", "f", "int"]))
+def test_le_normalisation_twins_agree(value: float, style: str) -> None:
+    text = {"repr": repr(value), "g": f"{value:g}", "e": f"{value:.6e}", "f": f"{value:.4f}",
+            "int": str(int(value)) if abs(value) < 1e18 else repr(value)}[style]
+    body = f'# TYPE h histogram\nh_bucket{{le="{text}"}} 1\n'.encode()
+    want = _text_py.go_format_float(float(text))
+    assert _text_py.go_format_float(float(want)) == want  # a fixed point
+    assert float(want) == float(text)
+    for name in ("py", "c"):
+        if name == "c" and NO_EXTENSIONS:
+            continue
+        assert rows(load_impl(name)().parse(body, None, T0))[0][1] == (("le", want),), name
+
+
+CLIENT_GOLANG_NEGATIVE = b"""# HELP temp_celsius Temperatures.
+# TYPE temp_celsius histogram
+temp_celsius_bucket{le="-10"} 1
+temp_celsius_bucket{le="-1"} 2
+temp_celsius_bucket{le="0"} 2
+temp_celsius_bucket{le="+Inf"} 3
+temp_celsius_sum -14.5
+temp_celsius_count 3
+# HELP lat Latency.
+# TYPE lat summary
+lat{quantile="0.5"} -2
+lat_sum -4
+lat_count 2
+"""
+
+
+def test_client_golang_negative_histogram_and_sum(impl: ParserFactory) -> None:
+    text = rows(impl().parse(CLIENT_GOLANG_NEGATIVE, TEXT, T0))
+    assert [lab for _, lab, _, _ in text][:4] == [(("le", v),) for v in ("-10.0", "-1.0", "0.0", "+Inf")]
+    assert text[4] == ("temp_celsius_sum", (), bits(-14.5), T0)
+    om = CLIENT_GOLANG_NEGATIVE.replace(b'le="-10"', b'le="-10.0"').replace(b'le="-1"', b'le="-1.0"').replace(
+        b'le="0"', b'le="0.0"') + b"# EOF\n"
+    assert rows(impl().parse(om, OM, T0)) == text
+    with pytest.raises(ParseError) as info:  # OpenMetrics 1.0 to the letter refuses both
+        impl(openmetrics_strict=True).parse(om, OM, T0)
+    assert "negative" in str(info.value)
+    assert impl().openmetrics_strict is False and impl(openmetrics_strict=True).openmetrics_strict is True
+
+
+BAD_BODIES: list[tuple[bytes, bool]] = [
+    (b"a 1_0\n", False), (b"a 0x10\n", False), (b"a 1\x0b\n", False), (b"a 1 2 3\n", False), (b"a\n", False),
+    (b'a{b="c"}\n', False), (b"a 1 1.5\n", False), (b"a 1 99999999999999999999\n", False), (b"0a 1\n", False),
+    (b"a{b=c} 1\n", False), (b'a{b="c} 1\n', False), (b'a{b="c",,d="e"} 1\n', False), (b'a{__name__="x"} 1\n', False),
+    (b'a{b="1",b="2"} 1\n', False), (b"a 1\r\n", False), (b"# TYPE a bogus\n", False), (b"# HELP\n", False),
+    (b'a{b="c\\', False), (b"a 1 2_0\n", False), (b"a 1 {\n", False), (b'a{b="c"}1{\n', False), (b"a {\n", False),
+    (b'a {b="c"}\n', False), (b'{"a"\n', False), (b'{"a"} x\n', False), (b'a{"b"} 1\n', False), (b"a -\n", False),
+    (b"a \xc3\xa9\n", False), (b'a{b="\xc3\xa9"} \xc3\xa9\n', False), (b"a 1 \xc3\xa9\n", False),
+    (b'a{b="c"} 1_\n', False), (b"a 1 -\n", False), (b"a 1 +\n", False), (b'{} 1\n', False),
+    (b"a  1\n# EOF\n", True), (b"a 1 \n# EOF\n", True), (b'a{b="c",} 1\n# EOF\n', True), (b"a 1_0\n# EOF\n", True),
+    (b"a x\n# EOF\n", True), (b"a \xc3\xa9\n# EOF\n", True), (b"a 1{\n# EOF\n", True), (b'a {b="c"} 1\n# EOF\n', True),
+    (b'a{b="c"}1\n# EOF\n', True), (b"a 1 x\n# EOF\n", True), (b"a 1 # {x=\"y\"} 1\n# EOF\n", True),
+    (b"# TYPE a counter\na_total -1\n# EOF\n", True), (b"# TYPE \"a\n# EOF\n", True), (b"a 1\n", True),
+    (b'a 1 # {"x"} 1\n# EOF\n', True), (b"# EOF\na 1\n", True), (b"\n# EOF\n", True), (b"a\xff 1\n", False),
+]
+
+
+def test_both_twins_give_the_same_messages() -> None:
+    """Every bad body: one ParseError, the same line and message from both twins, no b'...'."""
+    for body, om in BAD_BODIES:
+        messages = []
+        for name in ("py", "c"):
+            if name == "c" and NO_EXTENSIONS:
+                continue
+            with pytest.raises(ParseError) as info:
+                load_impl(name)().parse(body, OM if om else TEXT, T0)
+            messages.append(str(info.value))
+        assert len(set(messages)) == 1, (body, messages)
+        # a bytes repr (b'...' or b"...") starts after a blank, '(' or the start, never after a quote
+        assert re.search(r"(?:^|[\s(=:])b['\"]", messages[0]) is None, (body, messages[0])

@@ -26,6 +26,9 @@ from libc.string cimport memchr, memcmp, memcpy, memset
 
 from relay._series_c cimport SeriesTable as CSeriesTable
 
+cdef extern from "Python.h":
+    char *PyOS_double_to_string(double val, char format_code, int precision, int flags, int *ptype) except NULL
+
 import array as _array_module  # cpython.array needs the array module imported
 import sys
 
@@ -331,7 +334,7 @@ cdef void _init_tables() noexcept:
         LABEL_CHAR[c] = LABEL_START[c] or (48 <= c <= 57)
         NAME_START[c] = LABEL_START[c] or c == 58
         NAME_CHAR[c] = LABEL_CHAR[c] or c == 58
-        BAD_TOKEN[c] = c == 95 or c == 32 or (9 <= c <= 13)
+        BAD_TOKEN[c] = c == 95 or c == 32 or (9 <= c <= 13) or c == 123
 
 
 _init_tables()
@@ -420,6 +423,11 @@ cdef object _LABEL_MERGE = LabelMerge
 cdef int32_t DROPPED = _py.DROPPED
 
 
+cdef str _text(const unsigned char *p, Py_ssize_t n):
+    """Bytes of the body as text for a message (as the Python twin's ``.decode(errors='replace')``)."""
+    return PyBytes_FromStringAndSize(<const char *>p, n).decode("utf-8", "replace")
+
+
 cdef object _OBJECT_NEW = object.__new__
 cdef bint _FAST_FAMILY = False
 
@@ -461,6 +469,7 @@ try:
     _FAST_FAMILY = _new_family("n", "gauge", "h", "u") == Family("n", "gauge", "h", "u")
 except Exception:  # a Family that is no longer a slots dataclass: use its constructor
     _FAST_FAMILY = False
+cdef tuple _MTYPES = (None, "histogram", "summary")
 cdef dict _TYPES = {b"counter": "counter", b"gauge": "gauge", b"histogram": "histogram", b"summary": "summary",
                     b"untyped": "unknown"}
 
@@ -479,6 +488,12 @@ cdef class Parser:
     cdef readonly bint honor_timestamps
     cdef readonly Py_ssize_t sample_limit
     cdef readonly Py_ssize_t last_dropped  # samples of the last parse whose series on_new_series dropped
+    cdef readonly str name_validation      # "utf8" or "legacy" (see _text_py.Parser)
+    cdef readonly bint normalize_le        # le/quantile stored as Prometheus 3 stores them
+    cdef readonly bint openmetrics_strict  # every OpenMetrics 1.0 rule
+    cdef const unsigned char *_buf  # the body being parsed (text format), for _type_before
+    cdef Py_ssize_t _type_pos       # _type_before has read the lines before this offset ...
+    cdef int _cur_type              # ... and the last # TYPE line among them was: 1 histogram, 2 summary, 0 else
     cdef object _resolver
     cdef object _hook
     cdef object _add_encoded
@@ -519,7 +534,11 @@ cdef class Parser:
 
     def __init__(self, *, series=None, on_new_series=None, bint keep_exemplars=False,
                  bint honor_timestamps=True, Py_ssize_t sample_limit=0, Py_ssize_t label_limit=0,
-                 Py_ssize_t label_name_length_limit=0, Py_ssize_t label_value_length_limit=0):
+                 Py_ssize_t label_name_length_limit=0, Py_ssize_t label_value_length_limit=0,
+                 str name_validation="utf8", bint normalize_le=True, bint openmetrics_strict=False):
+        self.name_validation = _py.check_name_validation(name_validation)
+        self.normalize_le = normalize_le
+        self.openmetrics_strict = openmetrics_strict
         self.series = series if series is not None else SeriesTable()
         self.families = {}
         self.keep_exemplars = keep_exemplars
@@ -530,7 +549,8 @@ cdef class Parser:
         self._name_limit = label_name_length_limit
         self._value_limit = label_value_length_limit
         self._resolver = _py.SeriesResolver(self.series, on_new_series, label_limit,
-                                            label_name_length_limit, label_value_length_limit)
+                                            label_name_length_limit, label_value_length_limit,
+                                            normalize_le=normalize_le, name_validation=name_validation)
         self._add_encoded = self.series.add_encoded
         self._table = self.series if isinstance(self.series, CSeriesTable) else None
         self._direct = self._table is not None
@@ -611,6 +631,9 @@ cdef class Parser:
             if om:
                 self._parse_om(<const unsigned char *>view.buf, view.len, dts)
             else:
+                self._buf = <const unsigned char *>view.buf
+                self._type_pos = 0
+                self._cur_type = 0
                 self._parse_text(<const unsigned char *>view.buf, view.len, dts)
             added = len(self.series) - before
             if added and added * 8 >= len(self.series):
@@ -619,6 +642,7 @@ cdef class Parser:
                           self._column(_ARRAY_D, self._vals, 8), self._column(_ARRAY_Q, self._ts, 8),
                           dict(self.families))
         finally:
+            self._buf = NULL
             PyBuffer_Release(&view)
             self._hint = self._n
             self._free_columns()  # not kept between scrapes: the next parse allocates _hint
@@ -710,7 +734,7 @@ cdef class Parser:
                 return 0
             except ValueError:
                 pass
-        raise ParseError(lineno, f"invalid value {PyBytes_FromStringAndSize(<const char *>p, e - p)!r}")
+        raise ParseError(lineno, f"invalid value {_text(p, e - p)!r}")
 
     cdef int _bad_timestamp(self, const unsigned char *p, Py_ssize_t n, Py_ssize_t lineno) except -1:
         try:
@@ -795,20 +819,30 @@ cdef class Parser:
                             has_ts = True
                             ts_s = tok1
                             ts_e = e
+            if found and buf[vs] == 123:  # "name {...} v": the name alone is cached, not this series
+                found = False
             if not found:
                 # Forward scan, exactly the grammar of _text_py._TEXT_LINE.
                 ks = p
-                if not NAME_START[buf[p]]:
-                    self._bad_line(buf + ks, end - ks, False, lineno)
-                p += 1
-                while p < end and NAME_CHAR[buf[p]]:
-                    p += 1
-                if p < end and buf[p] == 123:
+                if buf[p] == 123:  # a label block first: the metric name is quoted inside
                     p = block_end(buf, p, end)
                     if p < 0:
                         self._bad_line(buf + ks, end - ks, False, lineno)
+                else:
+                    if not NAME_START[buf[p]]:
+                        self._bad_line(buf + ks, end - ks, False, lineno)
+                    p += 1
+                    while p < end and NAME_CHAR[buf[p]]:
+                        p += 1
+                    q = p
+                    while q < end and is_blank(buf[q]):  # blanks before '{' are allowed
+                        q += 1
+                    if q < end and buf[q] == 123:
+                        p = block_end(buf, q, end)
+                        if p < 0:
+                            self._bad_line(buf + ks, end - ks, False, lineno)
                 ke = p
-                if p >= end or not is_blank(buf[p]):
+                if p >= end or (buf[p - 1] != 125 and not is_blank(buf[p])):  # after '}' no blank needed
                     self._bad_line(buf + ks, end - ks, False, lineno)
                 while p < end and is_blank(buf[p]):
                     p += 1
@@ -951,7 +985,44 @@ cdef class Parser:
             if sid != -2:
                 return sid
         key = PyBytes_FromStringAndSize(<const char *>p, n)
-        return self._resolver.resolve(key, False, lineno)[0]
+        return self._resolver.resolve(key, False, lineno, _MTYPES[self._type_before(p)])[0]
+
+    cdef int _type_before(self, const unsigned char *line) except -1:
+        """The type of the last ``# TYPE`` line before the line holding ``line`` (1 histogram,
+        2 summary, 0 anything else or none), as _text_py.comment_type reads them. Lazy and
+        incremental: only new series with an le/quantile label ask, and each asks only about the
+        lines after the last question, so a parse reads its body at most once more."""
+        cdef const unsigned char *buf = self._buf
+        cdef Py_ssize_t upto = line - buf, pos = self._type_pos, end, q, e
+        cdef const unsigned char *eol
+        while upto > 0 and buf[upto - 1] != 10:  # back to the start of the line
+            upto -= 1
+        while pos < upto:
+            eol = <const unsigned char *>memchr(buf + pos, 10, upto - pos)
+            end = (eol - buf) if eol != NULL else upto
+            q = pos
+            pos = end + 1
+            while q < end and is_blank(buf[q]):
+                q += 1
+            if end - q < 7 or buf[q] != 35 or not is_blank(buf[q + 1]):
+                continue
+            q += 1
+            while q < end and is_blank(buf[q]):
+                q += 1
+            if end - q < 5 or memcmp(buf + q, b"TYPE", 4) != 0 or not is_blank(buf[q + 4]):
+                continue
+            e = end  # a TYPE line that parsed: its type is its last word
+            while e > q and is_blank(buf[e - 1]):
+                e -= 1
+            if e - q >= 14 and memcmp(buf + e - 9, b"histogram", 9) == 0:
+                self._cur_type = 1
+            elif e - q >= 12 and memcmp(buf + e - 7, b"summary", 7) == 0:
+                self._cur_type = 2
+            else:
+                self._cur_type = 0
+        if upto > self._type_pos:
+            self._type_pos = upto
+        return self._cur_type
 
     cdef int32_t _fast_new_series(self, const unsigned char *p, Py_ssize_t n) except? -3:
         """Parse and encode a text-format series in C; -2 when anything is unusual (the Python
@@ -968,6 +1039,8 @@ cdef class Parser:
         cdef const unsigned char *v
         cdef unsigned char *o
         cdef unsigned char c
+        cdef Py_ssize_t le_at = -1, quantile_at = -1, norm_at = -1, norm_len
+        cdef unsigned char norm[48]  # the normalised le/quantile value
         while name_end < n and NAME_CHAR[p[name_end]]:
             name_end += 1
         if name_end == 0 or not NAME_START[p[0]]:
@@ -980,9 +1053,12 @@ cdef class Parser:
         labels[0].escaped = False
         count = 1
         if name_end < n:
-            if p[name_end] != 123 or p[n - 1] != 125:
+            pos = name_end
+            while pos < n and is_blank(p[pos]):  # text: blanks before '{'
+                pos += 1
+            if pos == n or p[pos] != 123 or p[n - 1] != 125:
                 return -2
-            pos = name_end + 1
+            pos += 1
             end = n - 1
             while True:
                 while pos < end and is_blank(p[pos]):
@@ -996,6 +1072,11 @@ cdef class Parser:
                 while stop < end and LABEL_CHAR[p[stop]]:
                     stop += 1
                 labels[count].name_len = stop - pos
+                if self.normalize_le:
+                    if stop - pos == 2 and p[pos] == 108 and p[pos + 1] == 101:  # le
+                        le_at = count
+                    elif stop - pos == 8 and memcmp(p + pos, b"quantile", 8) == 0:
+                        quantile_at = count
                 pos = stop
                 while pos < end and is_blank(p[pos]):
                     pos += 1
@@ -1045,6 +1126,19 @@ cdef class Parser:
                         k += 1
                         j += 1
                 labels[i].out_len = k
+        # le of a histogram, quantile of a summary (by the last # TYPE line): as Prometheus 3 stores them
+        if le_at >= 0 or quantile_at >= 0:
+            norm_at = self._type_before(p)
+            norm_at = le_at if norm_at == 1 else quantile_at if norm_at == 2 else -1
+            if norm_at >= 0:
+                if labels[norm_at].escaped:
+                    return -2
+                norm_len = go_label_float(labels[norm_at].value, labels[norm_at].value_len, norm)
+                if norm_len < 0:
+                    return -2  # not a plain decimal: Python parses it as Go does
+                labels[norm_at].value = norm
+                labels[norm_at].value_len = norm_len
+                labels[norm_at].out_len = norm_len
         # limits, duplicates, __name__: let Python raise the exact error
         if self._label_limit > 0 and count > self._label_limit:
             return -2
@@ -1203,7 +1297,7 @@ cdef class Parser:
         cdef double value
         cdef int32_t sid
         cdef bint honor = self.honor_timestamps
-        checker = _CHECKER(self.families)
+        checker = _CHECKER(self.families, self.openmetrics_strict)
         sample = checker.sample
         while pos < n:
             lineno += 1
@@ -1222,11 +1316,12 @@ cdef class Parser:
                     checker.comment(PyBytes_FromStringAndSize(<const char *>buf + p, end - p), lineno)
                 continue
             ks = p
-            if not NAME_START[buf[p]]:
-                self._bad_line(buf + ks, end - ks, True, lineno)
-            p += 1
-            while p < end and NAME_CHAR[buf[p]]:
+            if buf[p] != 123:  # else a label block first: the metric name is quoted inside
+                if not NAME_START[buf[p]]:
+                    self._bad_line(buf + ks, end - ks, True, lineno)
                 p += 1
+                while p < end and NAME_CHAR[buf[p]]:
+                    p += 1
             if p < end and buf[p] == 123:
                 p = block_end(buf, p, end)
                 if p < 0:
@@ -1255,7 +1350,7 @@ cdef class Parser:
             slot = table_find(&self._keys, h, h2)
             if slot.h1 == 0:
                 key = PyBytes_FromStringAndSize(<const char *>buf + ks, ke - ks)
-                sid, info = self._resolver.resolve(key, True, lineno)
+                sid, info = self._resolver.resolve(key, True, lineno, checker.last_type)
                 slot = table_find(&self._keys, h, h2)
                 if slot.h1 != 0:
                     raise RuntimeError("series cache changed during on_new_series")
@@ -1289,3 +1384,164 @@ cdef inline int _name_cmp(LabelRef *a, LabelRef *b) noexcept nogil:
 
 MAX_FAST_ADDED = _MAX_FAST_ADDED_ENUM
 """Labels added by a LabelMerge that are merged in C (relay.labels.MAX_FAST_ADDED: a test checks)."""
+
+
+# ---------------------------------------------------------------- le/quantile values as Prometheus 3 stores them
+# (at the end of the module: cold code, kept away from the hot loops' layout)
+
+cdef Py_ssize_t go_label_float(const unsigned char *v, Py_ssize_t n, unsigned char *out) except -2:
+    """An le/quantile value as Prometheus 3 stores it (_text_py.normalize_float_label) into ``out``
+    (>= 40 bytes): its length, or -1 when the value is not a plain decimal (Python decides).
+    The digits are the shortest that read back (as Go's and Python's repr), laid out as Go's
+    strconv.FormatFloat(f, 'g', -1, 64), '.0' appended when it has no '.' or 'e'."""
+    cdef double d
+    cdef char *r
+    cdef char digits[24]
+    cdef Py_ssize_t nd = 0, lead = 0, whole = 0, i = 0, dp = 0, exp10 = 0, ed = 0
+    cdef bint in_frac = False, seen = False, eneg = False, neg = False, any_digit = False
+    if n == 4 and (memcmp(v, b"+Inf", 4) == 0 or memcmp(v, b"-Inf", 4) == 0):
+        memcpy(out, v, 4)
+        return 4
+    # [+-]digits[.digits][e[+-]digits] read as digits and a decimal point, no conversion: up to
+    # 15 significant digits (DBL_DIG) in the normal range, the digits as written (less leading
+    # and trailing zeros) are the shortest that read back, since two such decimals are never
+    # the same double.
+    if n > 0 and (v[0] == 43 or v[0] == 45):
+        neg = v[0] == 45
+        i = 1
+    while i < n and 48 <= v[i] <= 57:
+        any_digit = True
+        if nd > 0 or v[i] != 48:
+            if nd < 24:
+                digits[nd] = v[i]
+            nd += 1
+            dp += 1
+        i += 1
+    if i < n and v[i] == 46:
+        i += 1
+        while i < n and 48 <= v[i] <= 57:
+            any_digit = True
+            if nd > 0 or v[i] != 48:
+                if nd < 24:
+                    digits[nd] = v[i]
+                nd += 1
+            else:
+                dp -= 1
+            i += 1
+    if any_digit and i < n and (v[i] == 101 or v[i] == 69):
+        i += 1
+        if i < n and (v[i] == 43 or v[i] == 45):
+            eneg = v[i] == 45
+            i += 1
+        while i < n and 48 <= v[i] <= 57 and ed < 5:
+            exp10 = exp10 * 10 + (v[i] - 48)
+            ed += 1
+            i += 1
+        if ed == 0:
+            any_digit = False
+        dp += -exp10 if eneg else exp10
+    if any_digit and i == n and nd <= 24:
+        while nd > 0 and digits[nd - 1] == 48:
+            nd -= 1
+        if nd == 0:
+            memcpy(out, b"0.0", 3)
+            return 3
+        if nd <= 15 and -300 < dp < 300:
+            return go_layout(neg, digits, nd, dp, out)
+    # the rest: more digits, far exponents: Python's repr gives the shortest digits
+    if not rl_fast_float(v, v + n, &d):
+        return -1
+    if d == 0:
+        memcpy(out, b"0.0", 3)
+        return 3
+    nd = 0
+    exp10 = 0
+    eneg = False
+    r = PyOS_double_to_string(d if d > 0 else -d, b"r", 0, 0, NULL)
+    try:
+        i = 0
+        while r[i] != 0 and r[i] != 101:  # up to 'e'
+            if r[i] == 46:
+                in_frac = True
+            else:
+                if not in_frac:
+                    whole += 1
+                if r[i] == 48 and not seen:
+                    lead += 1
+                else:
+                    seen = True
+                    if nd < 24:
+                        digits[nd] = r[i]
+                        nd += 1
+            i += 1
+        if r[i] == 101:
+            i += 1
+            if r[i] == 45:
+                eneg = True
+                i += 1
+            elif r[i] == 43:
+                i += 1
+            while r[i] != 0:
+                exp10 = exp10 * 10 + (r[i] - 48)
+                i += 1
+            if eneg:
+                exp10 = -exp10
+    finally:
+        PyMem_Free(r)
+    while nd > 0 and digits[nd - 1] == 48:
+        nd -= 1
+    return go_layout(d < 0, digits, nd, whole - lead + exp10, out)
+
+
+cdef Py_ssize_t go_layout(bint neg, const char *digits, Py_ssize_t nd, Py_ssize_t dp,
+                          unsigned char *out) noexcept:
+    """Go's 'g' layout of ``0.digits * 10**dp`` (shortest digits), '.0' appended as Prometheus does."""
+    cdef Py_ssize_t k = 0, i, exp10
+    if neg:
+        out[k] = 45
+        k += 1
+    if dp - 1 < -4 or dp - 1 >= 6:
+        out[k] = digits[0]
+        k += 1
+        if nd > 1:
+            out[k] = 46
+            k += 1
+            memcpy(out + k, digits + 1, nd - 1)
+            k += nd - 1
+        out[k] = 101
+        k += 1
+        exp10 = dp - 1
+        out[k] = 45 if exp10 < 0 else 43
+        k += 1
+        if exp10 < 0:
+            exp10 = -exp10
+        if exp10 >= 100:
+            out[k] = <unsigned char>(48 + exp10 // 100)
+            k += 1
+        out[k] = <unsigned char>(48 + (exp10 // 10) % 10)
+        out[k + 1] = <unsigned char>(48 + exp10 % 10)
+        return k + 2
+    if dp <= 0:
+        out[k] = 48
+        out[k + 1] = 46
+        k += 2
+        for i in range(-dp):
+            out[k] = 48
+            k += 1
+        memcpy(out + k, digits, nd)
+        return k + nd
+    if dp >= nd:
+        memcpy(out + k, digits, nd)
+        k += nd
+        for i in range(dp - nd):
+            out[k] = 48
+            k += 1
+        out[k] = 46
+        out[k + 1] = 48
+        return k + 2
+    memcpy(out + k, digits, dp)
+    k += dp
+    out[k] = 46
+    k += 1
+    memcpy(out + k, digits + dp, nd - dp)
+    return k + nd - dp

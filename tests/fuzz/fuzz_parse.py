@@ -166,7 +166,13 @@ def _agree(step: str, results: list[Any], parsers: list[Any], data: bytes) -> An
 
 
 def _samples_or_error(result: tuple[Any, ...]) -> tuple[Any, ...]:
-    return result[:2]  # ("ok", rows) or (error kind, line / reason)
+    """("ok", rows) or (error kind, line / reason). ``le``/``quantile`` values are compared as
+    normalised: a series is normalised once, by the # TYPE lines of the scrape that first saw it
+    (as Prometheus' scrape cache keeps it), so a warm parser may hold the value as first exposed."""
+    if result[0] != "ok":
+        return result[:2]
+    return ("ok", [(n, tuple((k, _text_py.normalize_float_label(v) if k in ("le", "quantile") else v) for k, v in lab), *rest)
+                   for n, lab, *rest in result[1]])
 
 
 def check_input(data: bytes, parsers: list[Callable[..., Any]] | None = None) -> str:

@@ -18,13 +18,14 @@ T0 = 1_700_000_000_000
 
 
 def outcome(parser: Any, body: bytes | memoryview, content_type: str | None) -> tuple[Any, ...]:
-    """Everything a parse yields, or the error it raised (ParseError line, ScrapeError reason)."""
+    """Everything a parse yields, or the error it raised (ParseError line, ScrapeError reason, and
+    the message: both twins say the same)."""
     try:
         batch = parser.parse(body, content_type, T0)
     except ParseError as exc:
-        return ("ParseError", exc.line)
+        return ("ParseError", exc.line, str(exc))
     except ScrapeError as exc:
-        return ("ScrapeError", exc.reason)
+        return ("ScrapeError", exc.reason, str(exc))
     return ("ok", rows(batch), list(batch.ids),
             [(i, lab, struct.pack("<d", v), ts) for i, lab, v, ts in batch.exemplars], batch.families,
             len(parser), parser.last_dropped)
