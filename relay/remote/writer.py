@@ -21,6 +21,7 @@ encodes it (a fraction of a millisecond).
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import hashlib
 import logging
@@ -30,7 +31,7 @@ import weakref
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -44,7 +45,7 @@ from ..relabel import Relabeler
 from .encode import WriteRequestEncoder, split_by_shard
 from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
 
-__all__ = ["RemoteWriter", "classify_status", "retry_after_seconds"]
+__all__ = ["RemoteWriter", "classify_status", "redact_url", "retry_after_seconds"]
 
 log = logging.getLogger("relay.remote.writer")
 
@@ -60,10 +61,31 @@ DROP = "drop"
 OK = "ok"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its userinfo (``user:pass@``) shown as ``<secret>@``: for labels, logs, folders."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="<secret>@" + parts.netloc.rpartition("@")[2]))
+
+
+def _url_credentials(url: str) -> tuple[str, str | None]:
+    """(the URL without userinfo, an ``Authorization: Basic`` value from it or None)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=hostport)), f"Basic {token}"
+
+
 def _folder_name(config: RemoteWriteConfig) -> str:
-    """A stable folder name per endpoint: readable host plus a hash of name and URL."""
-    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in (urlsplit(config.url).netloc or "rw"))
-    digest = hashlib.blake2b(f"{config.name}\0{config.url}".encode(), digest_size=6).hexdigest()
+    """A stable folder name per endpoint: readable host plus a hash of name and URL (credentials
+    in the URL are neither in the name nor in the hash)."""
+    url = redact_url(config.url)
+    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in (urlsplit(url).netloc.replace("<secret>@", "") or "rw"))
+    digest = hashlib.blake2b(f"{config.name}\0{url}".encode(), digest_size=6).hexdigest()
     return f"{host}-{digest}"
 
 
@@ -157,8 +179,9 @@ class RemoteWriter:
         self.config = config
         self.clients = clients
         self.metrics = metrics
-        self.url = config.url
-        self.label = config.name or config.url
+        self.url = redact_url(config.url)  # userinfo in the URL: sent as basic auth, shown as <secret>
+        self.label = config.name or self.url
+        self._send_url, url_auth = _url_credentials(config.url)
         q = config.queue_config
         self.max_samples = q.max_samples_per_send
         self.max_queue_bytes = max_queue_bytes
@@ -193,7 +216,9 @@ class RemoteWriter:
             "User-Agent": USER_AGENT,
             **dict(config.headers),
         }
-        self._url = httpx.URL(config.url)
+        if url_auth is not None:  # the config refuses userinfo together with basic_auth/authorization
+            self._headers["Authorization"] = url_auth
+        self._url = httpx.URL(self._send_url)
         timeout = config.remote_timeout
         self._extensions = {"timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}}
         metrics.rw_shards.labels(self.label).set(self.n_shards)
@@ -229,7 +254,9 @@ class RemoteWriter:
             shard.oldest = now
         shard.pending.append((batch, index))
         shard.pending_count += n
-        if shard.pending_count >= self.max_samples:
+        if self.queue_dir is not None:  # on disk: each scrape is in the queue file before push returns,
+            self._cut(shard, only_full=False)  # so a SIGKILL loses at most the scrape in flight
+        elif shard.pending_count >= self.max_samples:
             self._cut(shard, only_full=True)
 
     def _cut(self, shard: _Shard, *, only_full: bool) -> None:
