@@ -116,7 +116,7 @@ def test_out_of_file_descriptors_is_survived(target: int, tmp_path: Path) -> Non
     proc = start(cfg, port, "--queue.memory", nofile=64, log=log)
     flood: list[socket.socket] = []
     try:
-        wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
+        wait_http(base + "/-/ready", 20, proc)
         before = scrapes(base)
         for _ in range(200):  # far more than the relay's 64 descriptors: the kernel backlog takes the rest
             try:
@@ -165,7 +165,7 @@ def test_connection_cap_and_slow_clients(tmp_path: Path) -> None:
     proc = start(cfg, port, "--web.max-connections", "3", "--web.read-timeout", "1500ms")
     idle: list[socket.socket] = []
     try:
-        wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
+        wait_http(base + "/-/ready", 20, proc)
         for _ in range(3):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
             s.sendall(b"GET /-/healthy HTTP/1.1\r\n")  # a slowloris: never the blank line
@@ -196,7 +196,7 @@ def test_reload_needs_the_lifecycle_flag(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     proc = start(cfg, port)
     try:
-        wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
+        wait_http(base + "/-/ready", 20, proc)
         status, body = post(base + "/-/reload")
         assert status == 403 and body == b"Lifecycle API is not enabled (start the relay with --web.enable-lifecycle)\n"
     finally:
@@ -204,14 +204,14 @@ def test_reload_needs_the_lifecycle_flag(tmp_path: Path) -> None:
     log = tmp_path / "old.log"
     proc = start(cfg, port, "--web.disable-reload", log=log)  # deprecated, still accepted
     try:
-        wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
+        wait_http(base + "/-/ready", 20, proc)
         assert post(base + "/-/reload")[0] == 403
     finally:
         assert stop(proc) == 0
     assert "--web.disable-reload is deprecated" in log.read_text()
     proc = start(cfg, port, "--web.enable-lifecycle")
     try:
-        wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
+        wait_http(base + "/-/ready", 20, proc)
         assert post(base + "/-/reload") == (200, b"config reloaded\n")
     finally:
         assert stop(proc) == 0
@@ -224,7 +224,7 @@ def test_cross_origin_posts_are_refused(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     proc = start(cfg, port, "--web.enable-lifecycle")
     try:
-        wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
+        wait_http(base + "/-/ready", 20, proc)
         for headers in ({"Origin": "http://evil.example"}, {"Origin": f"http://evil.example:{port}"},
                         {"Origin": f"http://127.0.0.1:{port + 1}"}, {"Origin": "null"},
                         {"Sec-Fetch-Site": "cross-site"}):
@@ -322,7 +322,7 @@ def test_reload_does_not_block_the_loop(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     proc = start(cfg, port, "--web.enable-lifecycle")
     try:
-        wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
+        wait_http(base + "/-/ready", 20, proc)
         jobs = "".join(
             f"  - job_name: j{i}\n    static_configs: [{{targets: ['127.0.0.1:1']}}]\n"
             "    relabel_configs: [{source_labels: [__address__], regex: '(.*):1', target_label: a, replacement: $1}]\n"
