@@ -199,6 +199,16 @@ def test_reload_needs_the_lifecycle_flag(tmp_path: Path) -> None:
         wait_http(base + "/-/ready", 20, proc)
         status, body = post(base + "/-/reload")
         assert status == 403 and body == b"Lifecycle API is not enabled (start the relay with --web.enable-lifecycle)\n"
+        cfg.write_text("scrape_configs:\n  - job_name: hup\n    static_configs: [{targets: ['127.0.0.1:1']}]\n")
+        proc.send_signal(signal.SIGHUP)  # SIGHUP reloads without the flag
+        deadline = time.monotonic() + 20
+        jobs: list[str] = []
+        while time.monotonic() < deadline and jobs != ["hup"]:
+            data = orjson.loads(urllib.request.urlopen(base + "/targets", timeout=10).read())
+            jobs = [t["labels"]["job"] for t in data["data"]["activeTargets"]]
+            time.sleep(0.1)
+        assert jobs == ["hup"]
+        write_config(cfg)
     finally:
         assert stop(proc) == 0
     log = tmp_path / "old.log"

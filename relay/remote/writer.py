@@ -8,7 +8,8 @@ One :class:`RemoteWriter` per ``remote_write`` endpoint (as Prometheus' queue ma
                     goes to one shard, so per-series order holds with parallel sends; keeping a
                     scrape together costs no split and reads its table in order (cache-friendly)
                  -> pending samples per shard; cut into a block at max_samples_per_send,
-                    or when the oldest pending sample is batch_send_deadline old
+                    or when the oldest pending sample is batch_send_deadline old; with the
+                    queue on disk, at every push (each scrape is on disk when push returns)
                  -> block = WriteRequest encoded straight from the Batch, snappy-compressed
                  -> BlockQueue per shard (bounded in bytes; drops the oldest, counted)
                  -> sender per shard: POST, retry 5xx / network errors with exponential backoff
