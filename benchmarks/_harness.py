@@ -23,13 +23,13 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from relay.devtools.localenv import VictoriaMetrics, free_ports, wait_http  # noqa: E402
+from relay.devtools.localenv import Service, VictoriaMetrics, free_ports, stop_process, wait_http  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PEERS = ("relay", "vmagent", "prometheus")
@@ -186,20 +186,6 @@ def start_process(argv: Sequence[str], log_path: Path, env: dict[str, str] | Non
         log.close()
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> int | None:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit status."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
-
-
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -213,7 +199,7 @@ def http_get(url: str, timeout: float = 30.0) -> bytes:
         return data
 
 
-class SimFleet:
+class SimFleet(Service):
     """``relay sim`` in a subprocess, writing a file_sd targets file; stopped on exit."""
 
     def __init__(self, members: int, workdir: Path, *, etcd_version: str = "3.5", max_seconds: float = 0,
@@ -235,7 +221,7 @@ class SimFleet:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 300.0) -> SimFleet:
+    def start(self, timeout: float = 300.0) -> Self:
         with contextlib.suppress(FileNotFoundError):
             self.targets_file.unlink()
         self.proc = start_process(self.argv, self.log_path, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -252,17 +238,7 @@ class SimFleet:
         return self
 
     def stop(self) -> None:
-        stop_process(self.proc)
-
-    def __enter__(self) -> SimFleet:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        stop_process(self.proc, timeout=20)
 
 
 class BenchVictoriaMetrics(VictoriaMetrics):
@@ -466,7 +442,7 @@ def start_peer(name: str, *, workdir: Path, targets_file: Path, interval: float,
     try:
         wait_http(ready, 60, proc)
     except BaseException:
-        stop_process(proc)
+        stop_process(proc, timeout=20)
         raise RuntimeError(f"{name} did not start:\n{tail(log_path)}") from None
     return PeerRun(name=name, job=job, proc=proc, url=f"http://{listen}", log_path=log_path, stats_file=stats_file)
 
@@ -526,6 +502,11 @@ def relay_window_stats(before: dict[str, float], after: dict[str, float]) -> dic
 # Results
 
 
+def _per(amount: float, per: float) -> float:
+    """``amount / per``, or 0 where there is nothing to divide by (a run that failed early)."""
+    return amount / per if per else 0.0
+
+
 @dataclass
 class RunResult:
     peer: str
@@ -554,28 +535,28 @@ class RunResult:
 
     @property
     def samples_per_s(self) -> float:
-        return self.samples / self.window_s if self.window_s else 0.0
+        return _per(self.samples, self.window_s)
 
     @property
     def samples_per_cpu_s(self) -> float:
-        return self.samples / self.cpu_s if self.cpu_s else 0.0
+        return _per(self.samples, self.cpu_s)
 
     @property
     def cpu_cores(self) -> float:
-        return self.cpu_s / self.window_s if self.window_s else 0.0
+        return _per(self.cpu_s, self.window_s)
 
     @property
     def sim_cores(self) -> float:
-        return self.sim_cpu_s / self.window_s if self.window_s else 0.0
+        return _per(self.sim_cpu_s, self.window_s)
 
     @property
     def wire_bytes_per_sample(self) -> float:
         """Bytes on the wire (compressed bodies and HTTP headers) per row ingested, in the window."""
-        return self.vm_bytes / self.vm_rows if self.vm_rows else 0.0
+        return _per(self.vm_bytes, self.vm_rows)
 
     @property
     def samples_per_scrape(self) -> float:
-        return self.samples / self.up_samples if self.up_samples else 0.0
+        return _per(self.samples, self.up_samples)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -2,8 +2,9 @@
 
 One switch, ``RELAY_NO_EXTENSIONS``, is read both by setup.py (skip the build) and here at import
 (use the pure-Python twins even when the extension is built). Each public module picks its twin
-in one place, at its top, with :func:`load`; the C twins sit beside their Python twins:
+in one place with :func:`load`; the C twins sit beside their Python twins:
 
+    relay/batch.py (SeriesTablePy) relay/_series_c.pyx + .pxd      (the series table; its C API)
     relay/textparse/_text_py.py   relay/textparse/_text_c.pyx     (the parser)
     relay/remote/encode.py        relay/remote/_encode_c.pyx      (the WriteRequest encoder)
 """
@@ -17,7 +18,7 @@ from types import ModuleType
 NO_EXTENSIONS: bool = os.environ.get("RELAY_NO_EXTENSIONS", "") not in ("", "0")
 
 #: every C twin the package has, by full module name (setup.py builds these, --version lists them)
-C_MODULES: tuple[str, ...] = ("relay.textparse._text_c", "relay.remote._encode_c")
+C_MODULES: tuple[str, ...] = ("relay._series_c", "relay.textparse._text_c", "relay.remote._encode_c")
 
 
 def load(module: str) -> ModuleType | None:

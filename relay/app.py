@@ -97,6 +97,8 @@ def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
         validate(sc.http, f"scrape_configs[{i}]")
         for j, e in enumerate(sc.etcd_sd_configs):
             validate(e.http, f"scrape_configs[{i}].etcd_sd_configs[{j}]")
+        for j, h in enumerate(sc.http_sd_configs):
+            validate(h.http, f"scrape_configs[{i}].http_sd_configs[{j}]")
     for i, rw in enumerate(config.remote_write):
         validate(rw.http, f"remote_write[{i}]")
     return config

@@ -30,7 +30,9 @@ import sys
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import overload
+from typing import TYPE_CHECKING, overload
+
+from . import _ext
 
 __all__ = [
     "STALE_NAN",
@@ -40,6 +42,7 @@ __all__ = [
     "Family",
     "Labels",
     "SeriesTable",
+    "SeriesTablePy",
     "decode_labels",
     "encode_labels",
     "is_stale_nan",
@@ -195,7 +198,7 @@ class EncodedView(Sequence[bytes]):
 
     __slots__ = ("_table",)
 
-    def __init__(self, table: SeriesTable) -> None:
+    def __init__(self, table: SeriesTablePy) -> None:
         self._table = table
 
     def __len__(self) -> int:
@@ -261,7 +264,7 @@ _MAX_ARENA = 0xFFFFFFFF
 _WIDE_LABEL_ID = 0xFFFF  # label ids from this one on need array('I')
 
 
-class SeriesTable:
+class SeriesTablePy:
     """Every series of one target (or one parse), stored once, as remote-write label bytes.
 
     Ids are dense, start at 0 and never change; adding the same series twice gives the same id.
@@ -289,8 +292,11 @@ class SeriesTable:
     ``encoded`` is a read-only sequence view (``encoded[sid] -> bytes``, joined from the labels).
     The columns change only when a series is added or :meth:`compact` is called, so pointers into
     them taken by C code (the remote-write encoder, once per ``add()``) stay valid while no Python
-    code runs. The Cython parser adds series to these columns itself, by exactly the rules of
-    :meth:`add_encoded` (it checks that at import, else it calls the method).
+    code runs.
+
+    This is the readable reference twin. The C twin, ``relay._series_c.SeriesTable`` (declared in
+    ``relay/_series_c.pxd``: the Cython parser and encoder use its typed columns from C), has the
+    same methods and, for the same adds, the same columns; :data:`SeriesTable` is the one in use.
     """
 
     __slots__ = ("__weakref__", "_index", "_pair_index", "hashes", "label_ids", "pair_hashes", "pair_offsets",
@@ -513,3 +519,12 @@ class Batch:
         for sid, value, ts in zip(self.ids, self.values, self.timestamps, strict=True):
             name, labels = resolve(sid)
             yield name, labels, value, ts
+
+
+if TYPE_CHECKING:
+    SeriesTable = SeriesTablePy
+else:
+    # The twin pick, in one place (at the bottom: the C twin imports helpers from above).
+    _c = _ext.load("relay._series_c")
+    SeriesTable = _c.SeriesTable if _c is not None else SeriesTablePy
+    del _c

@@ -21,7 +21,7 @@ import anyio
 
 from . import __version__
 from ._exceptions import ConfigError
-from .config import ClusterConfig, parse_duration, parse_size
+from .config import ClusterConfig, field_default, parse_duration, parse_size
 
 __all__ = ["main"]
 
@@ -42,21 +42,20 @@ def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster.member-num", dest="member_num", type=int, default=None,
                    help="this replica's number, 0..members-count-1")
     p.add_argument("--cluster.replication-factor", dest="replication_factor", type=int, default=None,
-                   help="how many replicas scrape each target (default 1)")
+                   help=f"how many replicas scrape each target (default {field_default(ClusterConfig, 'replication_factor')})")
     p.add_argument("--cluster.replica-label", dest="replica_label", default=None,
-                   help="label telling replicas' copies apart when replication-factor > 1 (default relay_replica)")
+                   help="label telling replicas' copies apart when replication-factor > 1"
+                   f" (default {field_default(ClusterConfig, 'replica_label')})")
+
+
+_CLUSTER_FLAGS = ("members_count", "member_num", "replication_factor", "replica_label")  # ClusterConfig fields
 
 
 def _cluster_from_flags(args: argparse.Namespace) -> ClusterConfig | None:
-    values = (args.members_count, args.member_num, args.replication_factor, args.replica_label)
-    if all(v is None for v in values):
+    if all(getattr(args, name) is None for name in _CLUSTER_FLAGS):
         return None
-    c = ClusterConfig(
-        members_count=args.members_count if args.members_count is not None else 1,
-        member_num=args.member_num if args.member_num is not None else 0,
-        replication_factor=args.replication_factor if args.replication_factor is not None else 1,
-        replica_label=args.replica_label or "relay_replica",
-    )
+    given = {name: getattr(args, name) for name in _CLUSTER_FLAGS if getattr(args, name) not in (None, "")}
+    c = ClusterConfig(**given)  # a flag not given takes ClusterConfig's default
     if c.members_count < 1:
         raise ConfigError("--cluster.members-count", "must be at least 1")
     if c.member_num < 0:

@@ -5,8 +5,9 @@ only these): ``global`` (scrape_interval, scrape_timeout, evaluation_interval (i
 external_labels, the limits), ``scrape_configs`` (job_name, scrape_interval, scrape_timeout,
 metrics_path, scheme, params, honor_labels, honor_timestamps, sample_limit, body_size_limit,
 label_limit, label_name_length_limit, label_value_length_limit, relabel_configs,
-metric_relabel_configs, static_configs, file_sd_configs, our etcd_sd_configs, tls_config,
-basic_auth, authorization), ``remote_write`` (url, name, remote_timeout, headers,
+metric_relabel_configs, static_configs, file_sd_configs, dns_sd_configs (plus our nameservers),
+http_sd_configs, our etcd_sd_configs, tls_config, basic_auth, authorization), ``scrape_config_files``
+(globs of files holding more ``scrape_configs``), ``remote_write`` (url, name, remote_timeout, headers,
 write_relabel_configs, queue_config, tls_config, basic_auth, authorization) and our ``cluster``.
 
 Every error is a :class:`ConfigError` whose message names the key path and the problem, e.g.
@@ -16,9 +17,10 @@ Relative file paths are resolved against the config file's folder, as Prometheus
 
 from __future__ import annotations
 
+import enum
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,10 +35,12 @@ __all__ = [
     "BasicAuth",
     "ClusterConfig",
     "Config",
+    "DNSSDConfig",
     "EtcdSDConfig",
     "FileSDConfig",
     "GlobalConfig",
     "HTTPClientConfig",
+    "HTTPSDConfig",
     "QueueConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
@@ -98,10 +102,34 @@ def parse_size(text: object, where: str) -> int:
 _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-class _Section:
-    """Reads one mapping of the YAML, tracking which keys were used so unknown keys are errors."""
+class _Unset(enum.Enum):
+    UNSET = 0
 
-    def __init__(self, raw: object, where: str, *, base: Path) -> None:
+
+_UNSET = _Unset.UNSET  # "no default given": the reader takes the dataclass field's default
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name``: the one place each config default is written."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            raise TypeError(f"{cls.__name__}.{name} has no default")
+    raise TypeError(f"{cls.__name__} has no field {name!r}")
+
+
+class _Section:
+    """Reads one mapping of the YAML, tracking which keys were used so unknown keys are errors.
+
+    ``of`` is the dataclass the section becomes: a key that is absent takes the default of the
+    field of the same name, so each default is written once, in the dataclass. A reader is given
+    an explicit ``default`` only where the value comes from elsewhere (inherited from ``global``).
+    """
+
+    def __init__(self, raw: object, where: str, *, base: Path, of: type | None = None) -> None:
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
@@ -109,7 +137,21 @@ class _Section:
         self.raw: Mapping[str, Any] = raw
         self.where = where
         self.base = base
+        self.of = of
         self.used: set[str] = set()
+
+    def view(self, of: type) -> _Section:
+        """The same mapping read into another dataclass (keys used by either count as used)."""
+        other = _Section(self.raw, self.where, base=self.base, of=of)
+        other.used = self.used
+        return other
+
+    def default(self, key: str, given: Any = _UNSET) -> Any:
+        if given is not _UNSET:
+            return given
+        if self.of is None:
+            raise TypeError(f"{self.where or 'top level'}: no dataclass to take the default of {key!r} from")
+        return field_default(self.of, key)
 
     def at(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
@@ -121,54 +163,62 @@ class _Section:
     def has(self, key: str) -> bool:
         return key in self.raw and self.raw[key] is not None
 
-    def text(self, key: str, default: str = "") -> str:
+    def text(self, key: str, default: str | _Unset = _UNSET) -> str:
         v = self.get(key)
         if v is None:
-            return default
+            return self.default(key, default)
         if not isinstance(v, str | int | float) or isinstance(v, bool):
             raise ConfigError(self.at(key), f"must be a string, got {type(v).__name__}")
         return str(v)
 
-    def secret(self, key: str) -> Secret | None:
+    def optional_text(self, key: str) -> str | None:
+        """A string, or the field's default (None) when absent; an empty string counts as absent."""
+        if self.get(key) is None:
+            return self.default(key)
+        return self.text(key) or None
+
+    def secret(self, key: str, default: _Unset | None = _UNSET) -> Secret | None:
         v = self.get(key)
         if v is None:
-            return None
+            return self.default(key, default)
         if not isinstance(v, str):
             raise ConfigError(self.at(key), "must be a string")
         return Secret(v)
 
-    def path(self, key: str) -> str | None:
+    def path(self, key: str, default: _Unset | None = _UNSET) -> str | None:
+        if self.get(key) is None:
+            return self.default(key, default)
         v = self.text(key)
         if not v:
             return None
         p = Path(v)
         return str(p if p.is_absolute() else self.base / p)
 
-    def flag(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool | _Unset = _UNSET) -> bool:
         v = self.get(key)
         if v is None:
-            return default
+            return self.default(key, default)
         if not isinstance(v, bool):
             raise ConfigError(self.at(key), f"must be true or false, got {v!r}")
         return v
 
-    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
+    def integer(self, key: str, default: int | _Unset = _UNSET, *, minimum: int = 0) -> int:
         v = self.get(key)
         if v is None:
-            return default
+            return self.default(key, default)
         if isinstance(v, bool) or not isinstance(v, int):
             raise ConfigError(self.at(key), f"must be an integer, got {v!r}")
         if v < minimum:
             raise ConfigError(self.at(key), f"must be at least {minimum}, got {v}")
         return v
 
-    def duration(self, key: str, default: float) -> float:
+    def duration(self, key: str, default: float | _Unset = _UNSET) -> float:
         v = self.get(key)
-        return default if v is None else parse_duration(v, self.at(key))
+        return self.default(key, default) if v is None else parse_duration(v, self.at(key))
 
-    def size(self, key: str, default: int) -> int:
+    def size(self, key: str, default: int | _Unset = _UNSET) -> int:
         v = self.get(key)
-        return default if v is None else parse_size(v, self.at(key))
+        return self.default(key, default) if v is None else parse_size(v, self.at(key))
 
     def seq(self, key: str) -> list[Any]:
         v = self.get(key)
@@ -193,8 +243,16 @@ class _Section:
             out[str(k)] = str(val)
         return out
 
-    def section(self, key: str) -> _Section:
-        return _Section(self.get(key), self.at(key), base=self.base)
+    def relabel_configs(self, key: str) -> tuple[RelabelConfig, ...]:
+        return parse_relabel_configs(self.get(key) or [], self.at(key))
+
+    def section(self, key: str, of: type | None = None) -> _Section:
+        return _Section(self.get(key), self.at(key), base=self.base, of=of)
+
+    def sections(self, key: str, of: type) -> Iterator[_Section]:
+        """The mappings of list ``key`` one by one (each read before the next is checked), into ``of``."""
+        for i, s in enumerate(self.seq(key)):
+            yield _Section(s, f"{self.at(key)}[{i}]", base=self.base, of=of)
 
     def done(self, ignored: tuple[str, ...] = ()) -> None:
         for key in self.raw:
@@ -263,6 +321,30 @@ class EtcdSDConfig:
 
 
 @dataclass(frozen=True)
+class DNSSDConfig:
+    """DNS service discovery, as Prometheus' ``dns_sd_configs``; ``nameservers`` is ours.
+
+    ``nameservers`` (``(ip, port)`` pairs) replaces the system resolver (/etc/resolv.conf); names
+    are then asked for as written, without the search list.
+    """
+
+    names: tuple[str, ...]
+    type: str = "SRV"  # SRV, A, AAAA, MX or NS
+    port: int = 0  # the target port for every type but SRV (required there)
+    refresh_interval: float = 30.0
+    nameservers: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class HTTPSDConfig:
+    """HTTP service discovery, as Prometheus' ``http_sd_configs``: target groups as JSON from ``url``."""
+
+    url: str
+    refresh_interval: float = 60.0
+    http: HTTPClientConfig = HTTPClientConfig()
+
+
+@dataclass(frozen=True)
 class ScrapeConfig:
     job_name: str
     scrape_interval: float
@@ -282,6 +364,8 @@ class ScrapeConfig:
     static_configs: tuple[StaticConfig, ...] = ()
     file_sd_configs: tuple[FileSDConfig, ...] = ()
     etcd_sd_configs: tuple[EtcdSDConfig, ...] = ()
+    dns_sd_configs: tuple[DNSSDConfig, ...] = ()
+    http_sd_configs: tuple[HTTPSDConfig, ...] = ()
     http: HTTPClientConfig = HTTPClientConfig()
 
 
@@ -337,6 +421,7 @@ class Config:
     remote_write: tuple[RemoteWriteConfig, ...] = ()
     cluster: ClusterConfig = ClusterConfig()
     source: str = ""
+    scrape_config_files: tuple[str, ...] = ()  # the files the globs matched, read at load
 
 
 # Keys of a Prometheus config that carry no meaning for a relay and are accepted silently.
@@ -347,16 +432,13 @@ _IGNORED_RW = ("metadata_config", "send_exemplars", "send_native_histograms", "e
 
 
 def _tls(sec: _Section) -> TLSConfig:
-    if not sec.raw:
-        sec.done()
-        return TLSConfig()
     out = TLSConfig(
         ca_file=sec.path("ca_file"),
         cert_file=sec.path("cert_file"),
         key_file=sec.path("key_file"),
-        server_name=sec.text("server_name") or None,
-        insecure_skip_verify=sec.flag("insecure_skip_verify", False),
-        min_version=sec.text("min_version") or None,
+        server_name=sec.optional_text("server_name"),
+        insecure_skip_verify=sec.flag("insecure_skip_verify"),
+        min_version=sec.optional_text("min_version"),
     )
     for inline in ("ca", "cert", "key"):
         if sec.has(inline):
@@ -370,19 +452,21 @@ def _tls(sec: _Section) -> TLSConfig:
 
 
 def _http_client(sec: _Section) -> HTTPClientConfig:
-    tls = _tls(sec.section("tls_config"))
-    basic: BasicAuth | None = None
-    auth: Authorization | None = None
+    """The HTTP client keys of a scrape config, remote_write or etcd_sd_config section."""
+    sec = sec.view(HTTPClientConfig)
+    tls = _tls(sec.section("tls_config", TLSConfig))
+    basic: BasicAuth | None = sec.default("basic_auth")
+    auth: Authorization | None = sec.default("authorization")
     if sec.has("basic_auth"):
-        b = sec.section("basic_auth")
+        b = sec.section("basic_auth", BasicAuth)
         basic = BasicAuth(username=b.text("username"), password=b.secret("password"), password_file=b.path("password_file"))
         b.done()
         if basic.password and basic.password_file:
             raise ConfigError(b.where, "at most one of password and password_file")
     if sec.has("authorization"):
-        a = sec.section("authorization")
+        a = sec.section("authorization", Authorization)
         auth = Authorization(
-            type=a.text("type", "Bearer"), credentials=a.secret("credentials"), credentials_file=a.path("credentials_file")
+            type=a.text("type"), credentials=a.secret("credentials"), credentials_file=a.path("credentials_file")
         )
         a.done()
         if auth.credentials and auth.credentials_file:
@@ -390,11 +474,13 @@ def _http_client(sec: _Section) -> HTTPClientConfig:
     if sec.has("bearer_token") or sec.has("bearer_token_file"):
         if auth is not None:
             raise ConfigError(sec.at("bearer_token"), "cannot be used together with authorization")
-        auth = Authorization(credentials=sec.secret("bearer_token"), credentials_file=sec.path("bearer_token_file"))
+        auth = Authorization(
+            credentials=sec.secret("bearer_token", None), credentials_file=sec.path("bearer_token_file", None)
+        )
     if basic is not None and auth is not None:
         raise ConfigError(sec.where, "at most one of basic_auth and authorization")
     return HTTPClientConfig(
-        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.flag("follow_redirects", True)
+        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.flag("follow_redirects")
     )
 
 
@@ -425,7 +511,7 @@ def _file_sd(sec: _Section) -> FileSDConfig:
         files.append(str(p if p.is_absolute() else sec.base / p))
     if not files:
         raise ConfigError(sec.at("files"), "needs at least one file")
-    out = FileSDConfig(files=tuple(files), refresh_interval=sec.duration("refresh_interval", 300.0))
+    out = FileSDConfig(files=tuple(files), refresh_interval=sec.duration("refresh_interval"))
     sec.done()
     return out
 
@@ -441,8 +527,8 @@ def _etcd_sd(sec: _Section) -> EtcdSDConfig:
         raise ConfigError(sec.at("endpoints"), "needs at least one endpoint")
     out = EtcdSDConfig(
         endpoints=tuple(endpoints),
-        refresh_interval=sec.duration("refresh_interval", 30.0),
-        metrics_port=sec.integer("metrics_port", 0),
+        refresh_interval=sec.duration("refresh_interval"),
+        metrics_port=sec.integer("metrics_port"),
         http=_http_client(sec),
     )
     sec.done()
@@ -451,8 +537,118 @@ def _etcd_sd(sec: _Section) -> EtcdSDConfig:
     return out
 
 
+_DNS_TYPES = ("SRV", "A", "AAAA", "MX", "NS")
+
+
+def _nameserver(text: object, where: str) -> tuple[str, int]:
+    """``10.0.0.2``, ``10.0.0.2:5353``, ``::1`` or ``[::1]:5353`` as (ip, port); 53 by default."""
+    import ipaddress
+
+    s = str(text).strip() if isinstance(text, str | int) and not isinstance(text, bool) else ""
+    host, port = s, "53"
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("53" if not rest else "x")
+    elif s.count(":") == 1:
+        host, _, port = s.partition(":")
+    try:
+        ipaddress.ip_address(host)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(port)
+    except ValueError:
+        raise ConfigError(where, f"{text!r} is not an IP address with an optional port (10.0.0.2, 127.0.0.1:5353, [::1]:5353)") from None
+    return host, int(port)
+
+
+def _dns_sd(sec: _Section) -> DNSSDConfig:
+    names = []
+    for i, n in enumerate(sec.seq("names")):
+        labels = n.rstrip(".").split(".") if isinstance(n, str) else [""]
+        if len(str(n)) > 253 or not all(0 < len(x) <= 63 and " " not in x for x in labels):
+            raise ConfigError(f"{sec.at('names')}[{i}]", f"{n!r} is not a DNS name")
+        names.append(n)
+    if not names:
+        raise ConfigError(sec.at("names"), "needs at least one name")
+    kind = sec.text("type").upper()
+    if kind not in _DNS_TYPES:
+        raise ConfigError(sec.at("type"), f"{kind!r} is not one of {', '.join(_DNS_TYPES)}")
+    out = DNSSDConfig(
+        names=tuple(names),
+        type=kind,
+        port=sec.integer("port"),
+        refresh_interval=sec.duration("refresh_interval"),
+        nameservers=tuple(_nameserver(n, f"{sec.at('nameservers')}[{i}]") for i, n in enumerate(sec.seq("nameservers"))),
+    )
+    sec.done()
+    if out.port > 65535:
+        raise ConfigError(sec.at("port"), f"{out.port} is not a port")
+    if kind != "SRV" and out.port == 0:
+        raise ConfigError(sec.at("port"), f"is required for type {kind} (only SRV records carry a port)")
+    if out.refresh_interval <= 0:
+        raise ConfigError(sec.at("refresh_interval"), "must be greater than 0")
+    return out
+
+
+def _http_sd(sec: _Section) -> HTTPSDConfig:
+    url = sec.text("url", "")  # "": absent; the field has no default
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(sec.at("url"), f"{url!r} is not an http(s) URL with a host" if url else "is required")
+    out = HTTPSDConfig(url=url, refresh_interval=sec.duration("refresh_interval"), http=_http_client(sec))
+    sec.done(("enable_http2",))
+    if out.refresh_interval <= 0:
+        raise ConfigError(sec.at("refresh_interval"), "must be greater than 0")
+    return out
+
+
+# As Prometheus: a wildcard only in the last path element.
+_SCRAPE_FILE_RE = re.compile(r"^[^*]*(\*[^/]*)?$")
+
+
+def _scrape_config_files(top: _Section, key: str) -> list[str]:
+    """The files the ``scrape_config_files`` globs match (relative to the config file), sorted per glob."""
+    import glob
+
+    files: list[str] = []
+    for i, pattern in enumerate(top.seq(key)):
+        where = f"{key}[{i}]"
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(where, "must be a file path or glob")
+        if not _SCRAPE_FILE_RE.match(pattern):
+            raise ConfigError(where, f"{pattern!r}: only the file name may hold a wildcard")
+        p = Path(pattern)
+        full = str(p if p.is_absolute() else top.base / p)
+        files += [f for f in sorted(glob.glob(full)) if f not in files]
+    return files
+
+
+def _scrape_file(path: str, glob: GlobalConfig, seen: set[str]) -> list[ScrapeConfig]:
+    """The ``scrape_configs`` of one scrape config file; relative paths in it are relative to it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = yaml.safe_load(text)
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read scrape config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "scrape config file is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+        raise ConfigError(where, f"invalid YAML: {getattr(exc, 'problem', None) or 'syntax error'}") from None
+    if isinstance(raw, list):
+        raise ConfigError(path, "must be a mapping with a scrape_configs list (as in Prometheus), not a bare list")
+    try:
+        sec = _Section(raw, "", base=Path(path).resolve().parent)
+        items = sec.seq("scrape_configs")
+        sec.done()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.where}" if exc.where else path, exc.problem) from None
+    return [_scrape(_Section(s, f"{path}: scrape_configs[{i}]", base=sec.base, of=ScrapeConfig), glob, seen)
+            for i, s in enumerate(items)]
+
+
 def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
-    job = sec.text("job_name")
+    job = sec.text("job_name", "")  # "": absent; the field has no default
     if not job:
         raise ConfigError(sec.at("job_name"), "is required")
     if job in seen:
@@ -464,10 +660,10 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         raise ConfigError(sec.at("scrape_interval"), "must be greater than 0")
     if timeout <= 0 or timeout > interval:
         raise ConfigError(sec.at("scrape_timeout"), f"must be greater than 0 and at most scrape_interval ({interval:g}s)")
-    scheme = sec.text("scheme", "http")
+    scheme = sec.text("scheme")
     if scheme not in ("http", "https"):
         raise ConfigError(sec.at("scheme"), f"{scheme!r} is not http or https")
-    path = sec.text("metrics_path", "/metrics")
+    path = sec.text("metrics_path")
     if not path.startswith("/"):
         raise ConfigError(sec.at("metrics_path"), f"{path!r} must start with /")
     params_raw = sec.get("params") or {}
@@ -485,29 +681,20 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         metrics_path=path,
         scheme=scheme,
         params=tuple(params),
-        honor_labels=sec.flag("honor_labels", False),
-        honor_timestamps=sec.flag("honor_timestamps", True),
+        honor_labels=sec.flag("honor_labels"),
+        honor_timestamps=sec.flag("honor_timestamps"),
         sample_limit=sec.integer("sample_limit", glob.sample_limit),
         body_size_limit=sec.size("body_size_limit", glob.body_size_limit),
         label_limit=sec.integer("label_limit", glob.label_limit),
         label_name_length_limit=sec.integer("label_name_length_limit", glob.label_name_length_limit),
         label_value_length_limit=sec.integer("label_value_length_limit", glob.label_value_length_limit),
-        relabel_configs=parse_relabel_configs(sec.get("relabel_configs") or [], sec.at("relabel_configs")),
-        metric_relabel_configs=parse_relabel_configs(
-            sec.get("metric_relabel_configs") or [], sec.at("metric_relabel_configs")
-        ),
-        static_configs=tuple(
-            _static(_Section(s, f"{sec.at('static_configs')}[{i}]", base=sec.base))
-            for i, s in enumerate(sec.seq("static_configs"))
-        ),
-        file_sd_configs=tuple(
-            _file_sd(_Section(s, f"{sec.at('file_sd_configs')}[{i}]", base=sec.base))
-            for i, s in enumerate(sec.seq("file_sd_configs"))
-        ),
-        etcd_sd_configs=tuple(
-            _etcd_sd(_Section(s, f"{sec.at('etcd_sd_configs')}[{i}]", base=sec.base))
-            for i, s in enumerate(sec.seq("etcd_sd_configs"))
-        ),
+        relabel_configs=sec.relabel_configs("relabel_configs"),
+        metric_relabel_configs=sec.relabel_configs("metric_relabel_configs"),
+        static_configs=tuple(_static(s) for s in sec.sections("static_configs", StaticConfig)),
+        file_sd_configs=tuple(_file_sd(s) for s in sec.sections("file_sd_configs", FileSDConfig)),
+        etcd_sd_configs=tuple(_etcd_sd(s) for s in sec.sections("etcd_sd_configs", EtcdSDConfig)),
+        dns_sd_configs=tuple(_dns_sd(s) for s in sec.sections("dns_sd_configs", DNSSDConfig)),
+        http_sd_configs=tuple(_http_sd(s) for s in sec.sections("http_sd_configs", HTTPSDConfig)),
         http=_http_client(sec),
     )
     sec.done(_IGNORED_SCRAPE)
@@ -515,16 +702,15 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
 
 
 def _queue(sec: _Section) -> QueueConfig:
-    d = QueueConfig()
     out = QueueConfig(
-        capacity=sec.integer("capacity", d.capacity, minimum=1),
-        min_shards=sec.integer("min_shards", d.min_shards, minimum=1),
-        max_shards=sec.integer("max_shards", d.max_shards, minimum=1),
-        max_samples_per_send=sec.integer("max_samples_per_send", d.max_samples_per_send, minimum=1),
-        batch_send_deadline=sec.duration("batch_send_deadline", d.batch_send_deadline),
-        min_backoff=sec.duration("min_backoff", d.min_backoff),
-        max_backoff=sec.duration("max_backoff", d.max_backoff),
-        retry_on_http_429=sec.flag("retry_on_http_429", d.retry_on_http_429),
+        capacity=sec.integer("capacity", minimum=1),
+        min_shards=sec.integer("min_shards", minimum=1),
+        max_shards=sec.integer("max_shards", minimum=1),
+        max_samples_per_send=sec.integer("max_samples_per_send", minimum=1),
+        batch_send_deadline=sec.duration("batch_send_deadline"),
+        min_backoff=sec.duration("min_backoff"),
+        max_backoff=sec.duration("max_backoff"),
+        retry_on_http_429=sec.flag("retry_on_http_429"),
     )
     sec.done(("max_retries", "sample_age_limit"))
     if out.min_shards > out.max_shards:
@@ -554,7 +740,7 @@ _RESERVED_HEADERS = frozenset(
 
 
 def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
-    url = sec.text("url")
+    url = sec.text("url", "")  # "": absent; the field has no default
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = url if "@" not in parts.netloc else url.replace(parts.netloc, "<secret>@" + parts.netloc.rpartition("@")[2])
@@ -571,12 +757,10 @@ def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
     out = RemoteWriteConfig(
         url=url,
         name=name,
-        remote_timeout=sec.duration("remote_timeout", 30.0),
+        remote_timeout=sec.duration("remote_timeout"),
         headers=tuple(headers.items()),
-        write_relabel_configs=parse_relabel_configs(
-            sec.get("write_relabel_configs") or [], sec.at("write_relabel_configs")
-        ),
-        queue_config=_queue(sec.section("queue_config")),
+        write_relabel_configs=sec.relabel_configs("write_relabel_configs"),
+        queue_config=_queue(sec.section("queue_config", QueueConfig)),
         http=_http_client(sec),
     )
     if "@" in parts.netloc and (out.http.basic_auth is not None or out.http.authorization is not None):
@@ -587,10 +771,10 @@ def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
 
 def _cluster(sec: _Section) -> ClusterConfig:
     out = ClusterConfig(
-        members_count=sec.integer("members_count", 1, minimum=1),
-        member_num=sec.integer("member_num", 0),
-        replication_factor=sec.integer("replication_factor", 1, minimum=1),
-        replica_label=sec.text("replica_label", "relay_replica"),
+        members_count=sec.integer("members_count", minimum=1),
+        member_num=sec.integer("member_num"),
+        replication_factor=sec.integer("replication_factor", minimum=1),
+        replica_label=sec.text("replica_label"),
     )
     sec.done()
     validate_cluster(out, sec.where)
@@ -615,38 +799,41 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(where, f"invalid YAML: {problem}") from None
-    top = _Section(raw, "", base=base or Path.cwd())
-    g = top.section("global")
+    top = _Section(raw, "", base=base or Path.cwd(), of=Config)
+    g = top.section("global", GlobalConfig)
     glob = GlobalConfig(
-        scrape_interval=g.duration("scrape_interval", 60.0),
-        scrape_timeout=g.duration("scrape_timeout", 0.0),
+        scrape_interval=g.duration("scrape_interval"),
+        scrape_timeout=g.duration("scrape_timeout", 0.0),  # 0: not given, see below
         external_labels=tuple(sorted(g.str_map("external_labels", label_names=True).items())),
-        sample_limit=g.integer("sample_limit", 0),
-        body_size_limit=g.size("body_size_limit", 0),
-        label_limit=g.integer("label_limit", 0),
-        label_name_length_limit=g.integer("label_name_length_limit", 0),
-        label_value_length_limit=g.integer("label_value_length_limit", 0),
+        sample_limit=g.integer("sample_limit"),
+        body_size_limit=g.size("body_size_limit"),
+        label_limit=g.integer("label_limit"),
+        label_name_length_limit=g.integer("label_name_length_limit"),
+        label_value_length_limit=g.integer("label_value_length_limit"),
     )
     g.done(_IGNORED_GLOBAL)
-    if glob.scrape_timeout == 0:  # as Prometheus: the default 10s, but never more than the interval
-        glob = replace(glob, scrape_timeout=min(10.0, glob.scrape_interval))
+    if glob.scrape_timeout == 0:  # as Prometheus: the default (10s), but never more than the interval
+        glob = replace(glob, scrape_timeout=min(g.default("scrape_timeout"), glob.scrape_interval))
     if glob.scrape_interval <= 0:
         raise ConfigError("global.scrape_interval", "must be greater than 0")
     if glob.scrape_timeout > glob.scrape_interval:
         raise ConfigError("global.scrape_timeout", "must be at most global.scrape_interval")
     jobs: set[str] = set()
-    scrapes = tuple(
-        _scrape(_Section(s, f"scrape_configs[{i}]", base=top.base), glob, jobs)
-        for i, s in enumerate(top.seq("scrape_configs"))
-    )
+    scrapes = tuple(_scrape(s, glob, jobs) for s in top.sections("scrape_configs", ScrapeConfig))
     rw_names: set[str] = set()
-    writes = tuple(
-        _remote_write(_Section(s, f"remote_write[{i}]", base=top.base), rw_names)
-        for i, s in enumerate(top.seq("remote_write"))
-    )
-    cluster = _cluster(top.section("cluster")) if top.has("cluster") else ClusterConfig()
+    writes = tuple(_remote_write(s, rw_names) for s in top.sections("remote_write", RemoteWriteConfig))
+    cluster = _cluster(top.section("cluster", ClusterConfig))
+    files = _scrape_config_files(top, "scrape_config_files")
+    scrapes += tuple(s for f in files for s in _scrape_file(f, glob, jobs))
     top.done(_IGNORED_TOP)
-    return Config(global_config=glob, scrape_configs=scrapes, remote_write=writes, cluster=cluster, source=source)
+    return Config(
+        global_config=glob,
+        scrape_configs=scrapes,
+        remote_write=writes,
+        cluster=cluster,
+        source=source,
+        scrape_config_files=tuple(files),
+    )
 
 
 def load_config(path: str | Path) -> Config:

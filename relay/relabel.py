@@ -748,6 +748,12 @@ class Relabeler:
     def __bool__(self) -> bool:
         return bool(self._steps)
 
+    @property
+    def decisions(self) -> dict[tuple[str, ...], bool]:
+        """What :meth:`keeps` decided so far, ``{values: kept}`` (bounded; cleared when full): the
+        Cython parser looks a series up here before calling :meth:`keeps`. Read only."""
+        return self._decisions
+
     def keeps(self, values: tuple[str, ...]) -> bool:
         """For a filter-only rule list: is a series whose ``filter_sources`` have these values
         (``""`` for absent) kept? Decided once per distinct tuple and remembered (bounded)."""

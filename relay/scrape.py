@@ -33,13 +33,22 @@ import httpx
 from ._exceptions import ParseError, ScrapeError
 from .batch import STALE_NAN, Batch, Labels, mix_label_hashes
 from .config import ClusterConfig, Config, ScrapeConfig
-from .discovery import EtcdSDProvider, FileSDProvider, Provider, StaticProvider, TargetGroup
+from .discovery import (
+    DNSSDProvider,
+    EtcdSDProvider,
+    FileSDProvider,
+    HTTPSDProvider,
+    Provider,
+    StaticProvider,
+    TargetGroup,
+)
 from .http._wire import fetch, fetch_direct
 from .http.client import USER_AGENT, ClientPool
+from .labels import LabelMerge, merge_target_labels
 from .metrics import SelfMetrics
 from .relabel import RelabelConfig, Relabeler
 from .target import Target, TargetError, build_target
-from .textparse import LabelMerge, Parser, merge_target_labels
+from .textparse import Parser
 
 __all__ = ["ScrapeLoop", "ScrapeManager", "Sink", "TargetHealth", "merge_target_labels", "select_for_member"]
 
@@ -304,7 +313,9 @@ def select_for_member(target: Target, cluster: ClusterConfig) -> bool:
 
 def scrape_settings(sc: ScrapeConfig) -> ScrapeConfig:
     """A scrape config without its discovery part: what a running loop depends on."""
-    return replace(sc, static_configs=(), file_sd_configs=(), etcd_sd_configs=())
+    return replace(
+        sc, static_configs=(), file_sd_configs=(), etcd_sd_configs=(), dns_sd_configs=(), http_sd_configs=()
+    )
 
 
 @dataclass
@@ -377,6 +388,8 @@ class ScrapeManager:
             providers.append(StaticProvider(sc.static_configs, sc.job_name))
         providers += [FileSDProvider(f, sc.job_name) for f in sc.file_sd_configs]
         providers += [EtcdSDProvider(e, sc.job_name, self.clients) for e in sc.etcd_sd_configs]
+        providers += [DNSSDProvider(d, sc.job_name) for d in sc.dns_sd_configs]
+        providers += [HTTPSDProvider(h, sc.job_name, self.clients) for h in sc.http_sd_configs]
         job = self.jobs[sc.job_name] = _Job(sc, providers)
         assert self._tg is not None
         for i, p in enumerate(providers):

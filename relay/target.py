@@ -16,10 +16,12 @@ from urllib.parse import urlencode
 
 from ._exceptions import ConfigError
 from .batch import Labels
-from .config import ScrapeConfig, parse_duration
+from .config import ScrapeConfig, field_default, parse_duration
 from .relabel import relabel
 
 __all__ = ["Target", "TargetError", "build_target", "format_duration"]
+
+_DEFAULT_METRICS_PATH: str = field_default(ScrapeConfig, "metrics_path")  # where __metrics_path__ is emptied
 
 
 class TargetError(ValueError):
@@ -103,7 +105,7 @@ def build_target(
     scheme = out.get("__scheme__", sc.scheme)
     if scheme not in ("http", "https"):
         raise TargetError(f"job {sc.job_name!r}: target {addr!r} has invalid __scheme__ {scheme!r}")
-    path = out.get("__metrics_path__", sc.metrics_path) or "/metrics"
+    path = out.get("__metrics_path__", sc.metrics_path) or _DEFAULT_METRICS_PATH
     try:
         interval = parse_duration(out.get("__scrape_interval__", ""), "__scrape_interval__")
         timeout = parse_duration(out.get("__scrape_timeout__", ""), "__scrape_timeout__")

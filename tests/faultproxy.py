@@ -46,11 +46,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
-from relay.devtools.localenv import LOOPBACK, free_ports, wait_http
+from relay.devtools.localenv import LOOPBACK, Service, free_ports, wait_http
 from relay.remote.encode import decompress
 from tests.remote_write_pb import WriteRequest
 from tests.test_faults import peak_rss_mib
@@ -61,7 +61,7 @@ FAULTS = ("pass", "down", "slow", "reset_mid_request", "close_no_answer", "close
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-class LoopbackServer:
+class LoopbackServer(Service):
     """An asyncio TCP server on 127.0.0.1, run in a daemon thread; a context manager."""
 
     def __init__(self, handler: Handler, port: int = 0) -> None:
@@ -113,7 +113,7 @@ class LoopbackServer:
         connections reset."""
         asyncio.run_coroutine_threadsafe(self._listen() if on else self._close(), self.loop).result(10)
 
-    def start(self) -> LoopbackServer:
+    def start(self) -> Self:
         self._thread.start()
         if not self._started.wait(10) or self._error is not None:
             raise RuntimeError(f"loopback server on port {self.port} did not start: {self._error}")
@@ -124,11 +124,6 @@ class LoopbackServer:
             self.loop.call_soon_threadsafe(self._stop.set)
             self._thread.join(30)
 
-    def __enter__(self) -> LoopbackServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -177,7 +172,7 @@ class ProxyStats:
     upstream_errors: int = 0
 
 
-class ReceiverProxy:
+class ReceiverProxy(Service):
     """A remote-write receiver with faults: forwards to VictoriaMetrics on ``upstream_port``."""
 
     def __init__(self, upstream_port: int, *, seed: int = 1, port: int = 0) -> None:
@@ -223,18 +218,13 @@ class ReceiverProxy:
         with self._lock:
             return sum(self._samples.values()) - len(self._samples)
 
-    def start(self) -> ReceiverProxy:
+    def start(self) -> Self:
         self.server.start()
         return self
 
     def stop(self) -> None:
         self.server.stop()
 
-    def __enter__(self) -> ReceiverProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- serving -----------------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.devtools.localenv import ServiceUnavailable, VictoriaMetrics
+from relay.devtools.localenv import VictoriaMetrics
 
-from .conftest import missing_service
+from .conftest import available
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -118,10 +118,7 @@ def test_bad_peer_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.services
 def test_a_short_real_run_of_the_relay(tmp_path: Path) -> None:
-    try:
-        VictoriaMetrics(base_dir=tmp_path / "probe")
-    except ServiceUnavailable as exc:
-        missing_service(str(exc))
+    available(lambda: VictoriaMetrics(base_dir=tmp_path / "probe"))
     out = tmp_path / "r.json"
     status = bench_fleet.main([
         "--sizes", "3", "--intervals", "1s", "--duration", "4", "--warmup", "1", "--min-warmup", "3",
@@ -159,3 +156,40 @@ def test_relay_window_stats() -> None:
     assert stats["relay_scrapes_total"] == 20
     assert stats["relay_series_cache_series"] == 140
     assert stats["mean_scrape_duration_ms"] == pytest.approx(10.0)
+
+
+def test_service_context_closes_after_a_failed_start_and_removes_its_folder() -> None:
+    from relay.devtools.localenv import Service
+
+    events: list[str] = []
+
+    class Thing(Service):
+        def __init__(self, fail: bool) -> None:
+            self.fail = fail
+            self.folder = self._own_folder(None, "relay-test-service-")
+
+        def start(self) -> Thing:
+            events.append("start")
+            if self.fail:
+                raise RuntimeError("did not come up")
+            return self
+
+        def stop(self) -> None:
+            events.append("stop")
+
+    with Thing(fail=False) as t:
+        assert t.folder.is_dir() and events == ["start"]
+    assert events == ["start", "stop"] and not t.folder.exists()
+    events.clear()
+    broken = Thing(fail=True)
+    with pytest.raises(RuntimeError, match="did not come up"), broken:
+        pass
+    assert events == ["start", "stop"] and not broken.folder.exists()
+
+
+def test_sim_fleet_that_exits_at_once_is_stopped_and_named(tmp_path: Path) -> None:
+    fleet = _harness.SimFleet(2, tmp_path)
+    fleet.argv = [sys.executable, "-c", "import sys; print('no fleet today'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match="exited with status 3"), fleet:
+        pass
+    assert fleet.proc is not None and fleet.proc.returncode == 3

@@ -145,3 +145,18 @@ def test_reload_is_off_by_default(tmp_path: Path) -> None:
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_cluster_flags_not_given_take_the_config_defaults() -> None:
+    from relay.cli import _cluster_from_flags, build_parser
+    from relay.config import ClusterConfig
+
+    def flags(*args: str) -> ClusterConfig | None:
+        return _cluster_from_flags(build_parser().parse_args(["run", "--config", "x.yml", *args]))
+
+    assert flags() is None
+    assert flags("--cluster.members-count", "3") == ClusterConfig(members_count=3)
+    assert flags("--cluster.members-count", "3", "--cluster.member-num", "2", "--cluster.replica-label", "r") == (
+        ClusterConfig(members_count=3, member_num=2, replica_label="r")
+    )
+    assert flags("--cluster.replica-label", "") == ClusterConfig()

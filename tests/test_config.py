@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from relay import config as config_module
 from relay._exceptions import ConfigError
 from relay.config import Secret, load_config, parse_config, parse_duration, parse_size
 
@@ -134,3 +136,72 @@ def test_durations(text: str, seconds: float) -> None:
 @pytest.mark.parametrize(("text", "size"), [("10MB", 10 * 1024**2), ("512KiB", 512 * 1024), ("0", 0), (1000, 1000)])
 def test_sizes(text: object, size: int) -> None:
     assert parse_size(text, "x") == size
+
+
+# Every section, each with only its required keys (basic_auth and authorization present but empty,
+# so their readers run): what the reader fills in for an absent key must be the dataclass default.
+MINIMAL_EVERY_SECTION = """
+scrape_configs:
+  - job_name: j
+    basic_auth: {}
+    static_configs: [{targets: ["127.0.0.1:1"]}]
+    file_sd_configs: [{files: [targets.json]}]
+    etcd_sd_configs: [{endpoints: ["http://127.0.0.1:2379"]}]
+    dns_sd_configs: [{names: [_etcd-client._tcp.example.org]}]
+    http_sd_configs: [{url: "http://127.0.0.1:8080/sd"}]
+remote_write:
+  - url: http://127.0.0.1:8428/api/v1/write
+    authorization: {}
+"""
+
+
+def _compare_with_defaults(obj: object, where: str, seen: set[str]) -> list[str]:
+    """Each field of dataclass ``obj`` that has a default, compared with that default (recursively)."""
+    out: list[str] = []
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        at = f"{where}.{f.name}"
+        seen.add(f"{type(obj).__name__}.{f.name}")
+        if dataclasses.is_dataclass(value):
+            out += _compare_with_defaults(value, at, seen)
+            continue
+        if isinstance(value, tuple) and value and all(dataclasses.is_dataclass(v) for v in value):
+            for i, v in enumerate(value):
+                out += _compare_with_defaults(v, f"{at}[{i}]", seen)
+            continue
+        if f.default is dataclasses.MISSING:
+            continue  # required: the minimal config gives it
+        if value != f.default:
+            out.append(f"{at}: reader gave {value!r}, dataclass default is {f.default!r}")
+    return out
+
+
+def test_reader_defaults_are_the_dataclass_defaults(tmp_path: Path) -> None:
+    cfg = parse_config(MINIMAL_EVERY_SECTION, source="", base=tmp_path)
+    seen: set[str] = set()
+    assert _compare_with_defaults(cfg, "config", seen) == []
+    # every defaulted field of every config dataclass was compared at least once
+    classes = [c for name in config_module.__all__ if isinstance(c := getattr(config_module, name), type)]
+    every = {
+        f"{c.__name__}.{f.name}"
+        for c in classes
+        if dataclasses.is_dataclass(c)
+        for f in dataclasses.fields(c)
+        if f.default is not dataclasses.MISSING
+    }
+    assert every - seen == set()
+    assert "ScrapeConfig.honor_timestamps" in seen and "QueueConfig.capacity" in seen
+
+
+def test_global_scrape_timeout_default_is_capped_by_the_interval() -> None:
+    assert parse_config("global: {scrape_interval: 4s}").global_config.scrape_timeout == 4.0
+    assert parse_config("global: {scrape_interval: 4s, scrape_timeout: 0}").global_config.scrape_timeout == 4.0
+    assert parse_config("{}").global_config.scrape_timeout == config_module.GlobalConfig().scrape_timeout
+
+
+def test_field_default_names_a_missing_default() -> None:
+    assert config_module.field_default(config_module.ScrapeConfig, "scheme") == "http"
+    with pytest.raises(TypeError, match=r"ScrapeConfig\.job_name has no default"):
+        config_module.field_default(config_module.ScrapeConfig, "job_name")
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        config_module.field_default(config_module.ScrapeConfig, "nope")

@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from relay.devtools.localenv import EtcdCluster, ServiceUnavailable, VictoriaMetrics, free_ports
-from tests.conftest import missing_service
+from relay.devtools.localenv import EtcdCluster, VictoriaMetrics, free_ports
+from tests.conftest import available
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -52,20 +53,44 @@ def stop_relay(proc: subprocess.Popen[bytes], stats: Path) -> dict:
 
 
 def new_vm(tmp_path: Path, port: int) -> VictoriaMetrics:
+    return available(lambda: VictoriaMetrics(base_dir=tmp_path / "vm", port=port))
+
+
+def scrape_etcd_to(tmp_path: Path, cluster: EtcdCluster, job: str) -> tuple[Path, Path, int]:
+    """A relay config scraping ``cluster`` every second as ``job`` into a receiver on a free port
+    (not started): the config file, a queue folder and that port."""
+    port = free_ports(1)[0]
+    cfg = tmp_path / "relay.yml"
+    write_config(cfg, job, [m.metrics_target for m in cluster.members], f"http://127.0.0.1:{port}/api/v1/write")
+    return cfg, tmp_path / "queue", port
+
+
+def resume_with_receiver_up(
+    tmp_path: Path, port: int, cfg: Path, queue: Path, seconds: float, job: str
+) -> tuple[dict[str, Any], int]:
+    """Start the receiver on ``port``, run the relay on ``queue`` for ``seconds`` and stop it: the
+    relay's remote-write stats, and the samples of ``job`` the receiver stored."""
+    vm = new_vm(tmp_path, port)
+    vm.start()
+    stats = tmp_path / "s2.json"
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        return VictoriaMetrics(base_dir=tmp_path / "vm", port=port)
-    except ServiceUnavailable as exc:
-        missing_service(str(exc))
-        raise
+        proc = start_relay(cfg, queue, stats)
+        time.sleep(seconds)
+        second = stop_relay(proc, stats)
+        return second, vm.sample_count(f'{{job="{job}"}}')
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        vm.close()
 
 
 def test_receiver_down_then_back_loses_nothing(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
-    port = free_ports(1)[0]
+    cfg, queue, port = scrape_etcd_to(tmp_path, etcd_cluster, "dur-down")
     vm = new_vm(tmp_path, port)
     vm.start()
-    cfg, stats = tmp_path / "relay.yml", tmp_path / "stats.json"
-    write_config(cfg, "dur-down", [m.metrics_target for m in etcd_cluster.members], vm.write_url)
-    proc = start_relay(cfg, tmp_path / "queue", stats)
+    stats = tmp_path / "stats.json"
+    proc = start_relay(cfg, queue, stats)
     try:
         time.sleep(3)
         vm.stop()
@@ -83,28 +108,17 @@ def test_receiver_down_then_back_loses_nothing(etcd_cluster: EtcdCluster, tmp_pa
 
 
 def test_relay_stopped_while_receiver_down_resumes_from_disk(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
-    port = free_ports(1)[0]
-    cfg, queue = tmp_path / "relay.yml", tmp_path / "queue"
-    write_config(cfg, "dur-restart", [m.metrics_target for m in etcd_cluster.members], f"http://127.0.0.1:{port}/api/v1/write")
-    s1, s2 = tmp_path / "s1.json", tmp_path / "s2.json"
+    cfg, queue, port = scrape_etcd_to(tmp_path, etcd_cluster, "dur-restart")
+    s1 = tmp_path / "s1.json"
     proc = start_relay(cfg, queue, s1, "--drain-timeout", "1")
     time.sleep(4)
     first = stop_relay(proc, s1)
     assert first["sent"] == 0 and first["pending"] == first["accepted"] > 0
     assert any(p.stat().st_size > 0 for p in queue.rglob("*.seg"))
-    vm = new_vm(tmp_path, port)
-    vm.start()
-    try:
-        proc = start_relay(cfg, queue, s2)
-        time.sleep(4)
-        second = stop_relay(proc, s2)
-        assert second["dropped"] == {} and second["pending"] == 0
-        assert second["sent"] == first["accepted"] + second["accepted"]
-        assert vm.sample_count('{job="dur-restart"}') == first["accepted"] + second["accepted"]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        vm.close()
+    second, stored = resume_with_receiver_up(tmp_path, port, cfg, queue, 4, "dur-restart")
+    assert second["dropped"] == {} and second["pending"] == 0
+    assert second["sent"] == first["accepted"] + second["accepted"]
+    assert stored == first["accepted"] + second["accepted"]
 
 
 def test_sigkill_loses_at_most_the_scrape_in_flight(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
@@ -112,9 +126,8 @@ def test_sigkill_loses_at_most_the_scrape_in_flight(etcd_cluster: EtcdCluster, t
     ./data/relay-queue): each scrape is a block in the queue file before it counts as done, so what
     is lost is at most the scrape in flight per target (the sink below is written just after the
     queue: a kill between the two shows as a negative loss of at most one scrape per target)."""
-    port = free_ports(1)[0]
-    cfg, queue = tmp_path / "relay.yml", tmp_path / "data" / "relay-queue"
-    write_config(cfg, "dur-kill", [m.metrics_target for m in etcd_cluster.members], f"http://127.0.0.1:{port}/api/v1/write")
+    cfg, _, port = scrape_etcd_to(tmp_path, etcd_cluster, "dur-kill")
+    queue = tmp_path / "data" / "relay-queue"
     accepted = tmp_path / "accepted.jsonl"
     proc = start_relay(cfg, None, tmp_path / "s1.json", "--sink-jsonl", str(accepted), cwd=tmp_path)
     time.sleep(5)
@@ -123,28 +136,16 @@ def test_sigkill_loses_at_most_the_scrape_in_flight(etcd_cluster: EtcdCluster, t
     first_accepted = sum(1 for _ in accepted.open("rb"))
     assert first_accepted > 0
     assert any(p.stat().st_size > 0 for p in queue.rglob("*.seg"))  # the default queue is on disk
-    vm = new_vm(tmp_path, port)
-    vm.start()
-    s2 = tmp_path / "s2.json"
-    try:
-        proc = start_relay(cfg, None, s2, cwd=tmp_path)
-        time.sleep(3)
-        second = stop_relay(proc, s2)
-        stored = vm.sample_count('{job="dur-kill"}')
-        lost = first_accepted + second["accepted"] - stored
-        per_scrape = first_accepted / 5 / 3  # samples per target per scrape, roughly
-        print(f"SIGKILL: accepted {first_accepted} before the kill, lost {lost} ({lost / per_scrape:.1f} scrapes' worth)")
-        assert -3 * per_scrape * 1.2 <= lost <= 3 * per_scrape * 1.2  # the scrape in flight of each of 3 targets
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        vm.close()
+    second, stored = resume_with_receiver_up(tmp_path, port, cfg, queue, 3, "dur-kill")
+    lost = first_accepted + second["accepted"] - stored
+    per_scrape = first_accepted / 5 / 3  # samples per target per scrape, roughly
+    print(f"SIGKILL: accepted {first_accepted} before the kill, lost {lost} ({lost / per_scrape:.1f} scrapes' worth), "
+          f"retried {second['retried']}")
+    assert -3 * per_scrape * 1.2 <= lost <= 3 * per_scrape * 1.2  # the scrape in flight of each of 3 targets
 
 
 def test_corrupted_queue_segment_is_skipped_not_a_crash(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
-    port = free_ports(1)[0]
-    cfg, queue = tmp_path / "relay.yml", tmp_path / "queue"
-    write_config(cfg, "dur-corrupt", [m.metrics_target for m in etcd_cluster.members], f"http://127.0.0.1:{port}/api/v1/write")
+    cfg, queue, port = scrape_etcd_to(tmp_path, etcd_cluster, "dur-corrupt")
     proc = start_relay(cfg, queue, tmp_path / "s1.json", "--drain-timeout", "0.5")
     time.sleep(3)
     first = stop_relay(proc, tmp_path / "s1.json")
@@ -153,20 +154,10 @@ def test_corrupted_queue_segment_is_skipped_not_a_crash(etcd_cluster: EtcdCluste
     raw = bytearray(segments[0].read_bytes())
     raw[40] ^= 0xFF  # inside the first record's data: its checksum fails
     segments[0].write_bytes(bytes(raw))
-    vm = new_vm(tmp_path, port)
-    vm.start()
-    try:
-        proc = start_relay(cfg, queue, tmp_path / "s2.json")
-        time.sleep(3)
-        second = stop_relay(proc, tmp_path / "s2.json")
-        assert second["dropped"].get("queue_corrupt", 0) > 0  # the corrupt record, counted as such
-        assert "queue_full" not in second["dropped"]
-        stored = vm.sample_count('{job="dur-corrupt"}')
-        assert stored == first["accepted"] + second["accepted"] - second["dropped"]["queue_corrupt"]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        vm.close()
+    second, stored = resume_with_receiver_up(tmp_path, port, cfg, queue, 3, "dur-corrupt")
+    assert second["dropped"].get("queue_corrupt", 0) > 0  # the corrupt record, counted as such
+    assert "queue_full" not in second["dropped"]
+    assert stored == first["accepted"] + second["accepted"] - second["dropped"]["queue_corrupt"]
 
 
 def test_full_queue_disk_keeps_blocks_in_memory_and_loses_nothing(etcd_cluster: EtcdCluster, tmp_path: Path) -> None:
@@ -178,9 +169,8 @@ def test_full_queue_disk_keeps_blocks_in_memory_and_loses_nothing(etcd_cluster: 
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(qdisk)], capture_output=True)
     if mounted.returncode != 0:  # a capability of the machine, not a service: skipped (and shown) where absent
         pytest.skip(f"cannot mount a small tmpfs for the queue (needs root): {mounted.stderr.decode().strip()}")
-    port = free_ports(1)[0]
-    cfg, stats = tmp_path / "relay.yml", tmp_path / "stats.json"
-    write_config(cfg, "dur-full", [m.metrics_target for m in etcd_cluster.members], f"http://127.0.0.1:{port}/api/v1/write")
+    cfg, _, port = scrape_etcd_to(tmp_path, etcd_cluster, "dur-full")
+    stats = tmp_path / "stats.json"
     proc = start_relay(cfg, qdisk / "queue", stats)
     vm = new_vm(tmp_path, port)
     try:

@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from relay.devtools.localenv import EtcdCluster, PrometheusReceiver, ServiceUnavailable, free_ports, wait_http
-from tests.conftest import missing_service
+from relay.devtools.localenv import EtcdCluster, PrometheusReceiver, free_ports, wait_http
+from tests.conftest import available
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -35,12 +35,7 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 
 def test_relay_follows_the_cluster(prometheus_receiver: PrometheusReceiver, tmp_path: Path) -> None:
-    try:
-        cluster = EtcdCluster(3, base_dir=tmp_path / "etcd")
-    except ServiceUnavailable as exc:
-        missing_service(str(exc))
-        return
-    with cluster:
+    with available(lambda: EtcdCluster(3, base_dir=tmp_path / "etcd")) as cluster:
         endpoints = orjson.dumps([m.client_url for m in cluster.members]).decode()
         config = tmp_path / "relay.yml"
         config.write_text(

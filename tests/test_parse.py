@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families as text_fami
 from relay._exceptions import ParseError, ScrapeError
 from relay._ext import NO_EXTENSIONS
 from relay.batch import Batch, Family, Labels, SeriesTable, encode_labels
+from relay.labels import LabelMerge
 from relay.textparse import Parser as PublicParser
 from relay.textparse import _text_py, cli_parse, is_openmetrics
 from relay.textparse import parse as public_parse
@@ -204,6 +205,18 @@ def fmt_value(value: float, openmetrics: bool) -> str:
     return repr(value)
 
 
+def draw_new_label_set(draw: st.DrawFn, seen: set[tuple[tuple[str, str], ...]]) -> str | None:
+    """A label set not in ``seen`` as its ``{...}`` text (``{}`` or "" when empty); None if drawn before."""
+    labels = draw(st.dictionaries(LABEL_NAMES, LABEL_VALUES, max_size=3))
+    key = tuple(sorted(labels.items()))
+    if key in seen:
+        return None
+    seen.add(key)
+    block = ",".join(f'{k}="{escape_value(v)}"' for k, v in labels.items())
+    with_braces = bool(labels) or draw(st.booleans())
+    return f"{{{block}}}" if with_braces else ""
+
+
 @st.composite
 def text_bodies(draw: st.DrawFn) -> bytes:
     lines = []
@@ -215,14 +228,10 @@ def text_bodies(draw: st.DrawFn) -> bytes:
             lines.append(f"# TYPE {name} {kind}")
         seen: set[tuple[tuple[str, str], ...]] = set()
         for _ in range(draw(st.integers(0, 4))):
-            labels = draw(st.dictionaries(LABEL_NAMES, LABEL_VALUES, max_size=3))
-            key = tuple(sorted(labels.items()))
-            if key in seen:
+            braces = draw_new_label_set(draw, seen)
+            if braces is None:
                 continue
-            seen.add(key)
-            block = ",".join(f'{k}="{escape_value(v)}"' for k, v in labels.items())
-            with_braces = bool(labels) or draw(st.booleans())
-            series = f"{name}{{{block}}}" if with_braces else name
+            series = name + braces
             value = draw(FLOATS)
             ts = draw(st.one_of(st.none(), st.integers(-(2**50), 2**50)))
             blank = draw(st.sampled_from([" ", "\t", "  "]))
@@ -246,14 +255,9 @@ def om_bodies(draw: st.DrawFn) -> bytes:
             lines[-2:] = [f"# TYPE {name} gauge", f"# UNIT {name} seconds"]
         seen: set[tuple[tuple[str, str], ...]] = set()
         for _ in range(draw(st.integers(0 if kind != "none" else 1, 3))):
-            labels = draw(st.dictionaries(LABEL_NAMES, LABEL_VALUES, max_size=3))
-            key = tuple(sorted(labels.items()))
-            if key in seen:
+            braces = draw_new_label_set(draw, seen)
+            if braces is None:
                 continue
-            seen.add(key)
-            block = ",".join(f'{k}="{escape_value(v)}"' for k, v in labels.items())
-            with_braces = bool(labels) or draw(st.booleans())
-            braces = f"{{{block}}}" if with_braces else ""
             ts = draw(st.one_of(st.none(), st.integers(0, 2**40).map(lambda n: f"{n // 1000}.{n % 1000:03d}"),
                                 st.integers(0, 2**31).map(str)))
             tail = "" if ts is None else f" {ts}"
@@ -728,12 +732,12 @@ MERGE_BODY = (
 def test_label_merge_twins_agree(case: int, path: Path | None) -> None:
     target, honor, extra = MERGE_CASES[case]
     body = MERGE_BODY if path is None else path.read_bytes()
-    ref_merge = _text_py.LabelMerge(target, honor, extra)
+    ref_merge = LabelMerge(target, honor, extra)
     ref = _text_py.Parser(on_new_series=ref_merge)
     ref_rows = rows(ref.parse(body, None, T0))
     for _, labels, _, _ in ref_rows:  # every series got what the rules give, sorted
         assert list(labels) == sorted(labels) and all(v != "" for _, v in labels)
-    c_merge = _text_py.LabelMerge(target, honor, extra)
+    c_merge = LabelMerge(target, honor, extra)
     fast = load_impl("c")(on_new_series=c_merge)
     assert rows(fast.parse(body, None, T0)) == ref_rows
     assert fast.series.columns() == ref.series.columns()
@@ -749,14 +753,14 @@ def test_label_merge_twins_agree(case: int, path: Path | None) -> None:
 
 
 def test_label_merge_semantics() -> None:
-    merge = _text_py.LabelMerge((("instance", "m1"), ("job", "etcd")), False, (("cluster", "c"), ("job", "x")))
+    merge = LabelMerge((("instance", "m1"), ("job", "etcd")), False, (("cluster", "c"), ("job", "x")))
     assert merge("up", (("job", "inner"), ("cluster", "mine"))) == (
         "up", (("cluster", "mine"), ("exported_job", "inner"), ("instance", "m1"), ("job", "etcd")))
     assert merge.fast == ((b"cluster", b"c", True), (b"instance", b"m1", False), (b"job", b"etcd", False))
-    honor = _text_py.LabelMerge((("job", "etcd"),), True)
+    honor = LabelMerge((("job", "etcd"),), True)
     assert honor("up", (("job", "inner"),)) == ("up", (("job", "inner"),))
     assert honor("up", (("job", ""),)) == ("up", (("job", "etcd"),))
-    dropping = _text_py.LabelMerge((("job", "etcd"),), False, relabel=lambda lbls: None)
+    dropping = LabelMerge((("job", "etcd"),), False, relabel=lambda lbls: None)
     assert dropping.fast is None and dropping("up", ()) is None
 
 
@@ -772,8 +776,8 @@ def test_label_merge_twins_agree_generated(labels: list[tuple[str, str]], case: 
     block = ",".join(f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
                      for k, v in seen.items())
     body = f"m{{{block}}} 1\nm2 2\n".encode()
-    ref = _text_py.Parser(on_new_series=_text_py.LabelMerge(target, honor, extra))
-    fast = load_impl("c")(on_new_series=_text_py.LabelMerge(target, honor, extra))
+    ref = _text_py.Parser(on_new_series=LabelMerge(target, honor, extra))
+    fast = load_impl("c")(on_new_series=LabelMerge(target, honor, extra))
     assert rows(fast.parse(body, None, T0)) == rows(ref.parse(body, None, T0))
     assert fast.series.columns() == ref.series.columns()
 
@@ -805,11 +809,11 @@ def test_label_merge_with_a_keep_drop_filter(impl: ParserFactory, path: Path | N
     configs = parse_relabel_configs(FILTER_RULES, "metric_relabel_configs")
     body = MERGE_BODY if path is None else path.read_bytes()
     target = (("instance", "10.0.0.1:2381"), ("job", "etcd"))
-    ref = _text_py.Parser(on_new_series=_text_py.LabelMerge(target, False, extra, FullRelabel(Relabeler(configs))))
+    ref = _text_py.Parser(on_new_series=LabelMerge(target, False, extra, FullRelabel(Relabeler(configs))))
     ref_rows = rows(ref.parse(body, None, T0))
     relabeler = Relabeler(configs)
     assert relabeler.filter_sources == ("__name__", "job", "v")
-    merge = _text_py.LabelMerge(target, False, extra, relabeler)
+    merge = LabelMerge(target, False, extra, relabeler)
     parser = impl(on_new_series=merge)
     assert rows(parser.parse(body, None, T0)) == ref_rows
     assert parser.series.columns() == ref.series.columns() and parser.last_dropped == ref.last_dropped
@@ -817,4 +821,24 @@ def test_label_merge_with_a_keep_drop_filter(impl: ParserFactory, path: Path | N
     assert (merge.fast is None) == (extra == (("v", "hidden"),))  # an extra label a rule reads: Python
     if path is not None and merge.fast is not None and impl is not _text_py.Parser:
         assert merge.calls == 0  # all in C
-    assert len(relabeler._decisions) <= len({n for n, *_ in ref_rows}) + ref.last_dropped
+    assert len(relabeler.decisions) <= len({n for n, *_ in ref_rows}) + ref.last_dropped
+    assert merge.decisions is relabeler.decisions and len(relabeler.decisions) > 0  # the public interface
+
+
+def test_label_merge_interface_the_cython_parser_reads() -> None:
+    """relay.labels documents what the Cython parser reads from a LabelMerge; its C limit on added
+    labels is relay.labels.MAX_FAST_ADDED."""
+    from relay import labels
+    from relay.relabel import Relabeler, parse_relabel_configs
+
+    relabeler = Relabeler(parse_relabel_configs(FILTER_RULES, "metric_relabel_configs"))
+    merge = LabelMerge((("job", "etcd"),), False, (), relabeler)
+    assert merge.fast == ((b"job", b"etcd", False),)
+    assert merge.filter_names == tuple(n.encode() for n in relabeler.filter_sources or ())
+    assert merge.keeps == relabeler.keeps and merge.decisions is relabeler.decisions
+    plain = LabelMerge((("job", "etcd"),), True)
+    assert plain.filter_names is None and plain.decisions is None and plain.fast == ((b"job", b"etcd", True),)
+    many = LabelMerge(tuple((f"l{k}", "v") for k in range(labels.MAX_FAST_ADDED + 1)), False)
+    assert many.fast is None
+    if not NO_EXTENSIONS:
+        assert importlib.import_module("relay.textparse._text_c").MAX_FAST_ADDED == labels.MAX_FAST_ADDED

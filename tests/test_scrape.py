@@ -201,15 +201,9 @@ async def test_manager_reload_keeps_unchanged_loops_and_stales_removed_targets()
 
 @pytest.mark.services
 async def test_scrape_real_etcd_34_member(tmp_path: Any) -> None:
-    from relay.devtools.localenv import ServiceUnavailable
-    from tests.conftest import missing_service
+    from tests.conftest import available
 
-    try:
-        cluster = EtcdCluster(1, version="3.4", base_dir=tmp_path)
-    except ServiceUnavailable as exc:
-        missing_service(str(exc))
-        return
-    with cluster:
+    with available(lambda: EtcdCluster(1, version="3.4", base_dir=tmp_path)) as cluster:
         m = cluster.members[0]
         pool = ClientPool()
         loop = ScrapeLoop(make_target(m.metrics_target), pool, [], SelfMetrics())

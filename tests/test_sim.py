@@ -491,6 +491,10 @@ def parse_cli(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def test_no_flags_is_the_default_config() -> None:
+    assert sim.validate(parse_cli()) == sim.SimConfig()
+
+
 def test_validate_turns_flags_into_a_config(pki: dict[str, str]) -> None:
     config = sim.validate(
         parse_cli(

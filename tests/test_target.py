@@ -99,3 +99,10 @@ def test_merge_target_labels_conflicts() -> None:
     out = merge_target_labels("m", (("job", "a"), ("exported_job", "b")), target, honor_labels=False)
     # as Prometheus: the exposed value moves to the first free exported_ name
     assert out["exported_exported_job"] == "a" and out["exported_job"] == "b" and out["job"] == "etcd"
+
+
+def test_empty_metrics_path_label_falls_back_to_the_default_path() -> None:
+    t = build_target("a:1", {"__metrics_path__": ""}, job("    metrics_path: /m\n"))  # type: ignore[arg-type]
+    assert t is not None and t.url == "http://a:1/metrics"
+    t = build_target("a:1", {"__metrics_path__": "/x"}, job("    metrics_path: /m\n"))  # type: ignore[arg-type]
+    assert t is not None and t.url == "http://a:1/x"

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
@@ -30,10 +30,12 @@ __all__ = [
     "EtcdCluster",
     "EtcdMember",
     "PrometheusReceiver",
+    "Service",
     "ServiceUnavailable",
     "VictoriaMetrics",
     "etcd_binary",
     "free_ports",
+    "stop_process",
     "wait_http",
 ]
 
@@ -104,15 +106,18 @@ def _binary(name: str, package: str) -> str:
     return path
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> int | None:
+    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Returns the exit status (None: no process)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
 
 
 @dataclass
@@ -156,7 +161,46 @@ class EtcdMember:
         return self.proc is not None and self.proc.poll() is None
 
 
-class EtcdCluster:
+class Service:
+    """Something started and stopped, used as ``with Thing(...) as thing:``.
+
+    Entering starts it; leaving closes it (stops it and removes the temporary folder it owns);
+    a start that fails half-way closes it too, so no process started so far is left running.
+    """
+
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _own_folder(self, base_dir: str | Path | None, prefix: str) -> Path:
+        """``base_dir``, or a temporary folder that :meth:`close` removes."""
+        if base_dir:
+            return Path(base_dir)
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        return Path(self._tmp.name)
+
+    def close(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EtcdCluster(Service):
     """A real etcd cluster of ``size`` members on loopback ports.
 
     >>> with EtcdCluster(3) as cluster:            # doctest: +SKIP
@@ -174,8 +218,7 @@ class EtcdCluster:
     ) -> None:
         self.binary = etcd_binary(version)
         self.version = version
-        self._tmp = None if base_dir else tempfile.TemporaryDirectory(prefix="relay-etcd-")
-        self.base_dir = Path(base_dir) if base_dir else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.base_dir = self._own_folder(base_dir, "relay-etcd-")
         self.tls = tls
         self.token = token
         ports = free_ports(3 * size)
@@ -227,7 +270,7 @@ class EtcdCluster:
         m.proc = subprocess.Popen(m.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
 
-    def start(self, timeout: float = 60.0) -> EtcdCluster:
+    def start(self, timeout: float = 60.0) -> Self:
         for m in self.members:
             self.start_member(m)
         for m in self.members:
@@ -243,24 +286,12 @@ class EtcdCluster:
                 m.proc.kill()
                 m.proc.wait(10)
             else:
-                _stop(m.proc)
+                stop_process(m.proc)
 
     def stop(self) -> None:
+        """Stop every member (a stopped cluster's folder is removed by :meth:`close`)."""
         for m in self.members:
             self.stop_member(m)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> EtcdCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _gateway(self, path: str, body: dict[str, Any]) -> Any:
         """POST to the v3 JSON gateway of the first running member (plain HTTP only)."""
@@ -319,15 +350,14 @@ class EtcdCluster:
             resp.read()
 
 
-class _HTTPService:
+class _HTTPService(Service):
     """A receiver process on loopback with a data folder it owns."""
 
     name = "service"
     proc: subprocess.Popen[bytes] | None = None
 
     def __init__(self, base_dir: str | Path | None = None, port: int = 0) -> None:
-        self._tmp = None if base_dir else tempfile.TemporaryDirectory(prefix=f"relay-{self.name}-")
-        self.base_dir = Path(base_dir) if base_dir else Path(self._tmp.name)  # type: ignore[union-attr]
+        self.base_dir = self._own_folder(base_dir, f"relay-{self.name}-")
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_ports(1)[0]
         self.log_path = self.base_dir / f"{self.name}.log"
@@ -336,13 +366,18 @@ class _HTTPService:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    @property
+    def write_url(self) -> str:
+        """Where remote write sends (both receivers take it at the Prometheus path)."""
+        return self.url + "/api/v1/write"
+
     def command(self) -> list[str]:
         raise NotImplementedError
 
     def ready_url(self) -> str:
         return self.url + "/-/ready"
 
-    def start(self, timeout: float = 60.0) -> _HTTPService:
+    def start(self, timeout: float = 60.0) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
@@ -350,24 +385,8 @@ class _HTTPService:
         return self
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> _HTTPService:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
         url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
@@ -394,10 +413,6 @@ class VictoriaMetrics(_HTTPService):
     def __init__(self, base_dir: str | Path | None = None, port: int = 0) -> None:
         self.binary = _binary("victoria-metrics", "victoria-metrics")
         super().__init__(base_dir, port)
-
-    @property
-    def write_url(self) -> str:
-        return self.url + "/api/v1/write"
 
     def ready_url(self) -> str:
         return self.url + "/health"
@@ -444,10 +459,6 @@ class PrometheusReceiver(_HTTPService):
         self.binary = _binary("prometheus", "prometheus")
         super().__init__(base_dir, port)
         (self.base_dir / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
-
-    @property
-    def write_url(self) -> str:
-        return self.url + "/api/v1/write"
 
     def command(self) -> list[str]:
         return [

@@ -63,6 +63,7 @@ from email.utils import formatdate
 from pathlib import Path
 
 from .._exceptions import ConfigError
+from ..config import field_default
 
 __all__ = [
     "FAULT_KINDS",
@@ -1336,22 +1337,27 @@ def _factory(fleet: Fleet, member: _Member) -> Callable[[], _Connection]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``relay sim`` flags."""
-    parser.add_argument("--members", type=int, default=3, help="number of simulated members (default 3)")
+    """The ``relay sim`` flags; a flag's default is its SimConfig field's."""
+
+    def default(name: str) -> object:
+        return field_default(SimConfig, name)
+
+    parser.add_argument("--members", type=int, default=default("members"),
+                        help="number of simulated members (default %(default)s)")
     parser.add_argument(
         "--etcd-version",
         "--version",
         dest="etcd_version",
-        default="3.5",
-        help="etcd version whose bodies to serve: 3.4 or 3.5 (default 3.5)",
+        default=default("version"),
+        help="etcd version whose bodies to serve: 3.4 or 3.5 (default %(default)s)",
     )
     parser.add_argument("--extensive", action="store_true", help="serve --metrics extensive bodies")
-    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--host", default=default("host"), help="listen address (default %(default)s)")
     parser.add_argument(
         "--base-port",
         type=int,
-        default=0,
-        help="first port; member i listens on base+i (default 0: free ports)",
+        default=default("base_port"),
+        help="first port; member i listens on base+i (default %(default)s: free ports)",
     )
     parser.add_argument(
         "--single-port", action="store_true", help="serve every member on one port at /member/<i>/metrics"
@@ -1360,8 +1366,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--update-interval",
         type=float,
-        default=1.0,
-        help="seconds between value updates (default 1; 0: new values on every request)",
+        default=default("update_interval"),
+        help="seconds between value updates (default %(default)g; 0: new values on every request)",
     )
     parser.add_argument(
         "--fault",
@@ -1372,13 +1378,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"kinds: {', '.join(FAULT_KINDS)}; slow:SECONDS, huge:MIB",
     )
     parser.add_argument(
-        "--slow-delay", type=float, default=30.0, help="seconds a slow member waits (default 30)"
+        "--slow-delay", type=float, default=default("slow_delay"), help="seconds a slow member waits (default %(default)g)"
     )
-    parser.add_argument("--huge-mb", type=float, default=300.0, help="MiB of a huge body (default 300)")
+    parser.add_argument("--huge-mb", type=float, default=default("huge_mb"), help="MiB of a huge body (default %(default)g)")
     parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
     parser.add_argument("--tls-key", help="private key of --tls-cert (PEM)")
     parser.add_argument("--tls-ca", help="require client certificates signed by this CA (PEM)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of member IDs, values and fault picks")
+    parser.add_argument("--seed", type=int, default=default("seed"), help="seed of member IDs, values and fault picks")
     parser.add_argument(
         "--duration",
         type=float,

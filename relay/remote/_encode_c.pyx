@@ -4,8 +4,9 @@
 Same names, behaviour, errors and output bytes as ``WriteRequestEncoderPy`` and ``split_by_shard_py``
 in relay/rwencode.py, which documents the wire format and the grouping rule. Here no Python object
 is made per sample: the columns are read through their buffers, each run of samples of one series
-gets its label bytes copied straight from the SeriesTable's distinct labels (``pairs``, one copy per
-label id of the series; the pointers taken once per add(): nothing adds series during an add()),
+gets its label bytes copied straight from the C SeriesTable's distinct labels (``pairs``, one copy per
+label id of the series, read through its C interface, relay/_series_c.pxd; the pointers taken once
+per add(): nothing adds series during an add()),
 and everything is written into one growing C buffer that finish() turns into bytes.
 """
 
@@ -18,6 +19,8 @@ from libc.string cimport memcpy, memset
 import cramjam
 
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+
+from relay._series_c cimport SeriesTable
 
 cdef extern from *:
     """
@@ -162,15 +165,13 @@ cdef inline bint _is_array(object a, char typecode) noexcept:
 
 cdef tuple _layout_of(object series):
     """(pairs bytearray, pair_offsets array('I'), label_ids array('H' or 'I'), starts array('I')) of
-    a SeriesTable (relay/batch.py documents them); for any other table (something with an
-    ``encoded`` sequence of bytes), the same built from its ``encoded``, one label per series."""
-    pairs = getattr(series, "pairs", None)
-    poff = getattr(series, "pair_offsets", None)
-    ids = getattr(series, "label_ids", None)
-    starts = getattr(series, "starts", None)
-    if (type(pairs) is bytearray and _is_array(poff, b"I") and (_is_array(ids, b"H") or _is_array(ids, b"I"))
-            and _is_array(starts, b"I")):
-        return pairs, poff, ids, starts
+    the C SeriesTable (its typed columns, relay/_series_c.pxd); for any other table (the Python
+    twin, or anything with an ``encoded`` sequence of bytes), the same built from its ``encoded``,
+    one label per series."""
+    cdef SeriesTable table
+    if isinstance(series, SeriesTable):
+        table = series
+        return table.pairs, table.pair_offsets, table.label_ids, table.starts
     pairs = bytearray()
     poff = array("I", [0])
     for item in series.encoded:

@@ -25,9 +25,9 @@ from .. import _ext
 from .._exceptions import ParseError
 from ..batch import Batch, is_stale_nan
 from . import _text_py
-from ._text_py import LabelMerge, is_openmetrics, merge_target_labels
+from ._text_py import is_openmetrics
 
-__all__ = ["LabelMerge", "Parser", "cli_parse", "is_openmetrics", "merge_target_labels", "parse"]
+__all__ = ["Parser", "cli_parse", "is_openmetrics", "parse"]
 
 if TYPE_CHECKING:
     Parser = _text_py.Parser

@@ -5,9 +5,10 @@ Per sample line on a warm cache: memchr the line end, split the value (and times
 hash the series text (128 bits: two independent 64-bit hashes, one pass), look the hash up in an
 open-addressing table of 24-byte slots (no key bytes are kept), parse the float (exact fast path,
 Python float() otherwise), append to C buffers. No Python object is made per sample. A new
-text-format series without an on_new_series hook (or with a LabelMerge) is parsed, merged and
-encoded to remote-write label bytes in C too, straight into the SeriesTable's columns; every other slow path (labels with a hook,
-metadata, OpenMetrics family checks, exemplars, error messages) calls the shared helpers of
+text-format series without an on_new_series hook (or with a relay.labels.LabelMerge, read through
+its documented attributes) is parsed, merged and encoded to remote-write label bytes in C too, and
+added through the C interface of the series table (relay/_series_c.pxd); every other slow path
+(labels with a hook, metadata, OpenMetrics family checks, exemplars, error messages) calls the shared helpers of
 relay.textparse._text_py, so both twins decide alike.
 """
 
@@ -23,15 +24,15 @@ from cpython cimport array
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
-cdef extern from "Python.h":
-    Py_ssize_t _Py_HashBytes(const void *src, Py_ssize_t n)
+from relay._series_c cimport SeriesTable as CSeriesTable
 
 import array as _array_module  # cpython.array needs the array module imported
 import sys
 
 from relay.textparse import _text_py as _py
 from relay._exceptions import ParseError, ScrapeError
-from relay.batch import Batch, Family, SeriesTable, label_hash, mix_label_hashes
+from relay.labels import LabelMerge
+from relay.batch import Batch, Family, SeriesTable
 
 cdef extern from *:
     """
@@ -156,63 +157,6 @@ cdef extern from *:
         }
         return 1;
     }
-    /* BLAKE2b (RFC 7693) with an 8-byte digest, unkeyed: the same number as
-       int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"). */
-    static const uint64_t rl_b2_iv[8] = {
-        0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
-        0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
-    static const unsigned char rl_b2_sigma[12][16] = {
-        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-        {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
-        {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
-        {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
-        {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
-        {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
-        {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
-        {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
-        {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-        {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
-        {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
-    #define RL_ROTR(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
-    #define RL_G(a, b, c, d, x, y) do { \
-        a = a + b + (x); d = RL_ROTR(d ^ a, 32); c = c + d; b = RL_ROTR(b ^ c, 24); \
-        a = a + b + (y); d = RL_ROTR(d ^ a, 16); c = c + d; b = RL_ROTR(b ^ c, 63); } while (0)
-    static void rl_b2_compress(uint64_t h[8], const unsigned char *block, uint64_t t, int last) {
-        uint64_t v[16], m[16];
-        int i;
-        for (i = 0; i < 16; i++) m[i] = rl_r64(block + 8 * i);
-        for (i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = rl_b2_iv[i]; }
-        v[12] ^= t;
-        if (last) v[14] = ~v[14];
-        /* rounds unrolled with constant message indices, so m[] stays in registers */
-        #define RL_ROUND(r) do { \
-            RL_G(v[0], v[4], v[8], v[12], m[rl_b2_sigma[r][0]], m[rl_b2_sigma[r][1]]); \
-            RL_G(v[1], v[5], v[9], v[13], m[rl_b2_sigma[r][2]], m[rl_b2_sigma[r][3]]); \
-            RL_G(v[2], v[6], v[10], v[14], m[rl_b2_sigma[r][4]], m[rl_b2_sigma[r][5]]); \
-            RL_G(v[3], v[7], v[11], v[15], m[rl_b2_sigma[r][6]], m[rl_b2_sigma[r][7]]); \
-            RL_G(v[0], v[5], v[10], v[15], m[rl_b2_sigma[r][8]], m[rl_b2_sigma[r][9]]); \
-            RL_G(v[1], v[6], v[11], v[12], m[rl_b2_sigma[r][10]], m[rl_b2_sigma[r][11]]); \
-            RL_G(v[2], v[7], v[8], v[13], m[rl_b2_sigma[r][12]], m[rl_b2_sigma[r][13]]); \
-            RL_G(v[3], v[4], v[9], v[14], m[rl_b2_sigma[r][14]], m[rl_b2_sigma[r][15]]); } while (0)
-        RL_ROUND(0); RL_ROUND(1); RL_ROUND(2); RL_ROUND(3); RL_ROUND(4); RL_ROUND(5);
-        RL_ROUND(6); RL_ROUND(7); RL_ROUND(8); RL_ROUND(9); RL_ROUND(10); RL_ROUND(11);
-        #undef RL_ROUND
-        for (i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
-    }
-    static uint64_t rl_blake2b_64(const unsigned char *p, size_t n) {
-        uint64_t h[8];
-        unsigned char block[128];
-        size_t off = 0;
-        int i;
-        for (i = 0; i < 8; i++) h[i] = rl_b2_iv[i];
-        h[0] ^= 0x01010000ULL ^ 8;
-        while (n - off > 128) { rl_b2_compress(h, p + off, off + 128, 0); off += 128; }
-        memset(block, 0, 128);
-        memcpy(block, p + off, n - off);
-        rl_b2_compress(h, block, n, 1);
-        return h[0];
-    }
     static inline int rl_is_ascii(const unsigned char *p, size_t n) {
         uint64_t acc = 0;
         size_t i = 0;
@@ -226,14 +170,18 @@ cdef extern from *:
     int rl_fast_float(const unsigned char *p, const unsigned char *e, double *out) nogil
     int rl_parse_int64(const unsigned char *p, const unsigned char *e, int64_t *out) nogil
     int rl_is_ascii(const unsigned char *p, size_t n) nogil
-    uint64_t rl_blake2b_64(const unsigned char *p, size_t n) nogil
 
 
-# ---------------------------------------------------------------- the key table
+# ---------------------------------------------------------------- the key tables
 
 # The series cache and the set of comment lines seen keep no key bytes: a key is its 128-bit hash
 # (two independent 64-bit hashes of the raw text, length mixed in). Two different texts with the
 # same 128 bits (about 2**-128 per pair) would share a slot; nothing else can confuse them.
+#
+# Both are one open-addressing table (rl_reduce to a slot, linear probing, load <= 3/4, h1 == 0
+# empty), written once over two slot layouts (the fused type KeyTable): the series cache's 24-byte
+# Slot carries a value, the comment set's 16-byte HSlot none (a parser keeps about as many comment
+# lines as series: 8 bytes a slot less is about 2.7 KiB per etcd target).
 
 cdef struct Slot:  # 24 bytes
     uint64_t h1      # 0: empty slot (a key's h1 is never 0: see key_hash)
@@ -241,10 +189,23 @@ cdef struct Slot:  # 24 bytes
     int32_t sid      # series id, or DROPPED
     uint32_t ordinal # insertion order (index into Parser._info, which OpenMetrics fills)
 
-cdef struct Table:
+cdef struct HSlot:  # 16 bytes: a key only
+    uint64_t h1      # 0: empty
+    uint64_t h2
+
+cdef struct Table:    # the series cache
     Slot *slots
     size_t cap       # any size (rl_reduce); load kept <= 3/4
     size_t count
+
+cdef struct HashSet:  # the comment lines seen
+    HSlot *slots
+    size_t cap
+    size_t count
+
+ctypedef fused KeyTable:
+    Table
+    HashSet
 
 
 cdef inline uint64_t key_hash(const unsigned char *p, size_t n, uint64_t *h2) noexcept nogil:
@@ -257,162 +218,101 @@ cdef inline size_t cap_for(size_t keys) noexcept nogil:
     return keys + keys // 3 + 1
 
 
-cdef int table_init(Table *t, size_t capacity) except -1:
-    if capacity < 8:
-        capacity = 8
-    t.slots = <Slot *>PyMem_Malloc(capacity * sizeof(Slot))
-    if t.slots == NULL:
+cdef int kt_alloc(KeyTable *t, size_t cap) except -1:
+    """Fresh empty slots for ``t`` (the old ones, if any, are the caller's)."""
+    cdef void *mem = PyMem_Malloc(cap * sizeof(t.slots[0]))
+    if mem == NULL:
         raise MemoryError()
-    memset(t.slots, 0, capacity * sizeof(Slot))
-    t.cap = capacity
+    memset(mem, 0, cap * sizeof(t.slots[0]))
+    if KeyTable is Table:
+        t.slots = <Slot *>mem
+    else:
+        t.slots = <HSlot *>mem
+    t.cap = cap
+    return 0
+
+
+cdef int kt_init(KeyTable *t, size_t capacity) except -1:
+    kt_alloc(t, capacity if capacity > 8 else 8)
     t.count = 0
     return 0
 
 
-cdef void table_free(Table *t) noexcept:
+cdef void kt_free(KeyTable *t) noexcept:
     PyMem_Free(t.slots)
     t.slots = NULL
     t.cap = 0
     t.count = 0
 
 
-cdef int table_resize(Table *t, size_t cap) except -1:
-    cdef Slot *old = t.slots
-    cdef size_t old_cap = t.cap, i, j
-    t.slots = <Slot *>PyMem_Malloc(cap * sizeof(Slot))
-    if t.slots == NULL:
-        t.slots = old
-        raise MemoryError()
-    memset(t.slots, 0, cap * sizeof(Slot))
-    t.cap = cap
-    for i in range(old_cap):
-        if old[i].h1 != 0:
-            j = rl_reduce(old[i].h1, cap)
-            while t.slots[j].h1 != 0:
-                j += 1
-                if j == cap:
-                    j = 0
-            t.slots[j] = old[i]
-    PyMem_Free(old)
+cdef void kt_clear(KeyTable *t) noexcept:
+    memset(t.slots, 0, t.cap * sizeof(t.slots[0]))
+    t.count = 0
+
+
+cdef inline size_t kt_find(KeyTable *t, uint64_t h1, uint64_t h2) noexcept nogil:
+    """Slot index of key (h1, h2), else of the empty slot where it would go: the one probing loop."""
+    cdef size_t i = rl_reduce(h1, t.cap)
+    while True:
+        if t.slots[i].h1 == 0 or (t.slots[i].h1 == h1 and t.slots[i].h2 == h2):
+            return i
+        i += 1
+        if i == t.cap:
+            i = 0
+
+
+cdef int kt_resize(KeyTable *t, size_t cap) except -1:
+    cdef KeyTable old = t[0]
+    cdef size_t i
+    try:
+        kt_alloc(t, cap)
+    except MemoryError:
+        t[0] = old
+        raise
+    for i in range(old.cap):
+        if old.slots[i].h1 != 0:
+            t.slots[kt_find(t, old.slots[i].h1, old.slots[i].h2)] = old.slots[i]
+    PyMem_Free(old.slots)
     return 0
 
 
-cdef int table_reserve(Table *t, size_t keys) except -1:
+cdef int kt_reserve(KeyTable *t, size_t keys) except -1:
     """Make room for ``keys`` keys in all, at once (a cold parse knows its body)."""
     cdef size_t cap = cap_for(keys)
     if cap > t.cap:
-        table_resize(t, cap)
+        kt_resize(t, cap)
+    return 0
+
+
+cdef int kt_fill(KeyTable *t, size_t i, uint64_t h1, uint64_t h2) except -1:
+    """Put key (h1, h2) in the empty slot ``i`` (from kt_find; its value, if any, set before)."""
+    t.slots[i].h1 = h1
+    t.slots[i].h2 = h2
+    t.count += 1
+    if t.count * 4 > t.cap * 3:
+        kt_resize(t, t.cap * 2)
     return 0
 
 
 cdef inline Slot *table_find(Table *t, uint64_t h1, uint64_t h2) noexcept nogil:
-    """The slot holding key (h1, h2), else the empty slot where it would go."""
-    cdef size_t i = rl_reduce(h1, t.cap)
-    cdef Slot *s
-    while True:
-        s = &t.slots[i]
-        if s.h1 == 0 or (s.h1 == h1 and s.h2 == h2):
-            return s
-        i += 1
-        if i == t.cap:
-            i = 0
+    """The series-cache slot holding key (h1, h2), else the empty slot where it would go."""
+    return &t.slots[kt_find(t, h1, h2)]
 
 
 cdef int table_insert(Table *t, Slot *s, uint64_t h1, uint64_t h2, int32_t sid,
                       uint32_t ordinal) except -1:
-    """Fill the empty slot ``s`` (from table_find) with key (h1, h2)."""
-    s.h1 = h1
-    s.h2 = h2
+    """Fill the empty slot ``s`` (from table_find) with key (h1, h2) and its value."""
     s.sid = sid
     s.ordinal = ordinal
-    t.count += 1
-    if t.count * 4 > t.cap * 3:
-        table_resize(t, t.cap * 2)
-    return 0
-
-
-cdef struct HSlot:  # 16 bytes: a set of 128-bit keys (the comment lines seen)
-    uint64_t h1      # 0: empty
-    uint64_t h2
-
-cdef struct HashSet:
-    HSlot *slots
-    size_t cap
-    size_t count
-
-
-cdef int hset_init(HashSet *t, size_t capacity) except -1:
-    if capacity < 8:
-        capacity = 8
-    t.slots = <HSlot *>PyMem_Malloc(capacity * sizeof(HSlot))
-    if t.slots == NULL:
-        raise MemoryError()
-    memset(t.slots, 0, capacity * sizeof(HSlot))
-    t.cap = capacity
-    t.count = 0
-    return 0
-
-
-cdef void hset_free(HashSet *t) noexcept:
-    PyMem_Free(t.slots)
-    t.slots = NULL
-    t.cap = 0
-    t.count = 0
-
-
-cdef void hset_clear(HashSet *t) noexcept:
-    memset(t.slots, 0, t.cap * sizeof(HSlot))
-    t.count = 0
-
-
-cdef inline HSlot *hset_find(HashSet *t, uint64_t h1, uint64_t h2) noexcept nogil:
-    cdef size_t i = rl_reduce(h1, t.cap)
-    cdef HSlot *s
-    while True:
-        s = &t.slots[i]
-        if s.h1 == 0 or (s.h1 == h1 and s.h2 == h2):
-            return s
-        i += 1
-        if i == t.cap:
-            i = 0
-
-
-cdef int hset_resize(HashSet *t, size_t cap) except -1:
-    cdef HSlot *old = t.slots
-    cdef size_t old_cap = t.cap, i
-    cdef HSlot *s
-    t.slots = <HSlot *>PyMem_Malloc(cap * sizeof(HSlot))
-    if t.slots == NULL:
-        t.slots = old
-        raise MemoryError()
-    memset(t.slots, 0, cap * sizeof(HSlot))
-    t.cap = cap
-    for i in range(old_cap):
-        if old[i].h1 != 0:
-            s = hset_find(t, old[i].h1, old[i].h2)
-            s[0] = old[i]
-    PyMem_Free(old)
-    return 0
-
-
-cdef int hset_reserve(HashSet *t, size_t keys) except -1:
-    cdef size_t cap = cap_for(keys)
-    if cap > t.cap:
-        hset_resize(t, cap)
-    return 0
+    return kt_fill(t, <size_t>(s - t.slots), h1, h2)
 
 
 cdef int hset_add(HashSet *t, uint64_t h1, uint64_t h2) except -1:
-    """Add key (h1, h2) if absent."""
-    cdef HSlot *s = hset_find(t, h1, h2)
-    if s.h1 != 0:
+    """Add key (h1, h2) to a set if absent."""
+    cdef size_t i = kt_find(t, h1, h2)
+    if t.slots[i].h1 != 0:
         return 0
-    s.h1 = h1
-    s.h2 = h2
-    t.count += 1
-    if t.count * 4 > t.cap * 3:
-        hset_resize(t, t.cap * 2)
-    return 0
+    return kt_fill(t, i, h1, h2)
 
 
 # ---------------------------------------------------------------- small scanners
@@ -494,7 +394,7 @@ cdef inline unsigned char *put_varint(unsigned char *o, size_t n) noexcept nogil
 
 cdef enum:
     MAX_FAST_LABELS = 64
-    MAX_FAST_ADDED = 32  # as _text_py.MAX_FAST_ADDED
+    _MAX_FAST_ADDED_ENUM = 32  # as relay.labels.MAX_FAST_ADDED (a test checks)
 
 cdef struct LabelRef:
     const unsigned char *name
@@ -516,44 +416,10 @@ cdef object _TEXT_COMMENT = _py.text_comment
 cdef object _OM_REST = _py.parse_om_rest
 cdef object _CHECKER = _py.OpenMetricsChecker
 cdef object _IS_OM = _py.is_openmetrics
-cdef object _LABEL_MERGE = _py.LabelMerge
+cdef object _LABEL_MERGE = LabelMerge
 cdef int32_t DROPPED = _py.DROPPED
 
 
-cdef inline uint64_t _mix_step(uint64_t h, uint64_t label) noexcept nogil:
-    h = (h ^ label) * <uint64_t>0x9E3779B97F4A7C15ULL
-    return h ^ (h >> 32)
-
-
-cdef inline uint64_t _mix_final(uint64_t h) noexcept nogil:
-    h = (h ^ (h >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
-    h = (h ^ (h >> 27)) * <uint64_t>0x94D049BB133111EBULL
-    return h ^ (h >> 31)
-
-
-cdef uint64_t MIX_SEED = 0x243F6A8885A308D3ULL
-
-
-cdef bint _blake2b_matches():
-    """Self-test: the C BLAKE2b and mix give the same hashes as relay.batch.label_hash and
-    mix_label_hashes; and _Py_HashBytes is Python's hash of bytes."""
-    cdef bytes data
-    cdef uint64_t h = MIX_SEED
-    cdef list hashes = []
-    for n in (0, 1, 7, 8, 63, 64, 127, 128, 129, 255, 256, 300):
-        data = bytes([(i * 7 + 3) & 255 for i in range(n)])
-        if rl_blake2b_64(<const unsigned char *>PyBytes_AS_STRING(data), n) != label_hash(data):
-            return False
-        if n and <Py_ssize_t>_Py_HashBytes(<const unsigned char *>PyBytes_AS_STRING(data), n) != hash(data):
-            return False
-        one = label_hash(data)
-        hashes.append(one)
-        h = _mix_step(h, <uint64_t>one)
-    return _mix_final(h) == mix_label_hashes(hashes)
-
-
-cdef bint _B2_OK = _blake2b_matches()
-cdef bint _DIRECT_OK = False  # set at the end of the module by _direct_add_matches()
 cdef object _OBJECT_NEW = object.__new__
 cdef bint _FAST_FAMILY = False
 
@@ -599,194 +465,6 @@ cdef dict _TYPES = {b"counter": "counter", b"gauge": "gauge", b"histogram": "his
                     b"untyped": "unknown"}
 
 
-# ---------------------------------------------------------------- the series table's columns
-# SeriesTable.add_encoded in C, on its own columns (relay/batch.py documents the layout): pairs
-# bytearray and pair_offsets array('I') (the distinct labels), label_ids array('H' or 'I'),
-# starts array('I') of n + 1, hashes array('Q'); _index and _pair_index array('H') (0xFFFF empty)
-# or array('i') (-1 empty) probed linearly from hash % len, doubled (and rebuilt by the table's
-# Python methods) when over half full. A label's slot hash is Python's hash of its bytes.
-
-cdef inline bint _is_array(object a, char typecode) noexcept:
-    return type(a) is array.array and (<array.array>a).ob_descr.typecode == typecode
-
-
-cdef inline bint _is_index(object a) noexcept:
-    return (_is_array(a, b"H") or _is_array(a, b"i")) and Py_SIZE(a) > 0
-
-
-cdef inline uint32_t _label_at(array.array ids, Py_ssize_t k) noexcept:
-    if ids.ob_descr.typecode == b"H":
-        return ids.data.as_ushorts[k]
-    return ids.data.as_uints[k]
-
-
-cdef bint _same_labels(array.array ids, array.array starts, Py_ssize_t sid, const uint32_t *labels,
-                       Py_ssize_t count) noexcept:
-    """Are labels[0:count] the label ids of series ``sid``?"""
-    cdef Py_ssize_t s0 = starts.data.as_uints[sid], k
-    if <Py_ssize_t>starts.data.as_uints[sid + 1] - s0 != count:
-        return False
-    for k in range(count):
-        if _label_at(ids, s0 + k) != labels[k]:
-            return False
-    return True
-
-
-cdef Py_ssize_t _label_id(object series, array.array index, array.array poff, array.array phashes, object pairs,
-                          const unsigned char *p, Py_ssize_t n) except -1:
-    """SeriesTable._label_id in C: the id of the encoded label p[0:n]; added if new. (It may
-    replace series._pair_index and series.label_ids: the caller reads them again after.)"""
-    cdef const unsigned char *base = <const unsigned char *>PyByteArray_AS_STRING(pairs)
-    cdef size_t cap = <size_t>Py_SIZE(index)
-    cdef size_t i = <size_t>(<uint64_t>_Py_HashBytes(p, n) % cap)
-    cdef bint small = index.ob_descr.typecode == b"H"
-    cdef Py_ssize_t q, start
-    cdef const uint32_t *off = poff.data.as_uints
-    while True:
-        if small:
-            q = index.data.as_ushorts[i]
-            if q == 0xFFFF:
-                break
-        else:
-            q = index.data.as_ints[i]
-            if q == -1:
-                break
-        if <Py_ssize_t>(off[q + 1] - off[q]) == n and memcmp(base + off[q], p, <size_t>n) == 0:
-            return q
-        i += 1
-        if i == cap:
-            i = 0
-    q = Py_SIZE(poff) - 1
-    start = PyByteArray_GET_SIZE(pairs)
-    if <size_t>start + <size_t>n > 0xFFFFFFFF:
-        raise MemoryError("series table is full (4 GiB of labels)")
-    if small and q >= 0xFFFF:
-        raise RuntimeError("SeriesTable label index of 2-byte slots is too small")
-    if q >= 0xFFFF:
-        series._widen_label_ids()
-    if Py_SIZE(phashes) != q:
-        raise RuntimeError("SeriesTable pair_hashes do not match its labels")
-    array.resize_smart(poff, q + 2)
-    try:
-        array.resize_smart(phashes, q + 1)
-        PyByteArray_Resize(pairs, start + n)
-    except BaseException:
-        array.resize(poff, q + 1)
-        array.resize(phashes, q)
-        raise
-    memcpy(<unsigned char *>PyByteArray_AS_STRING(pairs) + start, p, <size_t>n)
-    poff.data.as_uints[q + 1] = <uint32_t>(start + n)
-    phashes.data.as_ulonglongs[q] = rl_blake2b_64(p, <size_t>n)
-    if small:
-        index.data.as_ushorts[i] = <unsigned short>q
-    else:
-        index.data.as_ints[i] = <int>q
-    if <size_t>(q + 1) * 2 > cap:
-        series._grow_pair_index(cap * 2)
-    return q
-
-
-cdef int32_t _table_commit(object series, const unsigned char *enc, Py_ssize_t size) except? -3:
-    """Id of the series encoded as enc[0:size]: an existing series, or a new one (added); -2 when
-    the table is not in the shape written here (the Python method then adds it). The same steps
-    as SeriesTable.add_encoded: labels looked up (added if new), hash mixed from theirs, series
-    found by hash and label ids."""
-    try:
-        pairs = series.pairs
-        poff_o = series.pair_offsets
-        phashes_o = series.pair_hashes
-        ids_o = series.label_ids
-        starts_o = series.starts
-        hashes_o = series.hashes
-        index_o = series._index
-        pindex_o = series._pair_index
-    except AttributeError:
-        return -2
-    if not (type(pairs) is bytearray and _is_array(poff_o, b"I") and _is_array(phashes_o, b"Q")
-            and (_is_array(ids_o, b"H") or _is_array(ids_o, b"I")) and _is_array(starts_o, b"I")
-            and _is_array(hashes_o, b"Q") and _is_index(index_o) and _is_index(pindex_o)):
-        return -2
-    cdef array.array poff = poff_o, phashes = phashes_o, ids = ids_o, starts = starts_o, hashes = hashes_o
-    cdef array.array index = index_o, pindex = pindex_o
-    cdef Py_ssize_t n = Py_SIZE(hashes), pos = 0, stop, count = 0, k, m
-    if (Py_SIZE(starts) != n + 1 or Py_SIZE(poff) != Py_SIZE(phashes) + 1
-            or starts.data.as_uints[n] != <size_t>Py_SIZE(ids)
-            or poff.data.as_uints[Py_SIZE(poff) - 1] != <size_t>PyByteArray_GET_SIZE(pairs)):
-        return -2
-    cdef uint32_t labels[MAX_FAST_LABELS + 1 + MAX_FAST_ADDED]
-    cdef size_t length
-    cdef int shift
-    cdef Py_ssize_t q
-    cdef uint64_t h = MIX_SEED
-    while pos < size:  # each Label field: 0x0A, varint length, message (we wrote them)
-        length = 0
-        shift = 0
-        stop = pos + 1
-        while True:
-            length |= <size_t>(enc[stop] & 0x7F) << shift
-            shift += 7
-            stop += 1
-            if enc[stop - 1] < 0x80:
-                break
-        stop += <Py_ssize_t>length
-        q = _label_id(series, pindex, poff, phashes, pairs, enc + pos, stop - pos)
-        if <size_t>(Py_SIZE(poff) - 1) * 2 > <size_t>Py_SIZE(pindex):  # it grew the label index: a new array
-            pindex = series._pair_index
-        labels[count] = <uint32_t>q
-        h = _mix_step(h, phashes.data.as_ulonglongs[q])
-        count += 1
-        pos = stop
-    h = _mix_final(h)
-    if Py_SIZE(poff) > 0x10000 and ids.ob_descr.typecode == b"H":  # widened by _label_id
-        ids = series.label_ids
-    cdef size_t cap = <size_t>Py_SIZE(index)
-    cdef size_t i = <size_t>(h % cap)
-    cdef bint small = index.ob_descr.typecode == b"H"
-    cdef int sid
-    if small and n >= 0xFFFF:
-        raise RuntimeError("SeriesTable index of 2-byte slots is too small")
-    while True:
-        if small:
-            sid = index.data.as_ushorts[i]
-            if sid == 0xFFFF:
-                break
-        else:
-            sid = index.data.as_ints[i]
-            if sid == -1:
-                break
-        if hashes.data.as_ulonglongs[sid] == h and _same_labels(ids, starts, sid, labels, count):
-            return sid
-        i += 1
-        if i == cap:
-            i = 0
-    m = Py_SIZE(ids)
-    if <size_t>m + <size_t>count > 0xFFFFFFFF:
-        raise MemoryError("series table is full (4 G label ids)")
-    array.resize_smart(ids, m + count)
-    try:
-        array.resize_smart(starts, n + 2)
-        array.resize_smart(hashes, n + 1)
-    except BaseException:  # out of memory: leave the series out (its labels stay, unused)
-        array.resize(ids, m)
-        array.resize(starts, n + 1)
-        raise
-    if ids.ob_descr.typecode == b"H":
-        for k in range(count):
-            ids.data.as_ushorts[m + k] = <unsigned short>labels[k]
-    else:
-        for k in range(count):
-            ids.data.as_uints[m + k] = labels[k]
-    starts.data.as_uints[n + 1] = <uint32_t>(m + count)
-    hashes.data.as_ulonglongs[n] = h
-    if small:
-        index.data.as_ushorts[i] = <unsigned short>n
-    else:
-        index.data.as_ints[i] = <int>n
-    if <size_t>(n + 1) * 2 > cap:
-        series._grow_index(cap * 2)
-    return <int32_t>n
-
-
 cdef class Parser:
     """Parses exposition bodies of one target into Batches (Cython twin of relay.textparse._text_py.Parser).
 
@@ -807,14 +485,15 @@ cdef class Parser:
     cdef LabelRef *_added    # LabelMerge.fast: labels merged into each new series in C
     cdef Py_ssize_t _n_added
     cdef object _added_keep  # owns the bytes _added points into
-    cdef unsigned char *_scratch  # a new series' encoding, before _table_commit
+    cdef unsigned char *_scratch  # a new series' encoding, before CSeriesTable.add_encoded_c
     cdef size_t _scratch_cap
     cdef bint _merge
     cdef tuple _filter_names  # LabelMerge.filter_names: keep/drop decided from these labels' values
     cdef object _keeps        # LabelMerge.keeps(values) -> bool
     cdef dict _decisions      # its remembered decisions (the Relabeler's), looked up first
-    cdef bint _direct        # the series table is exactly a SeriesTable: new series are written into
-                             # its arena and columns in C, as SeriesTable.add_encoded does
+    cdef CSeriesTable _table # the series table when it is the C twin (new series go in through its
+                             # C interface, relay/_series_c.pxd), else None (its add_encoded method)
+    cdef bint _direct        # _table is not None
     cdef Py_ssize_t _hint    # samples of the last parse: the column buffers' first size
     cdef Py_ssize_t _label_limit, _name_limit, _value_limit
     cdef Table _keys
@@ -827,8 +506,8 @@ cdef class Parser:
     cdef list _exemplars
 
     def __cinit__(self):
-        table_init(&self._keys, 8)
-        hset_init(&self._comments, 8)
+        kt_init(&self._keys, 8)
+        kt_init(&self._comments, 8)
         self._cap = 0
         self._n = 0
         self._hint = 0
@@ -853,21 +532,22 @@ cdef class Parser:
         self._resolver = _py.SeriesResolver(self.series, on_new_series, label_limit,
                                             label_name_length_limit, label_value_length_limit)
         self._add_encoded = self.series.add_encoded
-        self._direct = _DIRECT_OK and type(self.series) is SeriesTable
+        self._table = self.series if isinstance(self.series, CSeriesTable) else None
+        self._direct = self._table is not None
         self._info = []
         self._filter_names = None
-        if type(on_new_series) is _LABEL_MERGE and on_new_series.fast is not None:
+        if type(on_new_series) is _LABEL_MERGE and on_new_series.fast is not None:  # relay/labels.py
             self._set_merge(on_new_series.fast)
-            if on_new_series.filter_names is not None:
-                decisions = getattr(on_new_series.relabel, "_decisions", None)
+            if self._merge and on_new_series.filter_names is not None:
+                decisions = on_new_series.decisions
                 self._filter_names = tuple(on_new_series.filter_names)
                 self._keeps = on_new_series.keeps
-                self._decisions = decisions if type(decisions) is dict else {}
+                self._decisions = decisions if decisions is not None else {}
 
     cdef int _set_merge(self, tuple fast) except -1:
         cdef Py_ssize_t i, n = len(fast)
         cdef bytes k, v
-        if n > MAX_FAST_ADDED:
+        if n > _MAX_FAST_ADDED_ENUM:
             return 0
         self._added = <LabelRef *>PyMem_Malloc((n + 1) * sizeof(LabelRef))
         if self._added == NULL:
@@ -890,8 +570,8 @@ cdef class Parser:
     def __dealloc__(self):
         PyMem_Free(self._added)
         PyMem_Free(self._scratch)
-        table_free(&self._keys)
-        hset_free(&self._comments)
+        kt_free(&self._keys)
+        kt_free(&self._comments)
         PyMem_Free(self._ids)
         PyMem_Free(self._vals)
         PyMem_Free(self._ts)
@@ -901,10 +581,10 @@ cdef class Parser:
 
     def forget(self):
         """Drop the series cache (the series table and its ids stay)."""
-        table_free(&self._keys)
-        hset_free(&self._comments)
-        table_init(&self._keys, 8)
-        hset_init(&self._comments, 8)
+        kt_free(&self._keys)
+        kt_free(&self._comments)
+        kt_init(&self._keys, 8)
+        kt_init(&self._comments, 8)
         self._info = []
 
     def cache_bytes(self):
@@ -934,9 +614,7 @@ cdef class Parser:
                 self._parse_text(<const unsigned char *>view.buf, view.len, dts)
             added = len(self.series) - before
             if added and added * 8 >= len(self.series):
-                compact = getattr(self.series, "compact", None)
-                if compact is not None:
-                    compact()
+                self.series.compact()
             batch = Batch(self.series, self._column(_ARRAY_I, self._ids, 4),
                           self._column(_ARRAY_D, self._vals, 8), self._column(_ARRAY_Q, self._ts, 8),
                           dict(self.families))
@@ -974,11 +652,12 @@ cdef class Parser:
             if eol == NULL:
                 break
             pos = (eol - buf) + 1
-        table_reserve(&self._keys, samples)
-        hset_reserve(&self._comments, comments)
-        reserve = getattr(self.series, "reserve", None)
-        if reserve is not None:
-            reserve(len(self.series) + samples)
+        kt_reserve(&self._keys, samples)
+        kt_reserve(&self._comments, comments)
+        if self._direct:
+            self._table.reserve_c(len(self._table) + samples)
+        else:
+            self.series.reserve(len(self.series) + samples)
         return 0
 
     cdef array.array _column(self, array.array template, void *data, size_t itemsize):
@@ -1189,7 +868,7 @@ cdef class Parser:
     cdef int _text_comment(self, const unsigned char *p, Py_ssize_t n, Py_ssize_t lineno) except -1:
         cdef uint64_t h2
         cdef uint64_t h = key_hash(p, n, &h2)
-        if hset_find(&self._comments, h, h2).h1 != 0:
+        if self._comments.slots[kt_find(&self._comments, h, h2)].h1 != 0:
             return 0  # seen before: its metadata is already in self.families
         cdef int r = self._metadata(p, n)
         if r >= 0:
@@ -1200,7 +879,7 @@ cdef class Parser:
             except ValueError as exc:
                 raise ParseError(lineno, str(exc)) from None
         if stale:
-            hset_clear(&self._comments)  # same size: the lines come again
+            kt_clear(&self._comments)  # same size: the lines come again
         hset_add(&self._comments, h, h2)
         return 0
 
@@ -1278,7 +957,7 @@ cdef class Parser:
         """Parse and encode a text-format series in C; -2 when anything is unusual (the Python
         resolver then decides, raises or explains)."""
         cdef LabelRef labels[MAX_FAST_LABELS + 1]
-        cdef LabelRef merged[MAX_FAST_LABELS + 1 + MAX_FAST_ADDED]
+        cdef LabelRef merged[MAX_FAST_LABELS + 1 + _MAX_FAST_ADDED_ENUM]
         cdef LabelRef *out = labels
         cdef Py_ssize_t nout
         cdef LabelRef tmp
@@ -1481,7 +1160,7 @@ cdef class Parser:
                 memcpy(o, out[i].value, out[i].out_len)
                 o += out[i].out_len
         if self._direct:
-            return _table_commit(self.series, self._scratch, <Py_ssize_t>total)
+            return self._table.add_encoded_c(self._scratch, <Py_ssize_t>total)
         return self._add_encoded(encoded)
 
     cdef int _filter(self, LabelRef *labels, Py_ssize_t count) except -2:
@@ -1608,35 +1287,5 @@ cdef inline int _name_cmp(LabelRef *a, LabelRef *b) noexcept nogil:
     return (a.name_len > b.name_len) - (a.name_len < b.name_len)
 
 
-cdef bint _direct_add_matches():
-    """Self-test: series written into a SeriesTable by the C path leave it exactly as
-    SeriesTable.add_encoded does (the same ids and columns, across growth of both indexes, shared
-    labels and duplicates)."""
-    global _DIRECT_OK
-    cdef Parser p
-    cdef int32_t sid
-    texts = [b"up", b'up{job="etcd"}', b'up{ job = "etcd" , }', b'a{y="2",x="1"}', b'a{x="1",y="2"}',
-             b'e{v="a\\\\b\\"c\\nd\\q"}', b'z{x=""}', b"z"]
-    texts += [b'm_%d{i="%d",le="+Inf"}' % (k % 7, k) for k in range(60)]
-    texts += [b'm_%d{i="%d",le="+Inf"}' % (k % 7, k) for k in range(0, 60, 7)]  # again: the same ids
-    ref = SeriesTable()
-    _DIRECT_OK = True
-    try:
-        p = Parser()
-        for text in texts:
-            sid = p._fast_new_series(<const unsigned char *>PyBytes_AS_STRING(text), len(text))
-            name, labels = _py.parse_series(text, False)
-            if sid != ref.add(name, labels):
-                return False
-        table = p.series
-        return (table.columns() == ref.columns() and table._index == ref._index
-                and table._pair_index == ref._pair_index and len(ref) == 65)
-    except Exception:
-        return False
-    finally:
-        _DIRECT_OK = False
-
-
-_DIRECT_OK = _B2_OK and _direct_add_matches()
-DIRECT_ARENA_WRITES = _DIRECT_OK
-"""True when new series are written into the SeriesTable's columns in C (the self-test passed)."""
+MAX_FAST_ADDED = _MAX_FAST_ADDED_ENUM
+"""Labels added by a LabelMerge that are merged in C (relay.labels.MAX_FAST_ADDED: a test checks)."""

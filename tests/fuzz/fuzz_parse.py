@@ -54,6 +54,7 @@ from typing import Any  # noqa: E402
 
 from relay._ext import NO_EXTENSIONS  # noqa: E402
 from relay.batch import Labels  # noqa: E402
+from relay.labels import LabelMerge  # noqa: E402
 from relay.relabel import Relabeler, parse_relabel_configs  # noqa: E402
 from relay.textparse import _text_py  # noqa: E402
 from tests.fuzz.twins import outcome, series_state  # noqa: E402
@@ -72,7 +73,7 @@ def drop_and_add(name: str, labels: Labels) -> tuple[str, Labels] | None:
 
 
 def _label_merge() -> Any:
-    return _text_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),))
+    return LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),))
 
 
 # metric_relabel_configs: keep/drop rules only (the twins decide a series from the labels the rules
@@ -90,12 +91,12 @@ REWRITE_RULES = parse_relabel_configs([
 
 
 def _filtered_merge() -> Any:
-    return _text_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
+    return LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
                                 Relabeler(FILTER_RULES))
 
 
 def _rewriting_merge() -> Any:
-    return _text_py.LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
+    return LabelMerge((("instance", "a:1"), ("job", "etcd")), False, (("cluster", "c"),),
                                 Relabeler(REWRITE_RULES))
 
 
@@ -107,7 +108,7 @@ SETUPS: list[tuple[str, Callable[[], dict[str, Any]]]] = [
     ("hook", lambda: {"on_new_series": drop_and_add, "keep_exemplars": True}),
     ("limits", lambda: {"sample_limit": 7, "label_limit": 4, "label_name_length_limit": 12,
                         "label_value_length_limit": 40, "honor_timestamps": False}),
-    ("label-merge-honor", lambda: {"on_new_series": _text_py.LabelMerge(
+    ("label-merge-honor", lambda: {"on_new_series": LabelMerge(
         (("instance", "a:1"), ("job", "etcd")), True, (("cluster", "c"), ("job", "ext"))), "keep_exemplars": True}),
     ("label-merge-limits", lambda: {"on_new_series": _label_merge(), "sample_limit": 50, "label_limit": 6}),
     ("label-merge-filter", lambda: {"on_new_series": _filtered_merge()}),
