@@ -172,7 +172,11 @@ class WebServer:
             except ValueError:
                 await self._send(stream, Response(400, b"bad request\n"))
                 return
-            resp = await self._guarded(method, target, headers, local)
+            try:
+                resp = await self._guarded(method, target, headers, local)
+            except Exception as exc:  # an endpoint's bug is a 500 for that request, not a dead server
+                log.exception("web: %s %s failed", method, target[:200])
+                resp = Response(500, f"internal error: {exc.__class__.__name__}\n".encode())
             await self._send(stream, resp)
 
     async def _read_head(self, stream: anyio.abc.ByteStream) -> str | None:

@@ -58,6 +58,24 @@ _ALLOWED_HEADERS = {
 }
 
 
+@dataclass(frozen=True)
+class TLSServerConfig:
+    """The ``tls_server_config`` keys read, with their defaults (written once, here)."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    client_ca_file: str | None = None
+    client_auth_type: str = "NoClientCert"
+    min_version: str = "TLS12"
+    max_version: str = "TLS13"
+    prefer_server_cipher_suites: bool = True  # accepted: OpenSSL servers prefer their own order
+
+
+@dataclass(frozen=True)
+class HTTPServerConfig:
+    http2: bool = True  # accepted; this server speaks HTTP/1.1
+
+
 class BasicAuthUsers:
     """Checks ``Authorization: Basic`` against bcrypt hashes. bcrypt is slow on purpose (tens of
     milliseconds): it runs in a worker thread, at most two at a time, and a pair that passed is
@@ -113,19 +131,19 @@ def _tls(sec: _Section) -> ssl.SSLContext:
     if not key:
         raise ConfigError(sec.at("key_file"), "is required")
     ca = sec.path("client_ca_file")
-    auth_type = sec.text("client_auth_type", "NoClientCert")
+    auth_type = sec.text("client_auth_type")
     if auth_type not in _CLIENT_AUTH:
         raise ConfigError(sec.at("client_auth_type"), f"{auth_type!r} is not one of {', '.join(_CLIENT_AUTH)}")
     versions = {}
-    for k, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
-        v = sec.text(k, default)
+    for k in ("min_version", "max_version"):
+        v = sec.text(k)
         if v not in _TLS_VERSIONS:
             raise ConfigError(sec.at(k), f"{v!r} is not one of {', '.join(_TLS_VERSIONS)}")
         versions[k] = _TLS_VERSIONS[v]
     for k in ("cipher_suites", "curve_preferences"):
         if sec.has(k):
             raise ConfigError(sec.at(k), "is not supported (Python's TLS uses OpenSSL's defaults)")
-    sec.get("prefer_server_cipher_suites")  # accepted: OpenSSL servers prefer their own order
+    sec.flag("prefer_server_cipher_suites")
     sec.done()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
@@ -164,12 +182,12 @@ def parse_web_config(text: str, source: str, base: Path) -> WebConfig:
     top = _Section(raw, "", base=base)
     out = WebConfig()
     if top.has("tls_server_config"):
-        out.ssl_context = _tls(top.section("tls_server_config"))
+        out.ssl_context = _tls(top.section("tls_server_config", of=TLSServerConfig))
     else:
         top.get("tls_server_config")
     if top.has("http_server_config"):
-        h = top.section("http_server_config")
-        h.flag("http2", True)  # accepted; this server speaks HTTP/1.1
+        h = top.section("http_server_config", of=HTTPServerConfig)
+        h.flag("http2")
         for name, value in h.str_map("headers").items():
             canonical = _ALLOWED_HEADERS.get(name.lower())
             if canonical is None:
