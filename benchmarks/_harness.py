@@ -420,6 +420,8 @@ def start_peer(name: str, *, workdir: Path, targets_file: Path, interval: float,
                 "--config", str(rundir / "relay.yml"), "--listen", listen,
                 "--stats-file", str(stats_file), "--duration", str(max_seconds), "--drain-timeout", "10",
                 *extra_args]
+        if not any(a.startswith("--queue") for a in extra_args):  # as the figures so far: in memory
+            argv.append("--queue.memory")
         ready = f"http://{listen}/-/ready"
     elif name == "vmagent":
         (rundir / "vmagent.yml").write_text(_vmagent_config(config))

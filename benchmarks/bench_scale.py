@@ -83,7 +83,8 @@ def run(members: int, interval: float, rounds: int, receiver: bool, workdir: Pat
         )
         port = free_ports(1)[0]
         relay = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+            [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+             "--queue.memory"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
         )
         procs.append(relay)

@@ -21,11 +21,14 @@ import anyio
 
 from . import __version__
 from ._exceptions import ConfigError
-from .config import ClusterConfig, field_default, parse_size
+from .config import ClusterConfig, field_default, parse_duration, parse_size
 
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+DEFAULT_QUEUE_DIR = "data/relay-queue"  # as vmagent's -remoteWrite.tmpDataPath: on disk unless told
+
+log = logging.getLogger("relay")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,18 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="Prometheus-compatible YAML config file")
     run.add_argument("--listen", default="127.0.0.1:9091",
                      help="address of /metrics, /targets, /-/healthy, /-/ready, /-/reload (default 127.0.0.1:9091)")
+    run.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                     help="accept POST /-/reload (off by default, as Prometheus; SIGHUP always reloads)")
     run.add_argument("--web.disable-reload", dest="disable_reload", action="store_true",
-                     help="refuse POST /-/reload (SIGHUP still reloads)")
+                     help=argparse.SUPPRESS)  # deprecated: reload is off unless --web.enable-lifecycle
+    run.add_argument("--web.config.file", dest="web_config_file", default=None, metavar="FILE",
+                     help="TLS and basic auth for the endpoints, in Prometheus' web config format")
     run.add_argument("--sink-jsonl", default=None, metavar="FILE",
                      help="also write every sample as a JSON line to FILE ('-' for stdout)")
     run.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run until a signal)")
     run.add_argument("--drain-timeout", type=float, default=30.0,
                      help="seconds to keep sending at shutdown (default 30)")
     run.add_argument("--stats-file", default=None, help="write a JSON summary (samples sent, dropped) here at exit")
-    run.add_argument("--queue-dir", default=None, metavar="DIR",
-                     help="persistent remote-write queue: blocks not yet sent survive a restart (default: memory)")
+    run.add_argument("--queue-dir", default=DEFAULT_QUEUE_DIR, metavar="DIR",
+                     help="the remote-write queue on disk: what is not yet sent survives a restart or a SIGKILL "
+                          f"(default {DEFAULT_QUEUE_DIR}, relative to the working directory)")
+    run.add_argument("--queue.memory", dest="queue_memory", action="store_true",
+                     help="keep the remote-write queue in memory only: lost when the relay stops")
     run.add_argument("--queue-max-bytes", default="1GiB",
                      help="bound of each endpoint's queue; the oldest blocks are dropped (and counted) past it")
+    run.add_argument("--web.max-connections", dest="web_max_connections", type=int, default=512,
+                     help="connections served at once on --listen; more wait in the backlog (default 512)")
+    run.add_argument("--web.read-timeout", dest="web_read_timeout", default="10s",
+                     help="time a client has to send its request head (TLS handshake included; default 10s)")
     run.add_argument("--http-transport", choices=["fast", "httpx"], default="fast",
                      help="HTTP transport for scrapes and sends (default fast; httpx = httpx's own)")
     _add_cluster_flags(run)
@@ -126,23 +140,38 @@ def _setup_logging(level: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .app import Relay, RelayOptions, check_config
+    from .app import Relay, RelayOptions, check_config, probe_queue_dir
     from .http.server import parse_listen
 
     cluster = _cluster_from_flags(args)
     listen = parse_listen(args.listen)
+    if args.disable_reload:
+        if args.enable_lifecycle:
+            raise ConfigError("--web.disable-reload", "cannot be used with --web.enable-lifecycle")
+        log.warning("--web.disable-reload is deprecated: /-/reload is off unless --web.enable-lifecycle")
     config = check_config(args.config, cluster)
+    if args.web_max_connections < 1:
+        raise ConfigError("--web.max-connections", "must be at least 1")
+    read_timeout = parse_duration(args.web_read_timeout, "--web.read-timeout")
+    if read_timeout <= 0:
+        raise ConfigError("--web.read-timeout", "must be greater than 0")
+    queue_dir = None if args.queue_memory else args.queue_dir
+    if queue_dir is not None and config.remote_write:  # (a reload that adds one checks it then)
+        probe_queue_dir(queue_dir)
     options = RelayOptions(
         config_file=args.config,
         listen=listen,
-        enable_reload=not args.disable_reload,
+        enable_reload=args.enable_lifecycle,
+        web_config_file=args.web_config_file,
         jsonl_sink=args.sink_jsonl,
         duration=args.duration,
         drain_timeout=args.drain_timeout,
         cluster=cluster,
         fast_http=args.http_transport == "fast",
         stats_file=args.stats_file,
-        queue_dir=args.queue_dir,
+        queue_dir=queue_dir,
+        web_max_connections=args.web_max_connections,
+        web_read_timeout=read_timeout,
         queue_max_bytes=parse_size(args.queue_max_bytes, "--queue-max-bytes"),
     )
     relay = Relay(options, config)

@@ -837,7 +837,8 @@ def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
     url = sec.text("url", "")  # "": absent; the field has no default
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(sec.at("url"), f"{url!r} is not an http(s) URL" if url else "is required")
+        shown = url if "@" not in parts.netloc else url.replace(parts.netloc, "<secret>@" + parts.netloc.rpartition("@")[2])
+        raise ConfigError(sec.at("url"), f"{shown!r} is not an http(s) URL" if url else "is required")
     headers = sec.str_map("headers")
     for h in headers:
         if h.lower() in _RESERVED_HEADERS:
@@ -856,6 +857,8 @@ def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
         queue_config=_queue(sec.section("queue_config", QueueConfig)),
         http=_http_client(sec),
     )
+    if "@" in parts.netloc and (out.http.basic_auth is not None or out.http.authorization is not None):
+        raise ConfigError(sec.at("url"), "has credentials (user:password@) and basic_auth or authorization is set too")
     sec.done(_IGNORED_RW)
     return out
 

@@ -338,8 +338,7 @@ class RelayProcess:
         self.port = free_ports(1)[0]
         args = [sys.executable, "-m", "relay.cli", "run", "--config", str(config),
                 "--listen", f"{LOOPBACK}:{self.port}", "--stats-file", str(self.stats_file), *extra]
-        if queue:
-            args += ["--queue-dir", str(folder.parent / "queue")]
+        args += ["--queue-dir", str(folder.parent / "queue")] if queue else ["--queue.memory"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          cwd=Path(__file__).resolve().parents[1])

@@ -141,7 +141,8 @@ def test_secrets_never_show(auth_server: int, tmp_path: Path) -> None:
                                f"    authorization: {{credentials: {TOKEN}}}\n"))
     port = free_ports(1)[0]
     proc = subprocess.Popen([sys.executable, "-m", "relay.cli", "--log-level", "debug", "run", "--config",
-                             str(config), "--listen", f"127.0.0.1:{port}", "--drain-timeout", "1"],
+                             str(config), "--listen", f"127.0.0.1:{port}", "--drain-timeout", "1",
+                             "--queue.memory"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/-/ready", 20)

@@ -55,6 +55,15 @@ def test_check_config_ok_and_bad(tmp_path: Path) -> None:
          "--cluster.member_num: must be below members_count (2)"),
         (["run"], "the following arguments are required: --config"),
         (["check-config", "--config", "{certs}"], "scrape_configs[0].tls_config: cannot read"),
+        (["run", "--config", "{rw}", "--queue-dir", "/proc/relay-queue"],
+         "--queue-dir: /proc/relay-queue: cannot write there"),
+        (["run", "--config", "{rw}", "--queue-dir", "{file}/q"], "--queue-dir: {file}/q: cannot write there"),
+        (["run", "--config", "{cfg}", "--web.max-connections", "0"], "--web.max-connections: must be at least 1"),
+        (["run", "--config", "{cfg}", "--web.read-timeout", "soon"], "--web.read-timeout: 'soon' is not a duration"),
+        (["run", "--config", "{cfg}", "--web.config.file", "/nonexistent.yml"],
+         "/nonexistent.yml: cannot read web config file"),
+        (["run", "--config", "{cfg}", "--web.disable-reload", "--web.enable-lifecycle"],
+         "--web.disable-reload: cannot be used with --web.enable-lifecycle"),
     ],
 )
 def test_bad_flags_one_line_exit_2(tmp_path: Path, args: list[str], expect: str) -> None:
@@ -62,7 +71,12 @@ def test_bad_flags_one_line_exit_2(tmp_path: Path, args: list[str], expect: str)
     cfg.write_text("scrape_configs: []\n")
     certs = tmp_path / "certs.yml"
     certs.write_text("scrape_configs:\n  - job_name: a\n    tls_config: {ca_file: /nonexistent/ca.pem}\n")
-    out = relay(*[a.format(cfg=cfg, certs=certs) for a in args])
+    rw = tmp_path / "rw.yml"
+    rw.write_text("remote_write: [{url: 'http://127.0.0.1:1/api/v1/write'}]\n")
+    file = tmp_path / "a-file"
+    file.write_text("")
+    out = relay(*[a.format(cfg=cfg, certs=certs, rw=rw, file=file) for a in args])
+    expect = expect.format(file=file)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expect in lines[0], out.stderr
@@ -73,8 +87,8 @@ def test_web_endpoints_reload_and_sighup(tmp_path: Path) -> None:
     cfg.write_text("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: j1\n    static_configs: [{targets: ['127.0.0.1:1']}]\n")
     port = free_ports(1)[0]
     base = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([*RELAY, "run", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*RELAY, "run", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
+                             "--web.enable-lifecycle"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_http(base + "/-/ready", 20, proc)  # type: ignore[arg-type]
         assert urllib.request.urlopen(base + "/-/healthy").status == 200
@@ -116,12 +130,12 @@ def test_web_endpoints_reload_and_sighup(tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
-def test_reload_can_be_disabled(tmp_path: Path) -> None:
+def test_reload_is_off_by_default(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yml"
     cfg.write_text("scrape_configs: []\n")
     port = free_ports(1)[0]
-    proc = subprocess.Popen([*RELAY, "run", "--config", str(cfg), "--listen", f"127.0.0.1:{port}",
-                             "--web.disable-reload"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*RELAY, "run", "--config", str(cfg), "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{port}/-/ready", 20)
         req = urllib.request.Request(f"http://127.0.0.1:{port}/-/reload", method="POST")

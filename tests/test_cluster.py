@@ -59,7 +59,7 @@ def run_replicas(job: str, targets: Path, vm: VictoriaMetrics, tmp: Path, count:
         with (tmp / f"{job}-{i}.log").open("wb") as log:  # not a pipe nobody reads: it blocks the relay at 64 KiB
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-                 *cluster],
+                 "--queue.memory", *cluster],
                 stdout=subprocess.DEVNULL, stderr=log,
             ))
     try:

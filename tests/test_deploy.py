@@ -442,7 +442,7 @@ def _check_run_args(
         probe_port = port_number(c, (c.get(probe) or {}).get("httpGet", {}).get("port"))
         if probe_port is not None and probe_port != port:
             problems.append(f"{where}: --listen port {port} is not the {probe} port {probe_port}")
-    if args.queue_dir is not None:
+    if args.queue_dir is not None and not args.queue_memory:  # on disk unless --queue.memory
         q = mount_volume(spec, c, posixpath.normpath(args.queue_dir))
         if q is None or q[0].get("readOnly"):
             problems.append(f"{where}: --queue-dir {args.queue_dir} is not in a writable mounted volume")

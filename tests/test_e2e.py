@@ -18,7 +18,7 @@ def run_relay(config: Path, tmp_path: Path, duration: float, *extra: str) -> dic
     stats = tmp_path / "stats.json"
     proc = subprocess.run(
         [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{free_ports(1)[0]}",
-         "--duration", str(duration), "--stats-file", str(stats), *extra],
+         "--duration", str(duration), "--stats-file", str(stats), "--queue-dir", str(tmp_path / "queue"), *extra],
         capture_output=True,
         text=True,
         timeout=duration + 60,

@@ -48,7 +48,8 @@ def test_relay_follows_the_cluster(prometheus_receiver: PrometheusReceiver, tmp_
         port = free_ports(1)[0]
         with (tmp_path / "relay.log").open("wb") as log:  # not a pipe nobody reads: it blocks the relay at 64 KiB
             relay = subprocess.Popen(
-                [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+                [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+                 "--queue-dir", str(tmp_path / "queue")],
                 stdout=subprocess.DEVNULL, stderr=log,
             )
         try:

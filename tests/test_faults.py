@@ -132,7 +132,8 @@ def test_bad_targets_fail_alone_with_reasons(
         with (tmp_path / "relay.log").open("wb") as log:  # not a pipe nobody reads: it blocks the relay at 64 KiB
             relay = subprocess.Popen(
                 [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
-                 "--http-transport", transport],
+                 "--http-transport", transport,
+                 "--queue-dir", str(tmp_path / "queue")],
                 stdout=subprocess.DEVNULL, stderr=log,
             )
         wait_http(f"http://127.0.0.1:{port}/-/ready", 20)
@@ -191,7 +192,8 @@ def test_failed_scrapes_do_not_keep_their_bodies(hostile_server: int, tmp_path: 
     )
     port = free_ports(1)[0]
     relay = subprocess.Popen(
-        [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--listen", f"127.0.0.1:{port}",
+                 "--queue-dir", str(tmp_path / "queue")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

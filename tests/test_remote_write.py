@@ -380,3 +380,61 @@ async def test_restart_with_fewer_shards_sends_what_the_old_ones_left_first(tmp_
             per_series.setdefault(labels["series"], []).extend(ts for _, ts in samples)
     assert len(per_series) == 30 and all(ts == sorted(ts) and len(ts) == 6 for ts in per_series.values())
     assert [p.name for p in tmp_path.rglob("gen*")] == ["gen000002-shard000"]
+
+
+async def test_on_disk_each_push_is_a_block_in_the_queue_file_before_it_returns(tmp_path: Any) -> None:
+    """With a queue folder nothing waits in memory for max_samples_per_send or the deadline: a
+    SIGKILL right after push() returns loses none of it. In memory the batching stays as it was."""
+    cfg = rw_config("http://127.0.0.1:1/w", "    queue_config: {min_shards: 2, max_samples_per_send: 2000}\n")
+    on_disk = RemoteWriter(cfg, MockPool(lambda r: httpx.Response(204)), SelfMetrics(), queue_dir=tmp_path)
+    in_memory = RemoteWriter(cfg, MockPool(lambda r: httpx.Response(204)), SelfMetrics())
+    table = SeriesTable()
+    table.shard_key = 1
+    sid = table.add("m", (("job", "j"),))
+    for w in (on_disk, in_memory):
+        b = Batch(table)
+        for i in range(10):
+            b.append(sid, float(i), 1_700_000_000_000 + i)
+        w.push(b)
+    assert all(not s.pending for s in on_disk.shards) and sum(len(s.queue) for s in on_disk.shards) == 1
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*.seg")) > 10  # written through, not buffered
+    assert sum(s.pending_count for s in in_memory.shards) == 10 and all(not len(s.queue) for s in in_memory.shards)
+    on_disk.close()
+
+
+async def test_url_credentials_are_sent_as_basic_auth_and_shown_as_secret(tmp_path: Any) -> None:
+    import base64
+
+    from relay.remote.writer import _folder_name
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    cfg = rw_config("http://al%3Aice:pa%40ss@127.0.0.1:1/api/v1/write")
+    writer = RemoteWriter(cfg, MockPool(handler), SelfMetrics(), queue_dir=tmp_path)
+    assert writer.label == "http://<secret>@127.0.0.1:1/api/v1/write"
+    assert "pa" not in _folder_name(cfg) and "ice" not in _folder_name(cfg)
+    assert await run_writer(writer, make_batches(3, 2, "cred", 1_700_000_000_000))
+    writer.close()
+    assert seen and all(r.headers["authorization"] == "Basic " + base64.b64encode(b"al:ice:pa@ss").decode()
+                        for r in seen)
+    assert all(r.url.userinfo == b"" and str(r.url) == "http://127.0.0.1:1/api/v1/write" for r in seen)
+    assert not any("pa" in p.name or "ice" in p.name for p in tmp_path.rglob("*"))
+    metrics = writer.metrics.registry
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics).decode()
+    assert 'url="http://<secret>@127.0.0.1:1/api/v1/write"' in text and "pa%40ss" not in text and "ice" not in text
+
+
+def test_url_credentials_with_basic_auth_is_a_config_error() -> None:
+    from relay._exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"remote_write\[0\]\.url: has credentials"):
+        rw_config("http://u:p@127.0.0.1:1/w", "    basic_auth: {username: u, password: p}\n")
+    with pytest.raises(ConfigError) as info:
+        rw_config("ftp://u:hunter2@127.0.0.1:1/w")
+    assert "hunter2" not in str(info.value) and "<secret>@" in str(info.value)

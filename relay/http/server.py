@@ -6,18 +6,24 @@ read by people and by one Prometheus, not by a fleet. It binds to loopback unles
 
 from __future__ import annotations
 
+import errno
 import html
+import ipaddress
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
 import orjson
+from anyio.streams.tls import TLSStream
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .webconfig import WebConfig
 
 __all__ = ["Response", "WebServer", "parse_listen"]
 
@@ -40,14 +46,27 @@ class Response:
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large", 431:
+            "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+# accept() errors that mean "not now" (out of file descriptors, of memory for a socket): the
+# listener pauses and tries again; they never end the process.
+_ACCEPT_RETRY = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 class WebServer:
-    """Serves the relay's endpoints for an app object that provides the data (see ``relay.app``)."""
+    """Serves the relay's endpoints for an app object that provides the data (see ``relay.app``).
+
+    Guarded: at most ``max_connections`` at a time (past that new ones wait in the kernel's
+    backlog), a request head of at most ``max_head_bytes`` read within ``head_timeout`` seconds
+    (TLS handshake included), ``accept`` failures retried after a pause, state-changing requests
+    (POST, PUT) from another origin refused, and TLS plus basic auth from ``web_config``.
+    """
 
     def __init__(
         self,
@@ -58,6 +77,11 @@ class WebServer:
         targets: Callable[[], list[dict[str, Any]]],
         ready: Callable[[], bool],
         reload: Callable[[], Awaitable[str | None]] | None,
+        web_config: WebConfig | None = None,
+        max_connections: int = 512,
+        max_head_bytes: int = 16384,
+        head_timeout: float = 10.0,
+        write_timeout: float = 30.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -65,45 +89,153 @@ class WebServer:
         self.targets = targets
         self.ready = ready
         self.reload = reload
+        self.web_config = web_config or WebConfig()
+        self.max_connections = max_connections
+        self.max_head_bytes = max_head_bytes
+        self.head_timeout = head_timeout
+        self.write_timeout = write_timeout
         self.bound_port = 0
+        self.connections = 0
+        self.accept_errors = 0
+        self._slots = anyio.Semaphore(max_connections)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port, reuse_port=False)
-        async with listener:
-            sock = listener.listeners[0]
-            self.bound_port = sock.extra(anyio.abc.SocketAttribute.local_port)
+        async with listener, anyio.create_task_group() as tg:
+            self.bound_port = listener.listeners[0].extra(anyio.abc.SocketAttribute.local_port)
+            for sub in listener.listeners:
+                tg.start_soon(self._accept_loop, cast(anyio.abc.SocketListener, sub), tg)
             task_status.started(self.bound_port)
-            await listener.serve(self._handle)
 
-    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
-        async with stream:
+    async def _accept_loop(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        """Accept forever. Out of descriptors (EMFILE/ENFILE) or socket memory: wait (0.1 s doubling
+        up to 1 s) and try again, logged once when it starts and once when it ends."""
+        pause = 0.0
+        failing: str | None = None
+        while True:
+            await self._slots.acquire()
             try:
-                with anyio.fail_after(10):
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = await stream.receive(65536)
-                        data += chunk
-                        if len(data) > 65536:
-                            await self._send(stream, Response(413, b"request too large\n"))
-                            return
-                    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
-                    request_line, *header_lines = head.split("\r\n")
-                    method, target, _ = request_line.split(" ", 2)
-                    headers = {}
-                    for line in header_lines:
-                        k, _, v = line.partition(":")
-                        headers[k.strip().lower()] = v.strip()
-                    resp = await self.route(method, target, headers)
-                    await self._send(stream, resp)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError, ValueError, OSError):
-                return
+                stream = await listener.accept()
+            except OSError as exc:
+                self._slots.release()
+                self.accept_errors += 1
+                reason = exc.strerror or str(exc)
+                if failing != reason:
+                    failing = reason
+                    log.error("web: cannot accept connections (%s); retrying until it can", reason)
+                # Out of descriptors lasts until some free up: back off. Anything else is one
+                # connection's trouble (ECONNABORTED, ...): the next may be fine.
+                pause = min(1.0, max(0.1, pause * 2)) if exc.errno in _ACCEPT_RETRY else 0.01
+                await anyio.sleep(pause)
+                continue
+            except BaseException:
+                self._slots.release()
+                raise
+            if failing is not None:
+                log.warning("web: accepting connections again (after: %s)", failing)
+                failing = None
+            pause = 0.0
+            tg.start_soon(self._serve_one, stream)
 
-    async def _send(self, stream: anyio.abc.SocketStream, resp: Response) -> None:
+    async def _serve_one(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        try:
+            await self._handle(stream)
+        except Exception as exc:  # a connection never ends the server
+            log.debug("web: connection failed: %r", exc)
+        finally:
+            self.connections -= 1
+            self._slots.release()
+
+    async def _handle(self, raw: anyio.abc.SocketStream) -> None:
+        stream: anyio.abc.ByteStream = raw
+        async with raw:
+            local = raw.extra(anyio.abc.SocketAttribute.local_address)
+            try:
+                with anyio.fail_after(self.head_timeout):
+                    if self.web_config.ssl_context is not None:
+                        stream = await TLSStream.wrap(raw, server_side=True, ssl_context=self.web_config.ssl_context,
+                                                      standard_compatible=False)
+                    head = await self._read_head(stream)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError, OSError, ssl.SSLError):
+                return
+            if head is None:
+                await self._send(stream, Response(431, b"request head too large\n"))
+                return
+            try:
+                request_line, *header_lines = head.split("\r\n")
+                method, target, _ = request_line.split(" ", 2)
+                headers: dict[str, str] = {}
+                for line in header_lines:
+                    k, _, v = line.partition(":")
+                    headers[k.strip().lower()] = v.strip()
+            except ValueError:
+                await self._send(stream, Response(400, b"bad request\n"))
+                return
+            try:
+                resp = await self._guarded(method, target, headers, local)
+            except Exception as exc:  # an endpoint's bug is a 500 for that request, not a dead server
+                log.exception("web: %s %s failed", method, target[:200])
+                resp = Response(500, f"internal error: {exc.__class__.__name__}\n".encode())
+            await self._send(stream, resp)
+
+    async def _read_head(self, stream: anyio.abc.ByteStream) -> str | None:
+        """The request head (up to the blank line), or None when it is larger than the bound."""
+        data = b""
+        while b"\r\n\r\n" not in data:
+            if len(data) > self.max_head_bytes:
+                return None
+            data += await stream.receive(65536)
+        head = data.split(b"\r\n\r\n", 1)[0]
+        return None if len(head) > self.max_head_bytes else head.decode("latin-1")
+
+    async def _guarded(self, method: str, target: str, headers: dict[str, str], local: Any) -> Response:
+        users = self.web_config.users
+        if users is not None and not await users.check(headers.get("authorization")):
+            return Response(401, b"unauthorized\n", headers=(("WWW-Authenticate", 'Basic realm="relay"'),))
+        if method not in _SAFE_METHODS:
+            refused = self._cross_origin(headers, local)
+            if refused:
+                return Response(403, f"{refused}\n".encode())
+        return await self.route(method, target, headers)
+
+    def _cross_origin(self, headers: dict[str, str], local: Any) -> str | None:
+        """Why a state-changing request is refused as cross-origin, or None. A browser tells:
+        ``Sec-Fetch-Site: cross-site``, or an ``Origin`` whose host:port is not this listener's
+        own address (the configured host, the address the connection came in on, or localhost on
+        loopback). curl and Prometheus' tooling send neither."""
+        if headers.get("sec-fetch-site", "").lower() == "cross-site":
+            return "cross-site request refused (Sec-Fetch-Site: cross-site)"
+        origin = headers.get("origin")
+        if origin is None:
+            return None
+        parts = urlsplit(origin)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            port = -1
+        host = (parts.hostname or "").lower()
+        own_port = self.bound_port or self.port
+        own = {self.host.lower()}
+        if isinstance(local, tuple) and local:
+            own.add(str(local[0]).lower())
+        if any(_is_loopback(h) for h in own):
+            own |= {"localhost", "127.0.0.1", "::1"}
+        if port == own_port and host in own:
+            return None
+        return f"cross-origin request refused (Origin {origin!r} is not this server)"
+
+    async def _send(self, stream: anyio.abc.ByteStream, resp: Response) -> None:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (*self.web_config.headers.items(), *resp.headers))
         head = (
             f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Unknown')}\r\n"
-            f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\nConnection: close\r\n\r\n"
+            f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\n{extra}Connection: close\r\n\r\n"
         )
-        await stream.send(head.encode() + resp.body)
+        try:
+            with anyio.fail_after(self.write_timeout):
+                await stream.send(head.encode() + resp.body)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, TimeoutError, OSError, ssl.SSLError):
+            return
 
     async def route(self, method: str, target: str, headers: dict[str, str]) -> Response:
         parts = urlsplit(target)
@@ -117,7 +249,7 @@ class WebServer:
             return Response(200, b"Ready.\n") if self.ready() else Response(503, b"Not ready.\n")
         if path == "/-/reload":
             if self.reload is None:
-                return Response(403, b"reload is disabled (start without --web.disable-reload)\n")
+                return Response(403, b"Lifecycle API is not enabled (start the relay with --web.enable-lifecycle)\n")
             if method not in ("POST", "PUT"):
                 return Response(405, b"use POST or PUT\n")
             error = await self.reload()
@@ -135,6 +267,15 @@ class WebServer:
             return Response(200, b'etcd metrics relay: <a href="/targets?format=html">targets</a> '
                             b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8")
         return Response(404, b"not found\n")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _targets_html(targets: list[dict[str, Any]]) -> bytes:

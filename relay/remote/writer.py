@@ -8,7 +8,8 @@ One :class:`RemoteWriter` per ``remote_write`` endpoint (as Prometheus' queue ma
                     goes to one shard, so per-series order holds with parallel sends; keeping a
                     scrape together costs no split and reads its table in order (cache-friendly)
                  -> pending samples per shard; cut into a block at max_samples_per_send,
-                    or when the oldest pending sample is batch_send_deadline old
+                    or when the oldest pending sample is batch_send_deadline old; with the
+                    queue on disk, at every push (each scrape is on disk when push returns)
                  -> block = WriteRequest encoded straight from the Batch, snappy-compressed
                  -> BlockQueue per shard (bounded in bytes; drops the oldest, counted)
                  -> sender per shard: POST, retry 5xx / network errors with exponential backoff
@@ -30,7 +31,7 @@ import weakref
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -44,7 +45,7 @@ from ..relabel import Relabeler
 from .encode import WriteRequestEncoder, split_by_shard
 from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
 
-__all__ = ["RemoteWriter", "classify_status", "retry_after_seconds"]
+__all__ = ["RemoteWriter", "classify_status", "redact_url", "retry_after_seconds"]
 
 log = logging.getLogger("relay.remote.writer")
 
@@ -64,10 +65,20 @@ DROP = "drop"
 OK = "ok"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its userinfo (``user:pass@``) shown as ``<secret>@``: for labels, logs, folders."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="<secret>@" + parts.netloc.rpartition("@")[2]))
+
+
 def _folder_name(config: RemoteWriteConfig) -> str:
-    """A stable folder name per endpoint: readable host plus a hash of name and URL."""
-    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in (urlsplit(config.url).netloc or "rw"))
-    digest = hashlib.blake2b(f"{config.name}\0{config.url}".encode(), digest_size=6).hexdigest()
+    """A stable folder name per endpoint: readable host plus a hash of name and URL (credentials
+    in the URL are neither in the name nor in the hash)."""
+    url = redact_url(config.url)
+    host = "".join(c if c.isalnum() or c in ".-" else "_" for c in (urlsplit(url).netloc.replace("<secret>@", "") or "rw"))
+    digest = hashlib.blake2b(f"{config.name}\0{url}".encode(), digest_size=6).hexdigest()
     return f"{host}-{digest}"
 
 
@@ -161,8 +172,8 @@ class RemoteWriter:
         self.config = config
         self.clients = clients
         self.metrics = metrics
-        self.url = config.url
-        self.label = config.name or config.url
+        self.url = redact_url(config.url)  # userinfo in the URL: sent as basic auth, shown as <secret>
+        self.label = config.name or self.url
         q = config.queue_config
         self.max_samples = q.max_samples_per_send
         self.max_queue_bytes = max_queue_bytes
@@ -196,6 +207,7 @@ class RemoteWriter:
             "X-Prometheus-Remote-Write-Version": "0.1.0",
             **dict(config.headers),
         }
+        # user:password@ in the URL: the client sends it as basic auth, never on the wire
         self._url = httpx.URL(config.url)
         metrics.rw_shards.labels(self.label).set(self.n_shards)
 
@@ -230,7 +242,9 @@ class RemoteWriter:
             shard.oldest = now
         shard.pending.append((batch, index))
         shard.pending_count += n
-        if shard.pending_count >= self.max_samples:
+        if self.queue_dir is not None:  # on disk: each scrape is in the queue file before push returns,
+            self._cut(shard, only_full=False)  # so a SIGKILL loses at most the scrape in flight
+        elif shard.pending_count >= self.max_samples:
             self._cut(shard, only_full=True)
 
     def _cut(self, shard: _Shard, *, only_full: bool) -> None:
