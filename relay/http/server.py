@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -58,6 +58,7 @@ class WebServer:
         targets: Callable[[], list[dict[str, Any]]],
         ready: Callable[[], bool],
         reload: Callable[[], Awaitable[str | None]] | None,
+        pages: Mapping[str, Callable[[], Response]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -65,6 +66,7 @@ class WebServer:
         self.targets = targets
         self.ready = ready
         self.reload = reload
+        self.pages = pages or {}  # more GET endpoints: path -> response (relay.health: /fleet, /api/v1/alerts)
         self.bound_port = 0
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -131,6 +133,9 @@ class WebServer:
                 return Response(200, _targets_html(data), "text/html; charset=utf-8")
             return Response(200, orjson.dumps({"status": "success", "data": {"activeTargets": data}}),
                             "application/json")
+        page = self.pages.get(path)
+        if page is not None:
+            return page()
         if path == "/":
             return Response(200, b'etcd metrics relay: <a href="/targets?format=html">targets</a> '
                             b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8")
