@@ -38,7 +38,8 @@ def etcd_body(*, has_leader: int = 1, is_leader: int = 0, leader_changes: float 
               commit: Sequence[float] | None = None, version: str = "3.5.1", db: float = 49152, in_use: float = 45056,
               quota: float = 2147483648, proposals_failed: float = 0,
               grpc: Mapping[tuple[str, str], float] | None = None, peers: Sequence[str] = ("p1", "p2"),
-              peer_failures: float = 0) -> bytes:
+              peer_failures: float = 0, rtt: Sequence[float] | None = None,
+              grpc_handling: Sequence[float] | None = None) -> bytes:
     parts = [
         "# TYPE etcd_server_has_leader gauge", f"etcd_server_has_leader {has_leader}",
         "# TYPE etcd_server_is_leader gauge", f"etcd_server_is_leader {is_leader}",
@@ -50,10 +51,14 @@ def etcd_body(*, has_leader: int = 1, is_leader: int = 0, leader_changes: float 
         "# TYPE etcd_server_version gauge", f'etcd_server_version{{server_version="{version}"}} 1',
         histogram("etcd_disk_wal_fsync_duration_seconds", FSYNC_LE, fsync or fast(100)),
         histogram("etcd_disk_backend_commit_duration_seconds", FSYNC_LE, commit or fast(100)),
+        histogram("etcd_network_peer_round_trip_time_seconds", FSYNC_LE, rtt or fast(10), 'To="p1"'),
         "# TYPE etcd_network_peer_sent_failures_total counter",
         *[f'etcd_network_peer_sent_failures_total{{To="{p}"}} {peer_failures:g}' for p in peers],
         "# TYPE grpc_server_handled_total counter",
     ]
+    if grpc_handling is not None:  # --metrics=extensive
+        parts.insert(-1, histogram("grpc_server_handling_seconds", FSYNC_LE, grpc_handling,
+                                   'grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"'))
     for (method, code), n in sorted((grpc or {("Range", "OK"): 0.0}).items()):
         parts.append(f'grpc_server_handled_total{{grpc_code="{code}",grpc_method="{method}",'
                      f'grpc_service="etcdserverpb.KV",grpc_type="unary"}} {n:g}')
