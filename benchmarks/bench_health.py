@@ -26,11 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from relay.batch import STALE_NAN  # noqa: E402,F401
-from relay.devtools import sim  # noqa: E402
-from relay.health import HealthEngine, default_rules  # noqa: E402
-from relay.labels import LabelMerge  # noqa: E402
-from relay.textparse import Parser  # noqa: E402
+from relay.devtools import sim
+from relay.health import HealthEngine, default_rules
+from relay.labels import LabelMerge
+from relay.textparse import Parser
 
 RELAY_CORES_1000_15S = 0.134  # benchmarks/RESULTS.md, run of 2026-12-01, 1,000 members, 15 s
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..batch import Batch
 from . import promql
@@ -82,7 +83,8 @@ class Member:
     sid_sum: array[int] = field(default_factory=lambda: array("i"))  # a second row (gRPC sums): all codes
     body_labels: dict[int, Labels] = field(default_factory=dict)  # row -> the series' own labels
     plan_ids: array[int] | None = None
-    plan: list[tuple[int, int, int]] = field(default_factory=list)
+    plan: Plan | None = None
+    index: Index | None = None
     last_ts: int = 0
     up_ts: int = 0
     leader_log: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=64))
@@ -90,6 +92,102 @@ class Member:
 
     def nbytes(self) -> int:
         return sum(r.nbytes() for r in self.rings) + 16 * len(self.slots) + 8 * len(self.sid_slot)
+
+
+def _getter(indexes: list[int]) -> Callable[[Sequence[float]], tuple[float, ...]]:
+    """``itemgetter`` that always returns a tuple (C speed for two and more)."""
+    if not indexes:
+        return lambda r: ()
+    if len(indexes) == 1:
+        i = indexes[0]
+        return lambda r: (r[i],)
+    return cast("Callable[[Sequence[float]], tuple[float, ...]]", operator.itemgetter(*indexes))
+
+
+@dataclass
+class Plan:
+    """How one batch layout (its series ids, in order) becomes a row: a tuple of the single
+    signals' values, then the sums, then NaN (for slots the batch lacks); per class, the row
+    positions of its columns."""
+
+    single: Callable[[Sequence[float]], tuple[float, ...]]
+    summed: Callable[[Sequence[float]], tuple[float, ...]]
+    ranges: list[tuple[int, int]]
+    per_class: list[Callable[[Sequence[float]], tuple[float, ...]]]
+    up_pos: int
+    leader_changes: int  # row position of leader_changes, or -1
+
+
+def _build_plan(member: Member, ids: array[int]) -> None:
+    slot, summ = member.sid_slot, member.sid_sum
+    singles: dict[int, int] = {}
+    sums: dict[int, list[int]] = {}
+    up_row = member.slots[("up",)][0]
+    up_pos = -1
+    for pos, sid in enumerate(ids):
+        s = slot[sid]
+        if s < 0:
+            continue
+        s2 = summ[sid]
+        if s2 >= 0:  # gRPC counters: summed per method (s: error codes only, s2: all codes)
+            sums.setdefault(s2, []).append(pos)
+            if s != s2:
+                sums.setdefault(s, []).append(pos)
+        else:
+            singles[s] = pos
+            if s == up_row:
+                up_pos = pos
+    order = list(singles) + list(sums)
+    where = {s: i for i, s in enumerate(order)}
+    nan_at = len(order)
+    flat: list[int] = []
+    ranges = []
+    for positions in sums.values():
+        ranges.append((len(flat), len(flat) + len(positions)))
+        flat += positions
+    lc = member.slots.get(("leader_changes",))
+    member.plan = Plan(
+        single=_getter(list(singles.values())),
+        summed=_getter(flat),
+        ranges=ranges,
+        per_class=[_getter([where.get(r, nan_at) for r in cols]) for cols in member.row_cols],
+        up_pos=up_pos,
+        leader_changes=where.get(lc[0], nan_at) if lc is not None else -1,
+    )
+    member.plan_ids = array("I", ids)
+
+
+@dataclass
+class Index:
+    """A member's kept signals by rule: histogram groups (le, key) and gRPC methods."""
+
+    hist: dict[str, dict[tuple[str, ...], list[tuple[float, tuple[str, ...]]]]]
+    grpc: list[tuple[str, ...]]
+    peer_fail: list[tuple[str, ...]]
+    versions: list[tuple[str, ...]]
+
+
+def _index(member: Member) -> Index:
+    if member.index is not None:
+        return member.index
+    hist: dict[str, dict[tuple[str, ...], list[tuple[float, tuple[str, ...]]]]] = {}
+    grpc, peer_fail, versions = [], [], []
+    for key in member.slots:
+        kind = key[0]
+        if kind in ("fsync", "commit", "rtt", "grpc_slow"):
+            try:
+                le = float(key[-1])
+            except ValueError:
+                continue
+            hist.setdefault(kind, {}).setdefault(key[1:-1], []).append((le, key))
+        elif kind == "grpc_err":
+            grpc.append(key)
+        elif kind == "peer_fail":
+            peer_fail.append(key)
+        elif kind == "version":
+            versions.append(key)
+    member.index = Index(hist, grpc, peer_fail, versions)
+    return member.index
 
 
 @dataclass
@@ -134,6 +232,8 @@ class HealthEngine:
         self.eval_seconds = 0.0
         self.ingest_seconds = 0.0
         self.on_alerts = on_alerts
+        self._qcache: dict[tuple[Any, ...], float] = {}
+        self._qnone: set[tuple[Any, ...]] = set()
 
     def configure(self, rules: Sequence[Rule]) -> None:
         self.rules = list(rules)
@@ -170,7 +270,6 @@ class HealthEngine:
                 member = self._bind(table)
         if member is None:
             return
-        assert isinstance(member, Member)
         if member.table is not table:
             member.table, member.known = table, 0
             member.sid_slot, member.sid_sum, member.plan_ids = array("i"), array("i"), None
@@ -178,42 +277,24 @@ class HealthEngine:
             self._classify(member, table)
         ids = batch.ids
         if member.plan_ids is None or member.plan_ids != ids:
-            slot, summ = member.sid_slot, member.sid_sum
-            plan = []
-            for pos, sid in enumerate(ids):
-                s = slot[sid]
-                if s >= 0:
-                    plan.append((pos, s, summ[sid]))
-            member.plan, member.plan_ids = plan, array("I", ids)
-        nrows = len(member.slots)
-        row = array("d", [NAN]) * nrows
+            _build_plan(member, ids)
+        plan = member.plan
+        assert plan is not None
         vals = batch.values
-        up_row = member.slots[("up",)][0]
-        ts_ms = 0
-        for pos, s, s2 in member.plan:
-            v = vals[pos]
-            if v != v:  # staleness marker (or NaN): no sample
-                if s == up_row:
-                    ts_ms = batch.timestamps[pos]
-                continue
-            if s == up_row:
-                ts_ms = batch.timestamps[pos]
-            if s2 >= 0:  # gRPC: summed per method (s: error codes only, s2: all codes)
-                row[s2] = v if row[s2] != row[s2] else row[s2] + v
-                if s2 == s:
-                    continue
-            r = row[s]
-            row[s] = v if r != r or s2 < 0 else r + v
-        if ts_ms == 0:
-            ts_ms = batch.timestamps[-1] if len(batch.timestamps) else int(time.time() * 1000)
+        row = plan.single(vals)
+        if plan.ranges:
+            flat = plan.summed(vals)
+            row = row + tuple([sum(flat[a:b]) for a, b in plan.ranges])
+        row = (*row, NAN)
+        ts_ms = batch.timestamps[plan.up_pos] if plan.up_pos >= 0 else (
+            batch.timestamps[-1] if len(batch.timestamps) else int(time.time() * 1000))
         member.last_ts = ts_ms
-        if row[up_row] == row[up_row]:
+        if plan.up_pos >= 0 and vals[plan.up_pos] == vals[plan.up_pos]:
             member.up_ts = ts_ms
-        for ring, cols in zip(member.rings, member.row_cols, strict=True):
-            ring.append(ts_ms, row, cols)
-        lc = member.slots.get(("leader_changes",))
-        if lc is not None:
-            v = row[lc[0]]
+        for ring, getter in zip(member.rings, plan.per_class, strict=True):
+            ring.append(ts_ms, getter(row))
+        if plan.leader_changes >= 0:
+            v = row[plan.leader_changes]
             if v == v and (not member.leader_log or member.leader_log[-1][1] != v):
                 member.leader_log.append((ts_ms, v))
 
@@ -254,6 +335,8 @@ class HealthEngine:
         member.row_cols[cls].append(row)
         member.body_labels[row] = body
         member.kinds.add(kind)
+        member.plan_ids = None
+        member.index = None
         return row
 
     def _classify(self, member: Member, table: Any) -> None:
@@ -329,6 +412,8 @@ class HealthEngine:
         self.forget_gone(at)
         results: dict[tuple[int, Labels], float] = {}
         self.not_evaluable = {}
+        self._qcache = {}
+        self._qnone = set()
         for cluster in self.clusters():
             kinds: set[str] = set().union(*(m.kinds for m in cluster.members))
             for i, rule in enumerate(self.rules):
@@ -408,8 +493,7 @@ def _rate(m: Member, key: tuple[str, ...], at: int, window_ms: int, *, is_rate: 
     _, cls, col = got
     ring = m.rings[cls]
     if ring.is_constant(col):  # rate of an unchanged counter: 0 if there are two samples
-        n = sum(1 for t in ring.ts if at - window_ms <= t <= at)
-        return 0.0 if n >= 2 and ring.columns[col].const == ring.columns[col].const else None
+        return 0.0 if ring.count_in(at - window_ms, at) >= 2 else None
     ts, vs = ring.select(col, at - window_ms, at)
     return promql.extrapolated_rate(ts, vs, at - window_ms, at, is_rate=is_rate)
 
@@ -450,11 +534,10 @@ def _members_down(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Result:
     w = _window(rule)
     per_to: dict[str, float] = {}
     for m in c.members:
-        for key in m.slots:
-            if key[0] == "peer_fail":
-                r = _rate(m, key, at, w)
-                if r is not None:
-                    per_to[key[1]] = per_to.get(key[1], 0.0) + r
+        for key in _index(m).peer_fail:
+            r = _rate(m, key, at, w)
+            if r is not None:
+                per_to[key[1]] = per_to.get(key[1], 0.0) + r
     n = float(sum(1 for v in per_to.values() if v > 0.01))
     return [(c.key, n)] if n > 0 else []
 
@@ -486,43 +569,140 @@ def _leader_changes(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Resul
     return [(c.key, inc)] if inc is not None and inc >= rule.threshold else []
 
 
+def _failed_ratio(eng: HealthEngine, m: Member, key: tuple[str, ...], at: int, w: int) -> float | None:
+    """``100 * rate(failed[w]) / rate(all[w])`` of one member's method (cached per evaluation)."""
+    ck = (id(m), key, w)
+    if ck in eng._qcache:
+        got = eng._qcache[ck]
+        return None if got != got and ck in eng._qnone else got
+    value = _failed_ratio_fast(eng, m, key, at, w)
+    if value is None:
+        num = _rate(m, key, at, w)
+        den = _rate(m, ("grpc_all", *key[1:]), at, w)
+        if num is not None and den is not None:
+            value = 100 * num / den if den else (math.nan if num == 0 else math.inf)
+    eng._qcache[ck] = math.nan if value is None else value
+    if value is None:
+        eng._qnone.add(ck)
+    return value
+
+
+def _clean(eng: HealthEngine, m: Member, cls: int, lo: int, hi: int) -> bool:
+    """No gap (a failed scrape) and no counter reset (a restart) in rows ``lo:hi`` of a member's
+    gRPC sums: checked once per evaluation on the busiest all-codes sum (a failed scrape leaves
+    every column a gap, a restart resets every counter)."""
+    ck = ("clean", id(m), cls, lo, hi)
+    got = eng._qcache.get(ck)
+    if got is not None:
+        return got == 1.0
+    ring = m.rings[cls]
+    cols = [m.slots[("grpc_all", *k[1:])][2] for k in _index(m).grpc]
+    ok = False
+    if cols:
+        ref = max(cols, key=lambda c: ring.value(c, hi - 1) if ring.value(c, hi - 1) == ring.value(c, hi - 1) else -1)
+        prev = ring.value(ref, lo)
+        ok = True
+        for i in range(lo, hi):
+            v = ring.value(ref, i)
+            if not v >= prev:
+                ok = False
+                break
+            prev = v
+    eng._qcache[ck] = 1.0 if ok else 0.0
+    return ok
+
+
+def _failed_ratio_fast(eng: HealthEngine, m: Member, key: tuple[str, ...], at: int, w: int) -> float | None:
+    """Both sums come from one body: same timestamps, gaps and resets; with no gap or reset in
+    the window (checked on the all-codes sum) and no zero-point cut, both rates have the same
+    extrapolation factor and the ratio is that of the increases. None: use the full path."""
+    _, cls, c_err = m.slots[key]
+    c_all = m.slots[("grpc_all", *key[1:])][2]
+    ring = m.rings[cls]
+    lo, hi = ring.rows_in(at - w, at)
+    if hi - lo < 2 or not _clean(eng, m, cls, lo, hi):
+        return None
+    sampled = (ring.ts[hi - 1] - ring.ts[lo]) / 1000.0
+    to_start = (ring.ts[lo] - (at - w)) / 1000.0
+    incs = []
+    for c in (c_err, c_all):
+        v0 = ring.value(c, lo)
+        inc = ring.value(c, hi - 1) - v0
+        if not inc >= 0 or (inc > 0 and v0 >= 0 and sampled * v0 < to_start * inc):
+            return None
+        incs.append(inc)
+    return 100 * incs[0] / incs[1] if incs[1] else math.nan
+
+
 def _failed_grpc(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Result:
     out: Result = []
     w = _window(rule)
     assert rule.threshold is not None
     for m in c.members:
-        for key in m.slots:
-            if key[0] != "grpc_err":
+        for key in _index(m).grpc:
+            got = m.slots[key]
+            if m.rings[got[1]].is_constant(got[2]):  # no failures in the ring: 0 % (or 0/0)
                 continue
-            num = _rate(m, key, at, w)
-            den = _rate(m, ("grpc_all", *key[1:]), at, w)
-            if num is None or den is None:
-                continue
-            value = 100 * num / den if den else (math.nan if num == 0 else math.inf)
-            if value > rule.threshold:
+            value = _failed_ratio(eng, m, key, at, w)
+            if value is not None and value > rule.threshold:
                 out.append((_with(m.labels, (("grpc_method", key[1]), ("grpc_service", key[2]))), value))
     return out
 
 
-def _quantile(m: Member, kind: str, group: tuple[str, ...], at: int, w: int) -> float:
-    buckets = []
-    all_const = True
-    for key in m.slots:
-        if key[0] == kind and key[1:-1] == group:
-            _, cls, col = m.slots[key]
-            all_const = all_const and m.rings[cls].is_constant(col)
-            buckets.append(key)
-    if all_const:  # every bucket's rate is 0 (or absent): no observations, NaN
-        return math.nan
-    pairs = []
-    for key in buckets:
-        r = _rate(m, key, at, w)
-        if r is not None:
-            try:
-                pairs.append((float(key[-1]), r))
-            except ValueError:
-                continue
-    return promql.histogram_quantile(0.99, pairs)
+def _quantile(eng: HealthEngine, m: Member, kind: str, group: tuple[str, ...],
+              buckets: list[tuple[float, tuple[str, ...]]], at: int, w: int) -> float:
+    ck = (id(m), kind, group, w)
+    got = eng._qcache.get(ck)
+    if got is not None:
+        return got
+    q = math.nan
+    if not all(m.rings[m.slots[key][1]].is_constant(m.slots[key][2]) for _, key in buckets):
+        pairs = _bucket_increases(m, buckets, at, w)
+        if pairs is None:  # a gap or a reset in the window: every bucket's rate, one by one
+            pairs = [(le, r) for le, key in buckets if (r := _rate(m, key, at, w)) is not None]
+        q = promql.histogram_quantile(0.99, pairs)
+    eng._qcache[ck] = q  # (every bucket unchanged: no observations, NaN)
+    return q
+
+
+def _bucket_increases(m: Member, buckets: list[tuple[float, tuple[str, ...]]], at: int,
+                      w: int) -> list[tuple[float, float]] | None:
+    """The fast path of ``histogram_quantile(0.99, rate(b[w]))``: one histogram's buckets come from
+    one body, so they share timestamps, gaps and resets (a restart resets them all); when the
+    ``+Inf`` bucket has no gap and no reset in the window, every bucket's rate is its increase
+    times one extrapolation factor (unless a bucket's zero point cuts the extrapolation: then None),
+    and the quantile, which does not change when every bucket is scaled alike, is taken of the
+    increases. None: use the full path."""
+    inf = [key for le, key in buckets if math.isinf(le)]
+    if len(inf) != 1:
+        return None
+    _, cls, col = m.slots[inf[0]]
+    ring = m.rings[cls]
+    lo, hi = ring.rows_in(at - w, at)
+    n = hi - lo
+    if n < 2:
+        return []
+    top = [ring.value(col, i) for i in range(lo, hi)]
+    prev = top[0]
+    for v in top:
+        if not v >= prev:  # NaN (a gap) or a reset
+            return None
+        prev = v
+    ts = ring.ts
+    sampled = (ts[hi - 1] - ts[lo]) / 1000.0
+    to_start = (ts[lo] - (at - w)) / 1000.0
+    out = []
+    value = ring.value
+    for le, key in buckets:
+        c = m.slots[key][2]
+        v0 = value(c, lo)
+        inc = value(c, hi - 1) - v0
+        if not inc >= 0:
+            return None
+        if inc > 0 and v0 >= 0 and sampled * v0 < to_start * inc:
+            return None  # the zero point is nearer than the range start for this bucket
+        out.append((le, inc))
+    return out
 
 
 def _histogram_rule(kind: str, extra_names: tuple[str, ...]) -> Any:
@@ -531,9 +711,8 @@ def _histogram_rule(kind: str, extra_names: tuple[str, ...]) -> Any:
         w = _window(rule)
         assert rule.threshold is not None
         for m in c.members:
-            groups = {key[1:-1] for key in m.slots if key[0] == kind}
-            for g in sorted(groups):
-                q = _quantile(m, kind, g, at, w)
+            for g, buckets in _index(m).hist.get(kind, {}).items():
+                q = _quantile(eng, m, kind, g, buckets, at, w)
                 if kind in ("fsync", "commit"):
                     m.stats[f"p99_{kind}"] = q
                 if q > rule.threshold:
@@ -606,8 +785,8 @@ def _multiple_leaders(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Res
 def _mixed_versions(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Result:
     versions = set()
     for m in c.members:
-        for key in m.slots:
-            if key[0] == "version" and _instant(m, key, at) is not None:
+        for key in _index(m).versions:
+            if _instant(m, key, at) is not None:
                 versions.add(key[1])
     return [(c.key, float(len(versions)))] if len(versions) > 1 else []
 
