@@ -19,8 +19,10 @@ import orjson
 from ._exceptions import ConfigError
 from .batch import Batch
 from .config import ClusterConfig, Config, HTTPClientConfig, load_config, validate_cluster
+from .health import HealthEngine, apply_overrides, default_rules
+from .health.fleet import alerts_response, fleet_response
 from .http.client import ClientPool
-from .http.server import WebServer
+from .http.server import Response, WebServer
 from .http.webconfig import load_web_config
 from .metrics import SelfMetrics
 from .remote.writer import RemoteWriter
@@ -137,6 +139,7 @@ class Relay:
         self.writers: dict[Any, RemoteWriter] = {}
         self.jsonl = JsonLinesSink(options.jsonl_sink) if options.jsonl_sink else None
         self.scraper = ScrapeManager(self.clients, self.sinks, self.metrics)
+        self.health: HealthEngine | None = None
         self.web: WebServer | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._ready = False
@@ -164,7 +167,42 @@ class Relay:
         self.sinks[:] = [w.push for w in self.writers.values()]
         if self.jsonl is not None:
             self.sinks.append(self.jsonl)
+        self._sync_health(config)
+        if self.health is not None:
+            self.sinks.append(self.health.ingest)
         return retired
+
+    def _sync_health(self, config: Config) -> None:
+        """etcd_health: one engine for the process; a reload changes its rules, grouping and interval."""
+        h = config.etcd_health
+        if not h.enabled:
+            self.health = None
+            return
+        rules = apply_overrides(default_rules(), h.overrides)
+        drop = {k for k, _ in config.global_config.external_labels}
+        if config.cluster.members_count > 1 and config.cluster.replication_factor > 1:
+            drop.add(config.cluster.replica_label)
+        if self.health is None:
+            self.health = HealthEngine(rules, group_by=h.group_by, drop_labels=drop, interval=h.evaluation_interval)
+            assert self._tg is not None
+            self._tg.start_soon(self._run_health)
+        else:
+            self.health.configure(rules)
+            self.health.group_by, self.health.drop_labels = h.group_by, frozenset(drop)
+            self.health.interval = h.evaluation_interval
+
+    async def _run_health(self) -> None:
+        while self.health is not None:
+            engine = self.health
+            with anyio.move_on_after(engine.interval * 2):
+                await anyio.sleep(engine.interval - time.time() % engine.interval)
+                try:
+                    engine.evaluate()
+                except Exception:
+                    log.exception("etcd health evaluation failed")
+
+    def _health_page(self, kind: str) -> Response:
+        return (alerts_response if kind == "alerts" else fleet_response)(self.health)
 
     async def reload(self) -> str | None:
         """Re-read the config file; on any error keep the running config and return the error.
@@ -256,6 +294,8 @@ class Relay:
                     web_config=self.web_config,
                     max_connections=self.options.web_max_connections,
                     head_timeout=self.options.web_read_timeout,
+                    pages={"/api/v1/alerts": lambda: self._health_page("alerts"),
+                           "/fleet": lambda: self._health_page("fleet")},
                 )
                 port = await tg.start(self.web.run)
             await tg.start(self.scraper.run, self.config)

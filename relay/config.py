@@ -1,7 +1,7 @@
 """The configuration file: Prometheus-compatible YAML, read into frozen dataclasses.
 
 Supported (a Prometheus config that scrapes etcd and remote-writes works unchanged if it uses
-only these): ``global`` (scrape_interval, scrape_timeout, evaluation_interval (ignored),
+only these): ``global`` (scrape_interval, scrape_timeout, evaluation_interval (etcd_health),
 external_labels, the limits), ``scrape_configs`` (job_name, scrape_interval, scrape_timeout,
 metrics_path, scheme, params, honor_labels, honor_timestamps, sample_limit, body_size_limit,
 label_limit, label_name_length_limit, label_value_length_limit, relabel_configs,
@@ -9,7 +9,9 @@ metric_relabel_configs, static_configs, file_sd_configs, dns_sd_configs (plus ou
 http_sd_configs, kubernetes_sd_configs, our etcd_sd_configs, tls_config, basic_auth, authorization),
 ``scrape_config_files`` (globs of files holding more ``scrape_configs``), ``remote_write`` (url, name,
 remote_timeout, headers,
-write_relabel_configs, queue_config, tls_config, basic_auth, authorization) and our ``cluster``.
+write_relabel_configs, queue_config, tls_config, basic_auth, authorization), our ``cluster`` and our
+``etcd_health`` (enabled, group_by, evaluation_interval (default: global.evaluation_interval, 15s),
+overrides of the etcd mixin's rules, alertmanagers).
 
 Every error is a :class:`ConfigError` whose message names the key path and the problem, e.g.
 ``scrape_configs[0].scrape_timeout: "5x" is not a duration (like 15s, 1m, 500ms)``.
@@ -32,11 +34,13 @@ from ._exceptions import ConfigError
 from .relabel import RelabelConfig, parse_relabel_configs
 
 __all__ = [
+    "AlertmanagerConfig",
     "Authorization",
     "BasicAuth",
     "ClusterConfig",
     "Config",
     "DNSSDConfig",
+    "EtcdHealthConfig",
     "EtcdSDConfig",
     "FileSDConfig",
     "GlobalConfig",
@@ -418,6 +422,32 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class AlertmanagerConfig:
+    """One ``etcd_health.alertmanagers`` entry, as Prometheus' ``alertmanager_config`` (parsed and
+    checked; the relay does not send to Alertmanager yet)."""
+
+    targets: tuple[str, ...]
+    scheme: str = "http"
+    path_prefix: str = "/"
+    api_version: str = "v2"
+    timeout: float = 10.0
+    http: HTTPClientConfig = HTTPClientConfig()
+
+
+@dataclass(frozen=True)
+class EtcdHealthConfig:
+    """``etcd_health``: the etcd mixin's alerts evaluated on the scraped samples (relay.health)."""
+
+    # Off unless the config has an etcd_health section (then on unless it says enabled: false): at
+    # 1,000 members the evaluation still costs ~15 % of the relay's CPU (benchmarks/RESULTS.md).
+    enabled: bool = False
+    group_by: tuple[str, ...] = ()  # () = every target label but instance
+    evaluation_interval: float = 15.0
+    overrides: tuple[Any, ...] = ()  # relay.health.rules.Override
+    alertmanagers: tuple[AlertmanagerConfig, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     global_config: GlobalConfig = GlobalConfig()
     scrape_configs: tuple[ScrapeConfig, ...] = ()
@@ -425,11 +455,12 @@ class Config:
     cluster: ClusterConfig = ClusterConfig()
     source: str = ""
     scrape_config_files: tuple[str, ...] = ()  # the files the globs matched, read at load
+    etcd_health: EtcdHealthConfig = EtcdHealthConfig()
 
 
 # Keys of a Prometheus config that carry no meaning for a relay and are accepted silently.
 _IGNORED_TOP = ("alerting", "rule_files", "remote_read", "storage", "tracing")
-_IGNORED_GLOBAL = ("evaluation_interval", "query_log_file", "rule_query_offset")
+_IGNORED_GLOBAL = ("query_log_file", "rule_query_offset")
 _IGNORED_SCRAPE = ("enable_http2", "scrape_protocols", "fallback_scrape_protocol", "track_timestamps_staleness")
 _IGNORED_RW = ("metadata_config", "send_exemplars", "send_native_histograms", "enable_http2", "protobuf_message")
 
@@ -875,6 +906,61 @@ def _cluster(sec: _Section) -> ClusterConfig:
     return out
 
 
+def _etcd_health(sec: _Section, evaluation_interval: float) -> EtcdHealthConfig:
+    from .health.rules import Override, apply_overrides, default_rules
+
+    group_by = []
+    for i, name in enumerate(sec.seq("group_by")):
+        if not isinstance(name, str) or not _LABEL_NAME_RE.match(name):
+            raise ConfigError(f"{sec.at('group_by')}[{i}]", f"{name!r} is not a label name")
+        group_by.append(name)
+    overrides = []
+    for i, raw in enumerate(sec.seq("overrides")):
+        o = _Section(raw, f"{sec.at('overrides')}[{i}]", base=sec.base)
+        alert = o.text("alert", "")
+        if not alert:
+            raise ConfigError(o.at("alert"), "is required")
+        threshold = o.get("threshold")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+            raise ConfigError(o.at("threshold"), f"must be a number, got {threshold!r}")
+        window = o.duration("window", 0.0) if o.has("window") else None
+        if window is not None and window <= 0:
+            raise ConfigError(o.at("window"), "must be greater than 0")
+        overrides.append(Override(alert=alert, severity=o.text("severity", "") or None,
+                                  for_s=o.duration("for", 0.0) if o.has("for") else None, window_s=window,
+                                  threshold=None if threshold is None else float(threshold)))
+        o.done()
+    try:
+        apply_overrides(default_rules(), overrides, sec.at("overrides"))
+    except ValueError as exc:
+        raise ConfigError(sec.at("overrides"), str(exc).split(": ", 1)[-1]) from None
+    managers = []
+    for i, raw in enumerate(sec.seq("alertmanagers")):
+        a = _Section(raw, f"{sec.at('alertmanagers')}[{i}]", base=sec.base, of=AlertmanagerConfig)
+        targets = tuple(t for j, s in enumerate(a.seq("static_configs"))
+                        for t in _static(_Section(s, f"{a.at('static_configs')}[{j}]", base=a.base)).targets)
+        scheme = a.text("scheme")
+        if scheme not in ("http", "https"):
+            raise ConfigError(a.at("scheme"), f"{scheme!r} is not http or https")
+        version = a.text("api_version")
+        if version != "v2":
+            raise ConfigError(a.at("api_version"), f"{version!r}: only v2 (Alertmanager's current API) is supported")
+        managers.append(AlertmanagerConfig(targets=targets, scheme=scheme, path_prefix=a.text("path_prefix"),
+                                           api_version=version, timeout=a.duration("timeout"),
+                                           http=_http_client(a)))
+        a.done(("enable_http2", "follow_redirects"))
+        if not targets:
+            raise ConfigError(a.at("static_configs"), "needs at least one target")
+    # a section written means on, unless it says enabled: false
+    out = EtcdHealthConfig(enabled=sec.flag("enabled", True), group_by=tuple(group_by),
+                           evaluation_interval=sec.duration("evaluation_interval", evaluation_interval),
+                           overrides=tuple(overrides), alertmanagers=tuple(managers))
+    sec.done()
+    if out.evaluation_interval <= 0:
+        raise ConfigError(sec.at("evaluation_interval"), "must be greater than 0")
+    return out
+
+
 def validate_cluster(c: ClusterConfig, where: str) -> None:
     if c.member_num >= c.members_count:
         raise ConfigError(f"{where}.member_num", f"must be below members_count ({c.members_count})")
@@ -905,6 +991,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         label_name_length_limit=g.integer("label_name_length_limit"),
         label_value_length_limit=g.integer("label_value_length_limit"),
     )
+    evaluation_interval = g.duration("evaluation_interval", 15.0)
     g.done(_IGNORED_GLOBAL)
     if glob.scrape_timeout == 0:  # as Prometheus: the default (10s), but never more than the interval
         glob = replace(glob, scrape_timeout=min(g.default("scrape_timeout"), glob.scrape_interval))
@@ -919,6 +1006,8 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     cluster = _cluster(top.section("cluster", ClusterConfig))
     files = _scrape_config_files(top, "scrape_config_files")
     scrapes += tuple(s for f in files for s in _scrape_file(f, glob, jobs))
+    health = (_etcd_health(top.section("etcd_health"), evaluation_interval) if top.get("etcd_health") is not None
+              else EtcdHealthConfig(evaluation_interval=evaluation_interval))
     top.done(_IGNORED_TOP)
     return Config(
         global_config=glob,
@@ -927,6 +1016,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         cluster=cluster,
         source=source,
         scrape_config_files=tuple(files),
+        etcd_health=health,
     )
 
 

@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -82,6 +82,7 @@ class WebServer:
         max_head_bytes: int = 16384,
         head_timeout: float = 10.0,
         write_timeout: float = 30.0,
+        pages: Mapping[str, Callable[[], Response]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -94,6 +95,7 @@ class WebServer:
         self.max_head_bytes = max_head_bytes
         self.head_timeout = head_timeout
         self.write_timeout = write_timeout
+        self.pages = pages or {}  # more GET endpoints: path -> response (relay.health: /fleet, /api/v1/alerts)
         self.bound_port = 0
         self.connections = 0
         self.accept_errors = 0
@@ -263,6 +265,9 @@ class WebServer:
                 return Response(200, _targets_html(data), "text/html; charset=utf-8")
             return Response(200, orjson.dumps({"status": "success", "data": {"activeTargets": data}}),
                             "application/json")
+        page = self.pages.get(path)
+        if page is not None:
+            return page()
         if path == "/":
             return Response(200, b'etcd metrics relay: <a href="/targets?format=html">targets</a> '
                             b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8")
