@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from relay.http._wire import FastTransport
 from relay.http.client import HTTPClient
 
-ETCD_BODY = Path("/work/shared/etcd-metrics/etcd-3.5.1-member-3381.prom")
+ETCD_BODY = Path(__file__).resolve().parents[1] / "relay" / "devtools" / "data" / "etcd-3.5.1-member-3381.prom"
 SCRAPE_HEADERS = {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "gzip",
                   "X-Prometheus-Scrape-Timeout-Seconds": "10"}
 #: an earlier checkout's relay package, imported as relay_baseline (--baseline)

@@ -17,6 +17,7 @@ import pytest
 from relay._exceptions import ConfigError
 from relay.config import parse_config
 
+from .conftest import missing_service
 from .fakek8s import FakeK8s, kubeadm_objects
 
 NODES = [("cp-1", "127.0.13.1"), ("cp-2", "127.0.13.2"), ("cp-3", "127.0.13.3")]
@@ -572,7 +573,10 @@ def test_in_cluster_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 # -- the oracle: Prometheus v2.42's own Kubernetes discovery --------------------------------------
 
-ORACLE = Path("/work/shared/bin/prometheus-k8s-sd")
+# ../shared beside the checkout (as CI lays it out), else the workplace's copy
+ORACLE = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "bin" / "prometheus-k8s-sd",
+                           Path("/work/shared/bin/prometheus-k8s-sd")) if p.exists()),
+              Path("/work/shared/bin/prometheus-k8s-sd"))
 ROLES = ("endpoints", "endpointslice", "pod", "service", "node", "ingress")
 # Targets must be unique by URL for the comparison (Prometheus keeps one of several targets with equal
 # labels), so the path carries what tells them apart. Only __metrics_path__ is rewritten: Prometheus
@@ -642,7 +646,7 @@ def oracle_pair(tmp_path: Path) -> Any:
     from relay.devtools.localenv import free_ports, wait_http
 
     if not ORACLE.exists():
-        pytest.skip(f"{ORACLE} is not installed")
+        missing_service(f"{ORACLE} (../shared/bin) is not there")
     # No token: v2.42 sends none from a kubeconfig to a plain-http server (the relay's kubeconfig
     # token is tested above).
     api = FakeK8s().start()

@@ -42,7 +42,7 @@ async def fetch(c: httpx.AsyncClient, request: httpx.Request, body_limit: int = 
     response = await HTTPClient(c._transport).send(request, limit=body_limit)
     return response, response.content
 
-ETCD_BODY = Path("/work/shared/etcd-metrics/etcd-3.5.1-member-3381.prom")
+ETCD_BODY = Path(__file__).resolve().parent / "data" / "etcd-metrics" / "etcd-3.5.1-member-3381.prom"
 
 
 @pytest.fixture
