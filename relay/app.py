@@ -19,6 +19,7 @@ from ._exceptions import ConfigError
 from .batch import Batch
 from .config import ClusterConfig, Config, load_config, validate_cluster
 from .http.client import ClientPool
+from .http.pages import PAGE_SIZE, JobDiscovery, service_discovery_html
 from .http.server import WebServer
 from .metrics import SelfMetrics
 from .remote.writer import RemoteWriter
@@ -178,6 +179,17 @@ class Relay:
             )
         return out
 
+    def service_discovery_page(self, pool: str | None, offset: int) -> bytes:
+        """/service-discovery: every job (or one, ``pool``), PAGE_SIZE targets each from ``offset``."""
+        jobs = []
+        for name in self.scraper.jobs:
+            if pool is not None and name != pool:
+                continue
+            shown, counts = self.scraper.discovered(name, offset, PAGE_SIZE)
+            jobs.append(JobDiscovery(name, self.scraper.discovery_errors(name), shown, sum(counts.values()),
+                                     offset, counts))
+        return service_discovery_html(jobs)
+
     # -- running -----------------------------------------------------------------------------
 
     async def _signals(self) -> None:
@@ -204,6 +216,8 @@ class Relay:
                     targets=self.targets_json,
                     ready=lambda: self._ready,
                     reload=self.reload if self.options.enable_reload else None,
+                    dropped=self.scraper.dropped_targets,
+                    service_discovery=self.service_discovery_page,
                 )
                 port = await tg.start(self.web.run)
             await tg.start(self.scraper.run, self.config)

@@ -1,4 +1,4 @@
-"""The relay's own HTTP endpoints: /metrics, /targets, /-/healthy, /-/ready, /-/reload.
+"""The relay's own HTTP endpoints: /metrics, /targets, /service-discovery, /-/healthy, /-/ready, /-/reload.
 
 A deliberately small HTTP/1.1 server on anyio (one request per connection): these endpoints are
 read by people and by one Prometheus, not by a fleet. It binds to loopback unless told otherwise.
@@ -40,6 +40,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
@@ -58,6 +59,8 @@ class WebServer:
         targets: Callable[[], list[dict[str, Any]]],
         ready: Callable[[], bool],
         reload: Callable[[], Awaitable[str | None]] | None,
+        dropped: Callable[[str | None], tuple[list[dict[str, Any]], dict[str, int]]] | None = None,
+        service_discovery: Callable[[str | None, int], bytes] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -65,6 +68,8 @@ class WebServer:
         self.targets = targets
         self.ready = ready
         self.reload = reload
+        self.dropped = dropped
+        self.service_discovery = service_discovery
         self.bound_port = 0
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -101,7 +106,8 @@ class WebServer:
     async def _send(self, stream: anyio.abc.SocketStream, resp: Response) -> None:
         head = (
             f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, 'Unknown')}\r\n"
-            f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\nConnection: close\r\n\r\n"
+            f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\nConnection: close\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in resp.headers) + "\r\n"
         )
         await stream.send(head.encode() + resp.body)
 
@@ -123,18 +129,37 @@ class WebServer:
             error = await self.reload()
             return Response(200, b"config reloaded\n") if error is None else Response(400, f"{error}\n".encode())
         if path in ("/targets", "/api/v1/targets"):
-            data = self.targets()
+            pool = query.get("scrapePool", [None])[0] or None
+            state = query.get("state", [""])[0].lower()
+            if state not in ("", "any", "active", "dropped"):
+                return Response(400, orjson.dumps({"status": "error", "errorType": "bad_data", "error": (
+                    f"parameter state: {state[:64]!r} is not one of active, dropped, any")}), "application/json")
+            data = [t for t in self.targets() if pool is None or t["scrapePool"] == pool]
             wants_html = query.get("format", [""])[0] == "html" or (
                 "text/html" in headers.get("accept", "") and path == "/targets"
             )
             if wants_html:
-                return Response(200, _targets_html(data), "text/html; charset=utf-8")
-            return Response(200, orjson.dumps({"status": "success", "data": {"activeTargets": data}}),
-                            "application/json")
+                return Response(200, _targets_html(data), "text/html; charset=utf-8", _HTML_HEADERS)
+            dropped, counts = self.dropped(pool) if self.dropped is not None and state != "active" else ([], {})
+            body: dict[str, Any] = {"activeTargets": data if state != "dropped" else [], "droppedTargets": dropped}
+            if state != "active":
+                body["droppedTargetCounts"] = counts
+            return Response(200, orjson.dumps({"status": "success", "data": body}), "application/json")
+        if path == "/service-discovery" and self.service_discovery is not None:
+            offset = query.get("offset", ["0"])[0]
+            if not offset.isdigit():
+                return Response(400, f"parameter offset: {offset[:64]!r} is not a non-negative integer\n".encode())
+            page = self.service_discovery(query.get("scrapePool", [None])[0] or None, int(offset))
+            return Response(200, page, "text/html; charset=utf-8", _HTML_HEADERS)
         if path == "/":
             return Response(200, b'etcd metrics relay: <a href="/targets?format=html">targets</a> '
-                            b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8")
+                            b'<a href="/service-discovery">service discovery</a> '
+                            b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8", _HTML_HEADERS)
         return Response(404, b"not found\n")
+
+
+_HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+                 ("X-Content-Type-Options", "nosniff"))
 
 
 def _targets_html(targets: list[dict[str, Any]]) -> bytes:
