@@ -22,6 +22,7 @@ from .config import ClusterConfig, Config, HTTPClientConfig, load_config, valida
 from .health import HealthEngine, apply_overrides, default_rules
 from .health.fleet import alerts_response, fleet_response
 from .http.client import ClientPool
+from .http.pages import PAGE_SIZE, JobDiscovery, service_discovery_html
 from .http.server import Response, WebServer
 from .http.webconfig import load_web_config
 from .metrics import SelfMetrics
@@ -265,6 +266,17 @@ class Relay:
             )
         return out
 
+    def service_discovery_page(self, pool: str | None, offset: int) -> bytes:
+        """/service-discovery: every job (or one, ``pool``), PAGE_SIZE targets each from ``offset``."""
+        jobs = []
+        for name in self.scraper.jobs:
+            if pool is not None and name != pool:
+                continue
+            shown, counts = self.scraper.discovered(name, offset, PAGE_SIZE)
+            jobs.append(JobDiscovery(name, self.scraper.discovery_errors(name), shown, sum(counts.values()),
+                                     offset, counts))
+        return service_discovery_html(jobs)
+
     # -- running -----------------------------------------------------------------------------
 
     async def _signals(self) -> None:
@@ -296,6 +308,8 @@ class Relay:
                     head_timeout=self.options.web_read_timeout,
                     pages={"/api/v1/alerts": lambda: self._health_page("alerts"),
                            "/fleet": lambda: self._health_page("fleet")},
+                    dropped=self.scraper.dropped_targets,
+                    service_discovery=self.service_discovery_page,
                 )
                 port = await tg.start(self.web.run)
             await tg.start(self.scraper.run, self.config)

@@ -4,7 +4,7 @@ Supported (a Prometheus config that scrapes etcd and remote-writes works unchang
 only these): ``global`` (scrape_interval, scrape_timeout, evaluation_interval (etcd_health),
 external_labels, the limits), ``scrape_configs`` (job_name, scrape_interval, scrape_timeout,
 metrics_path, scheme, params, honor_labels, honor_timestamps, sample_limit, body_size_limit,
-label_limit, label_name_length_limit, label_value_length_limit, relabel_configs,
+label_limit, label_name_length_limit, label_value_length_limit, keep_dropped_targets, relabel_configs,
 metric_relabel_configs, static_configs, file_sd_configs, dns_sd_configs (plus our nameservers),
 http_sd_configs, kubernetes_sd_configs, our etcd_sd_configs, tls_config, basic_auth, authorization),
 ``scrape_config_files`` (globs of files holding more ``scrape_configs``), ``remote_write`` (url, name,
@@ -365,6 +365,7 @@ class ScrapeConfig:
     label_limit: int = 0
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0
+    keep_dropped_targets: int = 1000  # per job, for /api/v1/targets (0 = all, as Prometheus' default)
     relabel_configs: tuple[RelabelConfig, ...] = ()
     metric_relabel_configs: tuple[RelabelConfig, ...] = ()
     static_configs: tuple[StaticConfig, ...] = ()
@@ -409,6 +410,7 @@ class GlobalConfig:
     label_limit: int = 0
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0
+    keep_dropped_targets: int = 1000
 
 
 @dataclass(frozen=True)
@@ -810,6 +812,7 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         label_limit=sec.integer("label_limit", glob.label_limit),
         label_name_length_limit=sec.integer("label_name_length_limit", glob.label_name_length_limit),
         label_value_length_limit=sec.integer("label_value_length_limit", glob.label_value_length_limit),
+        keep_dropped_targets=sec.integer("keep_dropped_targets", glob.keep_dropped_targets),
         relabel_configs=sec.relabel_configs("relabel_configs"),
         metric_relabel_configs=sec.relabel_configs("metric_relabel_configs"),
         static_configs=tuple(_static(s) for s in sec.sections("static_configs", StaticConfig)),
@@ -990,6 +993,7 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         label_limit=g.integer("label_limit"),
         label_name_length_limit=g.integer("label_name_length_limit"),
         label_value_length_limit=g.integer("label_value_length_limit"),
+        keep_dropped_targets=g.integer("keep_dropped_targets"),
     )
     evaluation_interval = g.duration("evaluation_interval", 15.0)
     g.done(_IGNORED_GLOBAL)

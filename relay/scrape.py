@@ -47,10 +47,18 @@ from .http.client import ClientPool, Response
 from .labels import LabelMerge, merge_target_labels
 from .metrics import SelfMetrics
 from .relabel import RelabelConfig, Relabeler
-from .target import Target, TargetError, build_target
+from .target import Target, TargetError, build_target, discovered_labels
 from .textparse import Parser
 
-__all__ = ["ScrapeLoop", "ScrapeManager", "Sink", "TargetHealth", "merge_target_labels", "select_for_member"]
+__all__ = [
+    "DiscoveredTarget",
+    "ScrapeLoop",
+    "ScrapeManager",
+    "Sink",
+    "TargetHealth",
+    "merge_target_labels",
+    "select_for_member",
+]
 
 log = logging.getLogger("relay.scrape")
 
@@ -288,8 +296,18 @@ def scrape_settings(sc: ScrapeConfig) -> ScrapeConfig:
     """A scrape config without its discovery part: what a running loop depends on."""
     return replace(
         sc, static_configs=(), file_sd_configs=(), etcd_sd_configs=(), dns_sd_configs=(), http_sd_configs=(),
-        kubernetes_sd_configs=(),
+        kubernetes_sd_configs=(), keep_dropped_targets=0,
     )
+
+
+@dataclass(frozen=True)
+class DiscoveredTarget:
+    """One discovered address of a job and what relabeling made of it (for /service-discovery)."""
+
+    discovered: dict[str, str]
+    state: str  # "active" | "dropped" (by relabel_configs) | "other member" (sharding) | "error"
+    target: Target | None = None
+    error: str = ""
 
 
 @dataclass
@@ -372,6 +390,7 @@ class ScrapeManager:
         job = self.jobs[sc.job_name] = _Job(sc, providers)
         assert self._tg is not None
         for i, p in enumerate(providers):
+            p.on_error = functools.partial(self._discovery_failed, sc.job_name, p.name)
             if isinstance(p, StaticProvider):
                 job.groups[i] = p.groups  # known now: no gap before the first report
             else:
@@ -379,6 +398,58 @@ class ScrapeManager:
                 self._tg.start_soon(self._run_provider, job, i, p)
         if old is not None and job.waiting:
             job.carry = [g for gs in old.groups.values() for g in gs] + (old.carry or [])
+
+    def _discovery_failed(self, job: str, mechanism: str, error: str) -> None:
+        if job in self.jobs:
+            self.metrics.discovery_errors.labels(job, mechanism).inc()
+
+    # -- what discovery found (the built cache holds every discovered address and its outcome) --
+
+    def dropped_targets(self, pool: str | None = None) -> tuple[list[dict[str, object]], dict[str, int]]:
+        """Targets relabel_configs dropped, as Prometheus' ``droppedTargets`` (at most the job's
+        ``keep_dropped_targets`` each, 0 = all) and ``droppedTargetCounts`` (all of them)."""
+        out: list[dict[str, object]] = []
+        counts: dict[str, int] = {}
+        for name, job in self.jobs.items():
+            if pool is not None and name != pool:
+                continue
+            keep = job.config.keep_dropped_targets
+            n = 0
+            for (addr, _), (g, t) in job.built.items():
+                if t is not None:
+                    continue
+                n += 1
+                if keep == 0 or n <= keep:
+                    out.append({"discoveredLabels": discovered_labels(addr, dict(g.labels), job.config),
+                                "scrapePool": name})
+            counts[name] = n
+        return out, counts
+
+    def discovered(self, name: str, offset: int = 0, limit: int = 0) -> tuple[list[DiscoveredTarget], dict[str, int]]:
+        """The job's discovered targets from ``offset`` (at most ``limit``, 0 = all), and how many
+        of all its targets are in each state."""
+        job = self.jobs.get(name)
+        if job is None:
+            return [], {}
+        assert self.config is not None
+        cluster = self.config.cluster
+        out: list[DiscoveredTarget] = []
+        counts: dict[str, int] = {}
+        end = offset + limit if limit else len(job.built)
+        for i, ((addr, _), (g, t)) in enumerate(job.built.items()):
+            state = ("dropped" if t is None else "error" if isinstance(t, str) else
+                     "active" if select_for_member(t, cluster) else "other member")
+            counts[state] = counts.get(state, 0) + 1
+            if offset <= i < end:
+                labels = discovered_labels(addr, dict(g.labels), job.config)
+                out.append(DiscoveredTarget(labels, state, t if isinstance(t, Target) else None,
+                                            t if isinstance(t, str) else ""))
+        return out, counts
+
+    def discovery_errors(self, name: str) -> list[tuple[str, str | None]]:
+        """Each of the job's providers: (mechanism, its current error or None)."""
+        job = self.jobs.get(name)
+        return [(p.name, p.current_error()) for p in job.providers] if job is not None else []
 
     async def _run_provider(self, job: _Job, index: int, provider: Provider) -> None:
         def send(groups: list[TargetGroup]) -> None:

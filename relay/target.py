@@ -19,7 +19,7 @@ from .batch import Labels
 from .config import ScrapeConfig, field_default, parse_duration
 from .relabel import relabel
 
-__all__ = ["Target", "TargetError", "build_target", "format_duration"]
+__all__ = ["Target", "TargetError", "build_target", "discovered_labels", "format_duration"]
 
 _DEFAULT_METRICS_PATH: str = field_default(ScrapeConfig, "metrics_path")  # where __metrics_path__ is emptied
 
@@ -75,10 +75,8 @@ class Target:
         return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def build_target(
-    address: str, group_labels: Mapping[str, str], sc: ScrapeConfig, meta_source: str = ""
-) -> Target | None:
-    """Build the target for one discovered address, or None if relabeling dropped it."""
+def discovered_labels(address: str, group_labels: Mapping[str, str], sc: ScrapeConfig) -> dict[str, str]:
+    """The labels relabel_configs start from: the group's, ``__address__`` and the job's defaults."""
     labels: dict[str, str] = dict(group_labels)
     labels["__address__"] = address
     base = {
@@ -93,6 +91,14 @@ def build_target(
             base[f"__param_{name}"] = values[0]
     for k, v in base.items():
         labels.setdefault(k, v)
+    return labels
+
+
+def build_target(
+    address: str, group_labels: Mapping[str, str], sc: ScrapeConfig, meta_source: str = ""
+) -> Target | None:
+    """Build the target for one discovered address, or None if relabeling dropped it."""
+    labels = discovered_labels(address, group_labels, sc)
     discovered = tuple(sorted(labels.items()))
     out = relabel(labels, sc.relabel_configs) if sc.relabel_configs else labels
     if out is None:

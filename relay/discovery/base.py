@@ -19,12 +19,28 @@ Send = Callable[[list[TargetGroup]], None]
 
 
 class Provider:
-    """A discovery mechanism; ``run`` sends the complete list of groups on every change."""
+    """A discovery mechanism; ``run`` sends the complete list of groups on every change.
+
+    ``last_error`` is the provider's current error (None when healthy; shown on /service-discovery);
+    ``on_error``, set by the owner, is called once per failed refresh or watch attempt (it counts
+    ``relay_discovery_errors_total``).
+    """
 
     name = "provider"
+    last_error: str | None = None
+    on_error: Callable[[str], None] | None = None
 
     async def run(self, send: Send) -> None:
         raise NotImplementedError
+
+    def current_error(self) -> str | None:
+        """What is wrong now, for people (a provider with parts of its own says all of them)."""
+        return self.last_error
+
+    def failed(self, error: str) -> None:
+        """One failed attempt: counted (the log line is the provider's, once per change of state)."""
+        if self.on_error is not None:
+            self.on_error(error)
 
 
 class DiscoveryError(ValueError):

@@ -155,6 +155,7 @@ class DNSSDProvider(Provider):
         except DiscoveryError as exc:
             for name in self.config.names:
                 self._note(name, str(exc))
+            self.failed(str(exc))
             return
 
         async def one(name: str) -> None:
@@ -169,6 +170,8 @@ class DNSSDProvider(Provider):
         async with anyio.create_task_group() as tg:
             for name in self.config.names:
                 tg.start_soon(one, name)
+        if self.last_error is not None:  # one count per refresh that left a name failing
+            self.failed(self.last_error)
 
     def _note(self, name: str, error: str) -> None:
         before = self.state.get(name)

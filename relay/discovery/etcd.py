@@ -105,6 +105,7 @@ class EtcdSDProvider(Provider):
                 send(groups)
             except DiscoveryError as exc:
                 # Keep the last known members: a cluster that cannot answer for a moment is not empty.
+                self.failed(str(exc))
                 if self.last_error != str(exc):
                     log.error("etcd_sd for job %s: no endpoint answered: %s", self.job, exc)
                 self.last_error = str(exc)

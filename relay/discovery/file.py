@@ -106,15 +106,19 @@ class FileSDProvider(Provider):
             if stamp != last_stamp or since_full >= self.config.refresh_interval:
                 last_stamp, since_full = stamp, 0.0
                 current: dict[str, list[TargetGroup]] = {}
+                errors: list[str] = []
                 for f in self._files():
                     try:
                         current[f] = read_file_sd(f)
-                        self.last_error = None
                     except DiscoveryError as exc:
                         # Keep what the file said last time it was valid; say why once per change.
                         log.error("file_sd for job %s: %s", self.job, exc)
-                        self.last_error = str(exc)
+                        errors.append(str(exc))
                         current[f] = previous.get(f, [])
+                error = "; ".join(errors)  # every file that failed, not just the last
+                self.last_error = error or None
+                if error:
+                    self.failed(error)
                 previous = current
                 send([g for gs in current.values() for g in gs])
             await anyio.sleep(self.poll)

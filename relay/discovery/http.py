@@ -127,6 +127,7 @@ class HTTPSDProvider(Provider):
                     sent = groups
             except DiscoveryError as exc:
                 # Keep the last good groups: an endpoint that fails for a moment does not empty the job.
+                self.failed(str(exc))
                 if self.last_error != str(exc):
                     log.error("http_sd for job %s: %s: %s; keeping the last targets", self.job, self.config.url, exc)
                 self.last_error = str(exc)

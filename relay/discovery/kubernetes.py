@@ -286,6 +286,7 @@ class Watcher:
         self.rv: str | None = None  # the resourceVersion the objects are at (None: list first)
         self.synced = anyio.Event()
         self.listeners: set[Callable[[], None]] = set()
+        self.error_listeners: set[Callable[[str], None]] = set()  # each failed list or watch attempt
         self.state = ""  # the current error, "" when healthy
         self.lists = 0
         self.watches = 0
@@ -426,6 +427,8 @@ class Watcher:
                 delay = self.tuning.backoff_min
             except _Failure as exc:
                 self._set_state(str(exc))
+                for fn in list(self.error_listeners):
+                    fn(str(exc))
             await anyio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.tuning.backoff_max)
 
@@ -447,7 +450,7 @@ class KubernetesHub:
         self.shared: dict[tuple[Connection, str, str, str, str], _Shared] = {}
 
     def subscribe(self, conn: Connection, kind: str, namespace: str, label: str, field_: str,
-                  listener: Callable[[], None]) -> Watcher:
+                  listener: Callable[[], None], on_error: Callable[[str], None] | None = None) -> Watcher:
         assert self.tg is not None, "KubernetesHub.tg is set by its owner before use"
         key = (conn, kind, namespace, label, field_)
         entry = self.shared.get(key)
@@ -457,10 +460,15 @@ class KubernetesHub:
             self.tg.start_soon(self._run, entry)
         entry.refs += 1
         entry.watcher.listeners.add(listener)
+        if on_error is not None:
+            entry.watcher.error_listeners.add(on_error)
         return entry.watcher
 
-    def unsubscribe(self, watcher: Watcher, listener: Callable[[], None]) -> None:
+    def unsubscribe(self, watcher: Watcher, listener: Callable[[], None],
+                    on_error: Callable[[str], None] | None = None) -> None:
         watcher.listeners.discard(listener)
+        if on_error is not None:
+            watcher.error_listeners.discard(on_error)
         for key, entry in self.shared.items():
             if entry.watcher is watcher:
                 entry.refs -= 1
@@ -917,9 +925,20 @@ class KubernetesSDProvider(Provider):
         self.hub = hub
         self.last_error: str | None = None
         self._dirty = anyio.Event()
+        self._subs: list[tuple[str, Watcher]] = []
 
     def _poke(self) -> None:
         self._dirty.set()
+
+    def _watch_failed(self, error: str) -> None:
+        self.failed(error)
+
+    def current_error(self) -> str | None:
+        """The connection's error, or those of the watchers this config reads (shared with others)."""
+        if self.last_error is not None:
+            return self.last_error
+        errors = [w.state for _, w in self._subs if w.state]
+        return "; ".join(errors) if errors else None
 
     def _namespaces(self, conn: Connection) -> list[str]:
         names = list(self.config.namespaces)
@@ -938,6 +957,7 @@ class KubernetesSDProvider(Provider):
                 if self.last_error != str(exc):
                     log.error("kubernetes_sd for job %s: %s", self.job, exc)
                 self.last_error = str(exc)
+                self.failed(str(exc))
             await anyio.sleep(delay)
             delay = min(delay * 2, 60.0)
 
@@ -945,7 +965,7 @@ class KubernetesSDProvider(Provider):
         cfg, role = self.config, self.config.role
         conn = await self._connect()
         wanted: list[tuple[str, str, str, str]] = []  # (slot, kind, namespace, ...)
-        subs: list[tuple[str, Watcher]] = []
+        subs = self._subs = []
         for ns in ([""] if role == "node" else self._namespaces(conn)):
             wanted.append(("main", role, ns, role))
             if role in ("endpoints", "endpointslice"):
@@ -957,7 +977,7 @@ class KubernetesSDProvider(Provider):
         try:
             for slot, kind, ns, sel_role in wanted:
                 label, fld = cfg.selector(sel_role) if sel_role else ("", "")
-                subs.append((slot, self.hub.subscribe(conn, kind, ns, label, fld, self._poke)))
+                subs.append((slot, self.hub.subscribe(conn, kind, ns, label, fld, self._poke, self._watch_failed)))
             for _, w in subs:
                 await w.synced.wait()
             last: list[TargetGroup] | None = None
@@ -975,4 +995,4 @@ class KubernetesSDProvider(Provider):
                 await anyio.sleep(self.hub.tuning.debounce)
         finally:
             for _, w in subs:
-                self.hub.unsubscribe(w, self._poke)
+                self.hub.unsubscribe(w, self._poke, self._watch_failed)

@@ -1,4 +1,4 @@
-"""The relay's own HTTP endpoints: /metrics, /targets, /-/healthy, /-/ready, /-/reload.
+"""The relay's own HTTP endpoints: /metrics, /targets, /service-discovery, /-/healthy, /-/ready, /-/reload.
 
 A deliberately small HTTP/1.1 server on anyio (one request per connection): these endpoints are
 read by people and by one Prometheus, not by a fleet. It binds to loopback unless told otherwise.
@@ -83,6 +83,8 @@ class WebServer:
         head_timeout: float = 10.0,
         write_timeout: float = 30.0,
         pages: Mapping[str, Callable[[], Response]] | None = None,
+        dropped: Callable[[str | None], tuple[list[dict[str, Any]], dict[str, int]]] | None = None,
+        service_discovery: Callable[[str | None, int], bytes] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -96,6 +98,8 @@ class WebServer:
         self.head_timeout = head_timeout
         self.write_timeout = write_timeout
         self.pages = pages or {}  # more GET endpoints: path -> response (relay.health: /fleet, /api/v1/alerts)
+        self.dropped = dropped
+        self.service_discovery = service_discovery
         self.bound_port = 0
         self.connections = 0
         self.accept_errors = 0
@@ -257,20 +261,35 @@ class WebServer:
             error = await self.reload()
             return Response(200, b"config reloaded\n") if error is None else Response(400, f"{error}\n".encode())
         if path in ("/targets", "/api/v1/targets"):
-            data = self.targets()
+            pool = query.get("scrapePool", [None])[0] or None
+            state = query.get("state", [""])[0].lower()
+            if state not in ("", "any", "active", "dropped"):
+                return Response(400, orjson.dumps({"status": "error", "errorType": "bad_data", "error": (
+                    f"parameter state: {state[:64]!r} is not one of active, dropped, any")}), "application/json")
+            data = [t for t in self.targets() if pool is None or t["scrapePool"] == pool]
             wants_html = query.get("format", [""])[0] == "html" or (
                 "text/html" in headers.get("accept", "") and path == "/targets"
             )
             if wants_html:
-                return Response(200, _targets_html(data), "text/html; charset=utf-8")
-            return Response(200, orjson.dumps({"status": "success", "data": {"activeTargets": data}}),
-                            "application/json")
-        page = self.pages.get(path)
-        if page is not None:
-            return page()
+                return Response(200, _targets_html(data), "text/html; charset=utf-8", _HTML_HEADERS)
+            dropped, counts = self.dropped(pool) if self.dropped is not None and state != "active" else ([], {})
+            body: dict[str, Any] = {"activeTargets": data if state != "dropped" else [], "droppedTargets": dropped}
+            if state != "active":
+                body["droppedTargetCounts"] = counts
+            return Response(200, orjson.dumps({"status": "success", "data": body}), "application/json")
+        if path == "/service-discovery" and self.service_discovery is not None:
+            offset = query.get("offset", ["0"])[0]
+            if not offset.isdigit():
+                return Response(400, f"parameter offset: {offset[:64]!r} is not a non-negative integer\n".encode())
+            page = self.service_discovery(query.get("scrapePool", [None])[0] or None, int(offset))
+            return Response(200, page, "text/html; charset=utf-8", _HTML_HEADERS)
+        extra_page = self.pages.get(path)
+        if extra_page is not None:
+            return extra_page()
         if path == "/":
             return Response(200, b'etcd metrics relay: <a href="/targets?format=html">targets</a> '
-                            b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8")
+                            b'<a href="/service-discovery">service discovery</a> '
+                            b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8", _HTML_HEADERS)
         return Response(404, b"not found\n")
 
 
@@ -281,6 +300,10 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+                 ("X-Content-Type-Options", "nosniff"))
 
 
 def _targets_html(targets: list[dict[str, Any]]) -> bytes:
