@@ -28,8 +28,16 @@ import yaml
 
 from relay._exceptions import ConfigError
 from relay.cli import _cluster_from_flags, build_parser
-from relay.config import Config, HTTPClientConfig, parse_config, validate_cluster
+from relay.config import (
+    K8S_ROLES,
+    Config,
+    HTTPClientConfig,
+    KubernetesSDConfig,
+    parse_config,
+    validate_cluster,
+)
 from relay.discovery import DiscoveryError, read_file_sd
+from relay.discovery.kubernetes import RESOURCES
 from relay.http.server import parse_listen
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +51,9 @@ ENTRYPOINT = ["relay"]
 EXTERNAL_NAMESPACES = {"kube-system"}
 # Secrets that the operator creates (the manifests say how): (namespace, name).
 EXTERNAL_SECRETS = {("etcd-metrics-relay", "etcd-client-tls")}
+# Pods that Services in deploy/ select but that deploy/ does not run: namespace -> their labels
+# (kubeadm's etcd static pods etcd-<node>).
+EXTERNAL_PODS = {"kube-system": [{"component": "etcd", "tier": "control-plane"}]}
 # Files whose pods may run as root (kubeadm's 0600 root-owned client key; see the file).
 ROOT_ALLOWED = {"daemonset/tls/relay.yaml"}
 # Objects of example workloads that are not the relay: file -> allowed app.kubernetes.io/name.
@@ -327,7 +338,8 @@ def check_selectors(docs: Sequence[Doc]) -> list[str]:
         else:
             continue
         pods = [(w, s) for w, s in workloads(docs) if w.namespace == doc.namespace and subset(sel, template_labels(w))]
-        if not pods:
+        external = any(subset(sel, labels) for labels in EXTERNAL_PODS.get(doc.namespace, []))
+        if not pods and not external:
             problems.append(f"{doc}: selector {sel} matches no pod template in namespace {doc.namespace!r}")
         for port in doc.body["spec"].get("ports", []) if doc.kind == "Service" else []:
             target = port.get("targetPort", port.get("port"))
@@ -499,23 +511,39 @@ def _is_relay_config(key: str) -> bool:
     return key.endswith((".yml", ".yaml"))
 
 
+def relay_config(
+    docs: Sequence[Doc], doc: Doc, spec: dict[str, Any], c: dict[str, Any], args: argparse.Namespace
+) -> tuple[Doc, str, str] | None:
+    """(ConfigMap, key, text) of the config that a relay process runs with, if from a ConfigMap."""
+    found = mount_volume(spec, c, posixpath.normpath(args.config))
+    vol = volume(spec, found[0]["name"]) if found else None
+    if found is None or vol is None or "configMap" not in vol:
+        return None
+    cm = find(docs, "ConfigMap", doc.namespace, vol["configMap"].get("name", ""), doc)
+    text = (cm.body.get("data") or {}).get(found[1]) if cm is not None else None
+    if cm is None or not isinstance(text, str):
+        return None  # reported by check_volumes / check_relay_command
+    return cm, found[1], text
+
+
+def parse_relay_config(cm: Doc, key: str, text: str, args: argparse.Namespace) -> Config:
+    """The relay's own config parser on a ConfigMap's key; ConfigError if it refuses it."""
+    return parse_config(text, source=f"{cm}:{key}", base=Path(posixpath.dirname(args.config)))
+
+
 def check_relay_configs(docs: Sequence[Doc]) -> list[str]:
     """Every relay config in a ConfigMap parses, and what it reads is mounted where it runs."""
     problems = []
     used: set[tuple[str, int]] = set()  # (file, index) of the ConfigMaps that relays run with
     for doc, spec, c, _pod, args in relay_runs(docs):
-        found = mount_volume(spec, c, posixpath.normpath(args.config))
-        vol = volume(spec, found[0]["name"]) if found else None
-        if found is None or vol is None or "configMap" not in vol:
+        found = relay_config(docs, doc, spec, c, args)
+        if found is None:
             continue
-        cm = find(docs, "ConfigMap", doc.namespace, vol["configMap"].get("name", ""), doc)
-        text = (cm.body.get("data") or {}).get(found[1]) if cm is not None else None
-        if cm is None or not isinstance(text, str):
-            continue  # reported by check_volumes / check_relay_command
+        cm, key, text = found
         used.add((cm.file, cm.index))
-        where = f"{doc}: container {c['name']}: config {cm.name}/{found[1]}"
+        where = f"{doc}: container {c['name']}: config {cm.name}/{key}"
         try:
-            config = parse_config(text, source=f"{cm}:{found[1]}", base=Path(posixpath.dirname(args.config)))
+            config = parse_relay_config(cm, key, text, args)
         except ConfigError as exc:
             problems.append(f"{where}: {exc}")
             continue
@@ -573,6 +601,83 @@ def _check_file_sd(
     return []
 
 
+# (API group, resource) of a role or object kind, from the relay's own table: "/api/v1" is the core
+# group "", "/apis/discovery.k8s.io/v1" the group discovery.k8s.io.
+def api_resource(kind: str) -> tuple[str, str]:
+    path, resource, _namespaced = RESOURCES[kind]
+    return ("" if path == "/api/v1" else path.split("/")[2]), resource
+
+
+def kubernetes_needs(sd: KubernetesSDConfig) -> list[tuple[str, str]]:
+    """What one kubernetes_sd_configs entry lists and watches, as the relay's discovery does:
+    its role's objects, the Services and Pods that endpoints/endpointslice join, and the nodes or
+    namespaces that attach_metadata adds."""
+    kinds = [sd.role]
+    if sd.role in ("endpoints", "endpointslice"):
+        kinds += ["service", "pod"]
+    if sd.attach_node and sd.role != "node":
+        kinds.append("node")
+    if sd.attach_namespace and sd.role != "node":
+        kinds.append("namespace")
+    return [api_resource(k) for k in kinds]
+
+
+RBAC_VERBS = ("get", "list", "watch")
+
+
+def granted_verbs(docs: Sequence[Doc], namespace: str, service_account: str, group: str, resource: str) -> set[str]:
+    """Verbs on (group, resource) in every namespace that ClusterRoleBindings in deploy/ give the
+    ServiceAccount namespace/service_account."""
+    verbs: set[str] = set()
+    for binding in docs:
+        if binding.kind != "ClusterRoleBinding":
+            continue
+        subjects = binding.body.get("subjects") or []
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == service_account
+                   and s.get("namespace") == namespace for s in subjects):
+            continue
+        ref = binding.body.get("roleRef") or {}
+        role = next((d for d in docs if d.kind == ref.get("kind") == "ClusterRole" and d.name == ref.get("name")), None)
+        for rule in (role.body.get("rules") or []) if role is not None else []:
+            if {group, "*"} & set(rule.get("apiGroups") or []) and {resource, "*"} & set(rule.get("resources") or []):
+                verbs |= set(rule.get("verbs") or [])
+    return {v for v in RBAC_VERBS if v in verbs or "*" in verbs}
+
+
+def check_kubernetes_sd(docs: Sequence[Doc]) -> list[str]:
+    """A relay that runs kubernetes_sd_configs in-cluster has its token mounted, and its
+    ServiceAccount may get, list and watch every resource its roles read (RBAC)."""
+    problems = []
+    for doc, spec, c, _pod, args in relay_runs(docs):
+        found = relay_config(docs, doc, spec, c, args)
+        if found is None:
+            continue
+        try:
+            config = parse_relay_config(*found, args)
+        except ConfigError:
+            continue  # reported by check_relay_configs
+        in_cluster = [(sc.job_name, sd) for sc in config.scrape_configs for sd in sc.kubernetes_sd_configs
+                      if sd.api_server is None and sd.kubeconfig_file is None]
+        if not in_cluster:
+            continue
+        sa = str(spec.get("serviceAccountName", "default"))
+        sa_doc = find(docs, "ServiceAccount", doc.namespace, sa, doc)
+        automount = spec.get("automountServiceAccountToken")
+        if automount is None and sa_doc is not None:
+            automount = sa_doc.body.get("automountServiceAccountToken")
+        if automount is False:
+            problems.append(f"{doc}: kubernetes_sd_configs in-cluster needs the service-account token, "
+                            "but automountServiceAccountToken is false")
+        for job, sd in in_cluster:
+            for group, resource in kubernetes_needs(sd):
+                missing = [v for v in RBAC_VERBS if v not in granted_verbs(docs, doc.namespace, sa, group, resource)]
+                if missing:
+                    problems.append(f"{doc}: job {job} (kubernetes_sd_configs role {sd.role}): ServiceAccount "
+                                    f"{doc.namespace}/{sa} may not {'/'.join(missing)} "
+                                    f"{resource}{'.' + group if group else ''}: no ClusterRole bound to it grants it")
+    return list(dict.fromkeys(problems))
+
+
 def check_security(docs: Sequence[Doc]) -> list[str]:
     problems = []
     for doc, spec in workloads(docs):
@@ -626,6 +731,7 @@ CHECKS: list[Check] = [
     check_volumes,
     check_relay_command,
     check_relay_configs,
+    check_kubernetes_sd,
     check_security,
     check_resources,
     check_images,
@@ -726,6 +832,16 @@ def _set_arg(container: dict[str, Any], prefix: str, new: str) -> None:
         container["args"] = [new if a.startswith(prefix) else a for a in container["args"]]
 
 
+def _token_off_in_service_account(docs: list[Doc]) -> None:
+    _pod(docs, STS, "StatefulSet").pop("automountServiceAccountToken")
+    _doc(docs, STS, "ServiceAccount").body.update(automountServiceAccountToken=False)
+
+
+def _attach_node_without_grant(docs: list[Doc]) -> None:
+    _doc(docs, STS, "ClusterRole").body["rules"][0]["resources"].remove("nodes")
+    _edit(docs, STS, "etcd-metrics-relay", "relay.yml", "- role: endpoints", "- role: endpoints\n        attach_metadata: {node: true}")
+
+
 DS, DS_TLS, SIDECAR, STS = "daemonset/relay.yaml", "daemonset/tls/relay.yaml", "sidecar/etcd.yaml", "statefulset/relay.yaml"
 
 BREAKS: list[tuple[str, Callable[[list[Doc]], None], str]] = [
@@ -767,7 +883,7 @@ BREAKS: list[tuple[str, Callable[[list[Doc]], None], str]] = [
      "serviceAccountName 'etcd-sa' is not a ServiceAccount"),
     ("invalid-relay-config", lambda d: _edit(d, STS, "etcd-metrics-relay", "relay.yml", "scrape_interval", "scrape_intervall"),
      "global.scrape_intervall: unknown key"),
-    ("tls-file-not-mounted", lambda d: _edit(d, STS, "etcd-metrics-relay", "relay.yml", "/etc/relay/tls/etcd/ca.crt", "/etc/ssl/ca.crt"),
+    ("tls-file-not-mounted", lambda d: _edit(d, DS_TLS, "etcd-metrics-relay", "relay.yml", "/etc/kubernetes/pki/etcd/ca.crt", "/etc/ssl/ca.crt"),
      "reads /etc/ssl/ca.crt, which is not in a mounted volume"),
     ("daemonset-config-invalid", lambda d: _edit(d, DS, "etcd-metrics-relay", "relay.yml", "job_name: etcd", "job_name: ''"),
      "job_name: is required"),
@@ -786,6 +902,20 @@ BREAKS: list[tuple[str, Callable[[list[Doc]], None], str]] = [
     ("no-memory-limit", lambda d: _relay(d, DS, "DaemonSet")["resources"]["limits"].pop("memory"), "no resources.limits.memory"),
     ("wrong-image-tag", lambda d: _relay(d, SIDECAR, "StatefulSet").update(image="etcd-metrics-relay:latest"),
      "image etcd-metrics-relay:latest"),
+    ("token-not-mounted", lambda d: _pod(d, STS, "StatefulSet").update(automountServiceAccountToken=False),
+     "automountServiceAccountToken is false"),
+    ("token-not-mounted-by-sa", _token_off_in_service_account, "automountServiceAccountToken is false"),
+    ("rbac-no-watch", lambda d: _doc(d, STS, "ClusterRole").body["rules"][0]["verbs"].remove("watch"),
+     "may not watch endpoints: no ClusterRole"),
+    ("rbac-no-pods", lambda d: _doc(d, STS, "ClusterRole").body["rules"][0]["resources"].remove("pods"),
+     "may not get/list/watch pods"),
+    ("rbac-binding-other-sa", lambda d: _doc(d, STS, "ClusterRoleBinding").body["subjects"][0].update(name="default"),
+     "ServiceAccount etcd-metrics-relay/etcd-metrics-relay may not get/list/watch endpoints"),
+    ("rbac-binding-other-role", lambda d: _doc(d, STS, "ClusterRoleBinding").body["roleRef"].update(name="view"),
+     "may not get/list/watch services"),
+    ("rbac-attach-node", _attach_node_without_grant, "may not get/list/watch nodes"),
+    ("etcd-service-selects-nothing", lambda d: _doc(d, "etcd-service.yaml", "Service").body["spec"]["selector"].update(
+        component="etcd-server"), "matches no pod template in namespace 'kube-system'"),
     ("duplicate-in-folder", lambda d: d.append(copy.deepcopy(_doc(d, STS, "ConfigMap"))), "same kind, namespace and name"),
 ]
 
@@ -810,3 +940,70 @@ def test_a_broken_file_on_disk_is_caught(tmp_path: Path) -> None:
     manifest.write_text(text.replace("--cluster.members-count=3", "--cluster.members-count=2"), encoding="utf-8")
     problems = run_checks(load_docs(tmp_path / "deploy"))
     assert any("--cluster.members-count 2 but replicas is 3" in p for p in problems), problems
+
+
+def _sts_config(docs: list[Doc]) -> Config:
+    doc = _doc(docs, STS, "StatefulSet")
+    spec = _pod(docs, STS, "StatefulSet")
+    runs = [r for r in relay_runs(docs) if r[0] is doc]
+    assert runs, "the StatefulSet's relay command does not parse"
+    _, _spec, c, _pod_name, args = runs[0]
+    found = relay_config(docs, doc, spec, c, args)
+    assert found is not None
+    return parse_relay_config(*found, args)
+
+
+def test_statefulset_runs_the_kubeadm_config(docs: list[Doc]) -> None:
+    """By default the central collector scrapes kube-system/etcd's endpoints (issue 13's config)."""
+    config = _sts_config(docs)
+    jobs = {sc.job_name: sc for sc in config.scrape_configs}
+    etcd = jobs["etcd"]
+    assert [(sd.role, sd.api_server, sd.kubeconfig_file) for sd in etcd.kubernetes_sd_configs] == [("endpoints", None, None)]
+    assert etcd.scheme == "http"
+    keep = [r for r in etcd.relabel_configs if r.action == "keep"]
+    assert [(r.source_labels, r.regex_source) for r in keep] == [(
+        ("__meta_kubernetes_namespace", "__meta_kubernetes_service_name", "__meta_kubernetes_endpoint_port_name"),
+        "kube-system;etcd;http",
+    )]
+    # Sharding and remote write as before.
+    assert config.remote_write and config.remote_write[0].url.endswith("/api/v1/write")
+
+
+def test_statefulset_clusterrole_reads_every_role(docs: list[Doc]) -> None:
+    """The ServiceAccount may get/list/watch what role endpoints reads, and what every other role
+    reads too: the config's role swapped for each of Prometheus' roles passes the RBAC check."""
+    config = _sts_config(docs)
+    needed = {res for sc in config.scrape_configs for sd in sc.kubernetes_sd_configs for res in kubernetes_needs(sd)}
+    assert needed == {("", "endpoints"), ("", "services"), ("", "pods")}
+    sa = _pod(docs, STS, "StatefulSet")["serviceAccountName"]
+    for group, resource in needed | {("discovery.k8s.io", "endpointslices"), ("", "nodes"), ("networking.k8s.io", "ingresses")}:
+        assert granted_verbs(docs, "etcd-metrics-relay", sa, group, resource) == set(RBAC_VERBS), (group, resource)
+    for role in K8S_ROLES:
+        variant = copy.deepcopy(docs)
+        _edit(variant, STS, "etcd-metrics-relay", "relay.yml", "- role: endpoints", f"- role: {role}")
+        assert check_kubernetes_sd(variant) == [], role
+    # Nothing more than reading.
+    for rule in _doc(docs, STS, "ClusterRole").body["rules"]:
+        assert sorted(rule["verbs"]) == sorted(RBAC_VERBS)
+
+
+def test_statefulset_binding_names_its_service_account(docs: list[Doc]) -> None:
+    spec = _pod(docs, STS, "StatefulSet")
+    sts = _doc(docs, STS, "StatefulSet")
+    binding = _doc(docs, STS, "ClusterRoleBinding").body
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": _doc(docs, STS, "ClusterRole").name}
+    assert {"kind": "ServiceAccount", "name": spec["serviceAccountName"], "namespace": sts.namespace} in binding["subjects"]
+    assert spec.get("automountServiceAccountToken") is not False
+    assert _doc(docs, STS, "ServiceAccount").body.get("automountServiceAccountToken") is not False
+
+
+def test_etcd_service_is_headless_on_the_metrics_port(docs: list[Doc]) -> None:
+    """deploy/etcd-service.yaml: what the keep rule kube-system;etcd;http matches."""
+    svc = _doc(docs, "etcd-service.yaml", "Service")
+    assert (svc.namespace, svc.name) == ("kube-system", "etcd")
+    spec = svc.body["spec"]
+    assert spec["clusterIP"] == "None"
+    assert spec["selector"] == {"component": "etcd"}
+    assert [(p["name"], p["port"], p["targetPort"]) for p in spec["ports"]] == [("http", 2381, 2381)]
+    assert subset(spec["selector"], EXTERNAL_PODS["kube-system"][0])
