@@ -1007,3 +1007,17 @@ def test_etcd_service_is_headless_on_the_metrics_port(docs: list[Doc]) -> None:
     assert spec["selector"] == {"component": "etcd"}
     assert [(p["name"], p["port"], p["targetPort"]) for p in spec["ports"]] == [("http", 2381, 2381)]
     assert subset(spec["selector"], EXTERNAL_PODS["kube-system"][0])
+
+
+def test_readme_shows_the_config_the_statefulset_runs(docs: list[Doc]) -> None:
+    """README: the kubeadm job shown under "Discovery in Kubernetes" is the StatefulSet's job etcd,
+    and "Central collection in Kubernetes" applies the two manifests and says why 2381 may be shut."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("### Discovery in Kubernetes", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    shown = {sc.job_name: sc for sc in parse_config("scrape_configs:\n" + block, source="README.md").scrape_configs}
+    runs = {sc.job_name: sc for sc in _sts_config(docs).scrape_configs}
+    for attr in ("kubernetes_sd_configs", "scheme", "metrics_path", "relabel_configs"):  # not global's intervals
+        assert getattr(shown["etcd"], attr) == getattr(runs["etcd"], attr), attr
+    section = readme.split("### Central collection in Kubernetes", 1)[1].split("\n## ", 1)[0]
+    assert "kubectl apply -f deploy/etcd-service.yaml -f deploy/statefulset/relay.yaml" in section
+    assert "127.0.0.1:2381" in section and "listen-metrics-urls" in section
