@@ -29,9 +29,11 @@ GOOD = [
 
 @dataclass
 class Reply:
-    status: int = 200
-    content_type: str = "application/json"
-    body: bytes = json.dumps(GOOD).encode()
+    """What the server answers. ``answer`` is one tuple, set in one assignment: the server thread
+    reads it once per request, so a request never sees the status of one answer and the body of
+    another (which logged a seventh, mixed error once in CI)."""
+
+    answer: tuple[int, str, bytes] = (200, "application/json", json.dumps(GOOD).encode())
     seen_headers: list[dict[str, str]] = field(default_factory=list)
     password: str | None = None
 
@@ -50,11 +52,12 @@ def sd_server() -> Iterator[tuple[str, Reply]]:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
+            status, content_type, body = reply.answer
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(reply.body)
+            self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -107,7 +110,7 @@ async def test_http_sd_good_then_garbage_then_500(
                     (200, "text/plain", json.dumps(GOOD).encode(), "unsupported content type 'text/plain'"),
                     (500, "application/json", b"[]", "HTTP status 500"),
                 ]:
-                    reply.status, reply.content_type, reply.body = status, kind, body
+                    reply.answer = (status, kind, body)
                     n = len(reply.seen_headers)
                     with anyio.fail_after(10):
                         while problem not in (provider.last_error or "") or len(reply.seen_headers) < n + 3:
@@ -118,7 +121,7 @@ async def test_http_sd_good_then_garbage_then_500(
             assert len(lines) == 6, lines
             assert all("keeping the last targets" in line and url in line for line in lines)
             # Good again: a changed list reaches the scrape manager.
-            reply.status, reply.content_type, reply.body = 200, "application/json; charset=utf-8", b"[]"
+            reply.answer = (200, "application/json; charset=utf-8", b"[]")
             with anyio.fail_after(10):
                 while seen[-1] != []:
                     await anyio.sleep(0.02)
