@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="time a client has to send its request head (TLS handshake included; default 10s)")
     run.add_argument("--http-transport", choices=["fast", "httpx"], default="fast",
                      help="HTTP transport for scrapes and sends (default fast; httpx = httpx's own)")
+    run.add_argument("--workers", default="1", metavar="N",
+                     help="run N relay processes (auto: one per core) sharing the targets, behind --listen (default 1)")
     _add_cluster_flags(run)
 
     check = sub.add_parser("check-config", help="validate a config file")
@@ -140,22 +142,51 @@ def _setup_logging(level: str) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from . import workers as workers_mod
     from .app import Relay, RelayOptions, check_config, probe_queue_dir
     from .http.server import parse_listen
 
     cluster = _cluster_from_flags(args)
     listen = parse_listen(args.listen)
+    n_workers = workers_mod.parse_workers(args.workers)
+    worker = workers_mod.worker_identity()
+    if worker is not None:  # one of a supervisor's workers: its own port, shard and queue; lifecycle for it
+        workers_mod.install_log_prefix(worker.index)
+        listen = ("127.0.0.1", worker.port)
+        cluster = workers_mod.worker_cluster(cluster, worker)
+        args.enable_lifecycle, args.disable_reload, args.web_config_file = True, False, None
+        args.duration = 0.0
+        if args.stats_file:
+            args.stats_file = f"{args.stats_file}.worker-{worker.index}"
+        if not args.queue_memory:
+            args.queue_dir = workers_mod.worker_queue_dir(args.queue_dir, worker.index)
+    elif n_workers > 1 and args.sink_jsonl:
+        raise ConfigError("--sink-jsonl", "cannot be used with --workers above 1 (the workers would interleave one file)")
     if args.disable_reload:
         if args.enable_lifecycle:
             raise ConfigError("--web.disable-reload", "cannot be used with --web.enable-lifecycle")
         log.warning("--web.disable-reload is deprecated: /-/reload is off unless --web.enable-lifecycle")
     config = check_config(args.config, cluster)
+    workers_mod.check_worker_config(config, worker.count if worker is not None else n_workers)
     if args.web_max_connections < 1:
         raise ConfigError("--web.max-connections", "must be at least 1")
     read_timeout = parse_duration(args.web_read_timeout, "--web.read-timeout")
     if read_timeout <= 0:
         raise ConfigError("--web.read-timeout", "must be greater than 0")
     queue_dir = None if args.queue_memory else args.queue_dir
+    if worker is None and n_workers > 1:
+        if queue_dir is not None and config.remote_write:
+            for i in range(n_workers):
+                probe_queue_dir(str(workers_mod.worker_queue_dir(queue_dir, i)))
+        supervisor = workers_mod.Supervisor(
+            args.argv, n_workers, listen=listen, enable_lifecycle=args.enable_lifecycle,
+            web_config_file=args.web_config_file, web_max_connections=args.web_max_connections,
+            web_read_timeout=read_timeout, drain_timeout=args.drain_timeout, duration=args.duration,
+            stats_file=args.stats_file,
+        )
+        stats = anyio.run(supervisor.run)
+        _print_stats(stats)
+        return 0
     if queue_dir is not None and config.remote_write:  # (a reload that adds one checks it then)
         probe_queue_dir(queue_dir)
     options = RelayOptions(
@@ -175,13 +206,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         queue_max_bytes=parse_size(args.queue_max_bytes, "--queue-max-bytes"),
     )
     relay = Relay(options, config)
-    stats = anyio.run(relay.run)
-    for w in stats["remote_write"]:
+    _print_stats(anyio.run(relay.run))
+    return 0
+
+
+def _print_stats(stats: dict[str, object]) -> None:
+    writers = stats["remote_write"]
+    assert isinstance(writers, list)
+    for w in writers:
         print(
             f"relay: remote_write {w['url']}: sent {w['sent']} samples, pending {w['pending']}, dropped {w['dropped']}",
             file=sys.stderr,
         )
-    return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -205,6 +241,7 @@ def _cmd_parse(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers starts its workers with these
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
