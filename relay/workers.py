@@ -230,7 +230,7 @@ class _FrontDoor(WebServer):
         if path == "/metrics":
             own = generate_latest(sup.registry)
             got = await sup.fetch_all(target)
-            merged = merge_metrics([(str(i), body) for i, (status, body) in got.items() if status == 200])
+            merged = merge_metrics([(str(i), body) for i, (status, body) in sorted(got.items()) if status == 200])
             return Response(200, own + merged, "text/plain; version=0.0.4; charset=utf-8")
         if path == "/-/ready":
             got = await sup.fetch_all("/-/ready")
