@@ -88,7 +88,7 @@ class Probe:
         assert "\n" not in shown
         await self.until(lambda: any(says in m for m in self.logged()), f"{says!r} logged")
         first = Counter(self.logged())
-        await self.until(lambda: len(self.errors) >= counted + 6 * parts, "more failed attempts, counted")
+        await self.until(lambda: len(self.errors) >= counted + 6 * parts, "more failed attempts, counted", 40.0)
         again = Counter(self.logged())
         assert again == first and set(again.values()) == {1}, again  # once per change of state
         assert self.addresses() == good and len(self.sent) == sent  # the last good targets, nothing sent

@@ -870,15 +870,23 @@ def test_same_targets_as_oracles_before_and_after_events_and_410(oracle_pair: An
         "__meta_kubernetes_service_label_app_kubernetes_io_name"] == "etcd"
     assert not any(pool == "ingress" for pool, _ in after)
     # The history is compacted, and every watch stream ends as at its timeout: both watch again from
-    # their last resourceVersion, get 410 Gone, list again and agree. Meanwhile member cp-3 leaves:
-    # its address goes from the Endpoints and the EndpointSlice, as the controllers do.
+    # their last resourceVersion, get 410 Gone, list again and agree. Meanwhile member cp-3's address
+    # goes from the Endpoints and the EndpointSlice (as the controllers do), cp-4's pod goes and its
+    # node is relabeled (nothing else is joined to that node by then).
     lists, gone = api.count("endpoints", watch=False), api.gone.count("endpoints")
     api.compact()
     api.end_watches()
     api.put("endpoints", etcd_endpoints(NODES[:2]))
     api.put("endpointslices", etcd_endpointslice(NODES[:2]))
+    api.delete("pods", "etcd-cp-4", "kube-system")
+    node = _node("cp-4", "127.0.13.4")
+    node["metadata"]["labels"]["topology.kubernetes.io/zone"] = "a"
+    api.put("nodes", node)
+    zone = "__meta_kubernetes_node_label_topology_kubernetes_io_zone"
+    cp4 = ("node", "http://127.0.13.4:10250/m/;;;;;")
     relisted = same(lambda v: ("endpoints", "http://127.0.13.3:2381/m/http;;;;;") not in v
-                    and ("endpointslice", "http://127.0.13.3:2381/m/;http;;;;") not in v)
+                    and ("endpointslice", "http://127.0.13.3:2381/m/;http;;;;") not in v
+                    and ("pod", "http://127.0.13.4/m/;;etcd;;;") not in v and cp4 in v and zone in v[cp4][1])
     assert api.count("endpoints", watch=False) >= lists + 2
     assert api.gone.count("endpoints") >= gone + 4  # the peer's and the relay's two endpoints watches
     assert not any("127.0.13.3:2381" in url for pool, url in relisted if pool.startswith("endpoint"))
@@ -890,7 +898,6 @@ def test_same_targets_as_oracles_before_and_after_events_and_410(oracle_pair: An
     node = _node("cp-1", "127.0.13.1")
     node["metadata"]["labels"]["topology.kubernetes.io/zone"] = "b"
     api.put("nodes", node)
-    zone = "__meta_kubernetes_node_label_topology_kubernetes_io_zone"
     joined = [("node", "http://127.0.13.1:10250/m/;;;;;"), ("endpoints-node", "http://127.0.13.1:2381/m/http;;;;;"),
               ("endpointslice-node", "http://127.0.13.1:2381/m/;http;;;;"), ("pod-node", "http://127.0.13.1/m/;;etcd;;;")]
     same(lambda v: all(k in v and zone in v[k][1] for k in joined))
