@@ -10,10 +10,13 @@ this process may run on) makes the command a supervisor that starts N workers, e
 - each worker has its own remote-write queue directory, ``<--queue-dir>/worker-<i>``, and listens
   on its own loopback port, which only the supervisor uses;
 - the supervisor serves the one ``--listen`` address (with ``--web.config.file``'s TLS and basic
-  auth): ``/metrics`` merges the workers' self-metrics, each sample with a ``worker`` label, and
-  adds its own (``relay_worker_up``, ``relay_worker_restarts_total``); ``/api/v1/targets`` and
+  auth): ``/metrics`` merges the workers' self-metrics, each sample with a ``worker`` label (a
+  worker that does not answer within 10 s is shown with its last body), and adds its own
+  (``relay_worker_up``, ``relay_worker_ready``, ``relay_worker_restarts_total``); ``/api/v1/targets`` and
   ``/targets`` join the workers' active targets (dropped ones are the same in every worker:
-  discovery is not sharded, so they come from one); ``/-/ready`` is ready when every worker is;
+  discovery is not sharded, so they come from one); ``/-/ready`` is ready when every worker
+  answered its own ``/-/ready`` at the last check (once a second, in the background, so that a
+  busy worker does not make the supervisor's answer slow; also ``relay_worker_ready``);
   ``/-/reload`` (with ``--web.enable-lifecycle``) and SIGHUP reach every worker; SIGTERM stops
   them all (each drains its queue as a single relay does); any other GET is answered by the first
   worker that is up (``/service-discovery``, status pages);
@@ -228,14 +231,17 @@ class _FrontDoor(WebServer):
         path = parts.path
         sup = self.sup
         if path == "/metrics":
-            own = generate_latest(sup.registry)
             got = await sup.fetch_all(target)
-            merged = merge_metrics([(str(i), body) for i, (status, body) in sorted(got.items()) if status == 200])
+            for i, (status, body) in got.items():
+                if status == 200:
+                    sup.last_metrics[i] = body
+            # A worker too busy to answer in time: its last body, so that no counter of the merged
+            # output seems to go back (a worker that restarted starts its own from 0, as any process).
+            merged = merge_metrics([(str(i), body) for i, body in sorted(sup.last_metrics.items())])
+            own = generate_latest(sup.registry)
             return Response(200, own + merged, "text/plain; version=0.0.4; charset=utf-8")
-        if path == "/-/ready":
-            got = await sup.fetch_all("/-/ready")
-            ok = len(got) == len(sup.workers) and all(status == 200 for status, _ in got.values())
-            return Response(200, b"Ready.\n") if ok else Response(503, b"Not ready.\n")
+        if path == "/-/ready":  # from the watcher's last round: a busy worker must not make this slow
+            return Response(200, b"Ready.\n") if sup.all_ready else Response(503, b"Not ready.\n")
         if path in ("/targets", "/api/v1/targets") and method == "GET":
             query = parts.query.replace("format=html", "").strip("&")
             got = await sup.fetch_all("/api/v1/targets" + (f"?{query}" if query else ""))
@@ -304,6 +310,10 @@ class Supervisor:
         self.restarts = Counter("relay_worker_restarts", "Times a worker that exited was started again",
                                 ["worker"], registry=self.registry)
         Gauge("relay_workers", "Worker processes this relay runs (--workers)", registry=self.registry).set(count)
+        self.ready_gauge = Gauge("relay_worker_ready", "1 when the worker answered /-/ready with 200 at the last check",
+                                 ["worker"], registry=self.registry)
+        self.ready: set[int] = set()
+        self.last_metrics: dict[int, bytes] = {}  # each worker's last /metrics body
         self.stopping = anyio.Event()
         self.client = httpx.AsyncClient(timeout=_WORKER_TIMEOUT, trust_env=False)
         self.bound_port = 0
@@ -327,6 +337,7 @@ class Supervisor:
                 for w in self.workers:
                     tg.start_soon(self._keep, w)
                 tg.start_soon(self._signals, tg.cancel_scope)
+                tg.start_soon(self._watch_ready)
                 log.info("relay supervisor: %d workers (loopback ports %s), listening on %s:%d",
                          len(self.workers), ",".join(str(w.port) for w in self.workers), host, self.bound_port)
                 if self.started is not None:
@@ -340,6 +351,20 @@ class Supervisor:
             await self.client.aclose()
         return self._stats()
 
+    @property
+    def all_ready(self) -> bool:
+        return len(self.ready) == len(self.workers)
+
+    async def _watch_ready(self) -> None:
+        """Every second, which workers answer /-/ready with 200 (within the worker timeout)."""
+        while not self.stopping.is_set():
+            got = await self.fetch_all("/-/ready")
+            self.ready = {i for i, (status, _) in got.items() if status == 200}
+            for w in self.workers:
+                self.ready_gauge.labels(str(w.index)).set(1 if w.index in self.ready else 0)
+            with anyio.move_on_after(1.0):
+                await self.stopping.wait()
+
     async def _keep(self, w: _Worker) -> None:
         backoff = 0.0
         while not self.stopping.is_set():
@@ -348,6 +373,7 @@ class Supervisor:
             self.up.labels(str(w.index)).set(1)
             rc = await w.proc.wait()
             self.up.labels(str(w.index)).set(0)
+            self.ready.discard(w.index)
             if self.stopping.is_set():
                 return
             w.restarts += 1
