@@ -523,9 +523,9 @@ def _http_client(sec: _Section) -> HTTPClientConfig:
         )
     oauth2 = sigv4 = None
     if sec.has("oauth2"):
-        oauth2 = read_oauth2(sec.section("oauth2"), lambda s: _tls(s.section("tls_config", TLSConfig)))
+        oauth2 = read_oauth2(sec.section("oauth2", OAuth2Config), lambda s: _tls(s.section("tls_config", TLSConfig)))
     if sec.has("sigv4"):
-        sigv4 = read_sigv4(sec.section("sigv4"))
+        sigv4 = read_sigv4(sec.section("sigv4", SigV4Config))
     proxy = read_proxy(sec)
     given = [k for k, v in (("basic_auth", basic), ("authorization", auth), ("oauth2", oauth2), ("sigv4", sigv4))
              if v is not None]

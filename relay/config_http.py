@@ -51,20 +51,20 @@ class ProxyConfig:
     domains, IPs and CIDRs), ``proxy_from_environment`` (HTTP_PROXY, HTTPS_PROXY, NO_PROXY) and
     ``proxy_connect_header`` (sent with each CONNECT, i.e. to the proxy only, for https targets)."""
 
-    url: str | None = field(default=None, repr=False)
+    proxy_url: str | None = field(default=None, repr=False)
     no_proxy: str = ""
-    from_environment: bool = False
-    connect_headers: tuple[tuple[str, tuple[Secret, ...]], ...] = field(default=(), repr=False)
+    proxy_from_environment: bool = False
+    proxy_connect_header: tuple[tuple[str, tuple[Secret, ...]], ...] = field(default=(), repr=False)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.url) or self.from_environment
+        return bool(self.proxy_url) or self.proxy_from_environment
 
     def __repr__(self) -> str:
-        url = shown_url(self.url) if self.url else None
-        headers = tuple(name for name, _ in self.connect_headers)
-        return (f"ProxyConfig(url={url!r}, no_proxy={self.no_proxy!r}, from_environment={self.from_environment}, "
-                f"connect_headers={headers!r})")
+        url = shown_url(self.proxy_url) if self.proxy_url else None
+        headers = tuple(name for name, _ in self.proxy_connect_header)
+        return (f"ProxyConfig(proxy_url={url!r}, no_proxy={self.no_proxy!r}, "
+                f"proxy_from_environment={self.proxy_from_environment}, proxy_connect_header={headers!r})")
 
 
 @dataclass(frozen=True)
@@ -117,11 +117,12 @@ _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 def read_proxy(sec: _Section) -> ProxyConfig:
     """The proxy keys of ``sec`` (an HTTP client config section, or an ``oauth2`` section)."""
-    url = sec.text("proxy_url", "")
+    sec = sec.view(ProxyConfig)
+    url = sec.optional_text("proxy_url")
     if url:
         _check_proxy_url(url, sec.at("proxy_url"))
-    no_proxy = sec.text("no_proxy", "").strip()
-    from_env = sec.flag("proxy_from_environment", False)
+    no_proxy = sec.text("no_proxy").strip()
+    from_env = sec.flag("proxy_from_environment")
     headers: list[tuple[str, tuple[Secret, ...]]] = []
     raw = sec.get("proxy_connect_header")
     if raw is not None:
@@ -157,7 +158,8 @@ def read_proxy(sec: _Section) -> ProxyConfig:
             parse_no_proxy(no_proxy)
         except ValueError as exc:
             raise ConfigError(sec.at("no_proxy"), str(exc)) from None
-    return ProxyConfig(url=url or None, no_proxy=no_proxy, from_environment=from_env, connect_headers=tuple(headers))
+    return ProxyConfig(proxy_url=url, no_proxy=no_proxy, proxy_from_environment=from_env,
+                       proxy_connect_header=tuple(headers))
 
 
 _OAUTH2_UNSUPPORTED = ("grant_type", "client_certificate_key", "client_certificate_key_file",
@@ -172,10 +174,10 @@ def read_oauth2(sec: _Section, read_tls: Callable[[_Section], TLSConfig]) -> OAu
                               "(client_id and client_secret) is implemented")
     if sec.has("client_secret_ref"):
         raise ConfigError(sec.at("client_secret_ref"), "is not supported; use client_secret or client_secret_file")
-    client_id = sec.text("client_id", "")
-    token_url = sec.text("token_url", "")
-    secret = sec.secret("client_secret", None)
-    secret_file = sec.path("client_secret_file", None)
+    client_id = sec.text("client_id", "")  # "": absent; the field has no default
+    token_url = sec.text("token_url", "")  # "": absent; the field has no default
+    secret = sec.secret("client_secret")
+    secret_file = sec.path("client_secret_file")
     scopes = []
     for i, s in enumerate(sec.seq("scopes")):
         if not isinstance(s, str) or not s or " " in s:
@@ -186,7 +188,7 @@ def read_oauth2(sec: _Section, read_tls: Callable[[_Section], TLSConfig]) -> OAu
         raise ConfigError(f"{sec.at('endpoint_params')}.scope", "use scopes")
     if "client_id" in params or "client_secret" in params:
         raise ConfigError(sec.at("endpoint_params"), "client_id and client_secret are keys of oauth2 itself")
-    tls = read_tls(sec)
+    tls = read_tls(sec) if sec.has("tls_config") else sec.default("tls_config")
     proxy = read_proxy(sec)
     sec.done()
     if not client_id:
@@ -213,15 +215,15 @@ def read_sigv4(sec: _Section) -> SigV4Config:
     if sec.has("tags"):
         raise ConfigError(sec.at("tags"), "session tags are not supported")
     out = SigV4Config(
-        region=sec.text("region", ""),
-        access_key=sec.text("access_key", ""),
-        secret_key=sec.secret("secret_key", None),
-        profile=sec.text("profile", ""),
-        role_arn=sec.text("role_arn", ""),
-        external_id=sec.text("external_id", ""),
-        session_name=sec.text("session_name", ""),
-        use_fips_sts_endpoint=sec.flag("use_fips_sts_endpoint", False),
-        service_name=sec.text("service_name", "") or "aps",
+        region=sec.text("region"),
+        access_key=sec.text("access_key"),
+        secret_key=sec.secret("secret_key"),
+        profile=sec.text("profile"),
+        role_arn=sec.text("role_arn"),
+        external_id=sec.text("external_id"),
+        session_name=sec.text("session_name"),
+        use_fips_sts_endpoint=sec.flag("use_fips_sts_endpoint"),
+        service_name=sec.text("service_name") or sec.default("service_name"),
     )
     sec.done()
     if bool(out.access_key) != bool(out.secret_key):

@@ -123,10 +123,10 @@ class ProxyRoute:
     @classmethod
     def from_config(cls, cfg: ProxyConfig, environ: Mapping[str, str] | None = None) -> ProxyRoute | None:
         """The route for ``cfg`` (None when it names no proxy); the environment is read now."""
-        if cfg.url:
-            proxy = Proxy.from_url(cfg.url, cfg.connect_headers)
+        if cfg.proxy_url:
+            proxy = Proxy.from_url(cfg.proxy_url, cfg.proxy_connect_header)
             return cls(proxy, proxy, cfg.no_proxy, everything=not cfg.no_proxy)
-        if not cfg.from_environment:
+        if not cfg.proxy_from_environment:
             return None
         env = os.environ if environ is None else environ
 
@@ -137,8 +137,8 @@ class ProxyRoute:
         if env.get("REQUEST_METHOD"):  # as Go: under CGI, HTTP_PROXY may come from the client's Proxy: header
             http_url = ""
         try:
-            http = Proxy.from_url(http_url, cfg.connect_headers) if http_url else None
-            https = Proxy.from_url(https_url, cfg.connect_headers) if https_url else None
+            http = Proxy.from_url(http_url, cfg.proxy_connect_header) if http_url else None
+            https = Proxy.from_url(https_url, cfg.proxy_connect_header) if https_url else None
             no_proxy = var("NO_PROXY")
             parse_no_proxy(no_proxy)
         except ValueError as exc:
