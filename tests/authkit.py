@@ -47,8 +47,16 @@ class _Quiet(BaseHTTPRequestHandler):
 
 
 class _Server:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(self, handler: type[BaseHTTPRequestHandler], tls: tuple[str, str] | None = None) -> None:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.scheme = "http"
+        if tls is not None:  # (certificate file, key file): an https server
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
         self.httpd.daemon_threads = True
         self.httpd.owner = self  # type: ignore[attr-defined]
         self.port = self.httpd.server_address[1]
@@ -139,16 +147,17 @@ class Receiver(_Server):
     METRICS_BODY and forwards a POST (remote write) to ``upstream``, answering with its status.
     ``seen`` keeps the headers of every request."""
 
-    def __init__(self, check: Callable[[BaseHTTPRequestHandler, bytes], bool], upstream: str = "") -> None:
+    def __init__(self, check: Callable[[BaseHTTPRequestHandler, bytes], bool], upstream: str = "",
+                 tls: tuple[str, str] | None = None) -> None:
         self.check = check
         self.upstream = upstream
         self.seen: list[dict[str, str]] = []
         self.refused = 0
-        super().__init__(_ReceiverHandler)
+        super().__init__(_ReceiverHandler, tls)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
 
 class _ReceiverHandler(_Quiet):
