@@ -17,6 +17,7 @@ metadata service) are looked up in a worker thread, never on the event loop; a f
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import anyio.to_thread
@@ -56,7 +57,8 @@ class SigV4Signer:
         self.cfg = cfg
         try:
             self._session = bc.session.Session(profile=cfg.profile or None)
-            region = cfg.region or self._session.get_config_variable("region")
+            # AWS_REGION: what the Go SDK (so Prometheus) reads; botocore reads AWS_DEFAULT_REGION
+            region = cfg.region or os.environ.get("AWS_REGION") or self._session.get_config_variable("region")
         except bc.exceptions.ProfileNotFound:
             raise ConfigError(f"{where}.profile", f"AWS profile {cfg.profile!r} is not in the shared config or "
                               "credentials file") from None
@@ -64,7 +66,7 @@ class SigV4Signer:
             raise ConfigError(where, f"AWS settings: {exc}") from None
         if not region:
             raise ConfigError(f"{where}.region", "is not set, and the AWS environment has no default region "
-                              "(AWS_REGION, or region in the profile)")
+                              "(AWS_REGION, AWS_DEFAULT_REGION, or region in the profile)")
         self.region: str = region
         self._credentials: Any = None
         if cfg.access_key and cfg.secret_key is not None and not cfg.role_arn:
@@ -118,7 +120,7 @@ class SigV4Signer:
     def sign_with(self, request: httpx.Request, credentials: Any) -> None:
         """Sign with given (frozen) credentials: the synchronous part, for tests and vectors."""
         bc = self._bc
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _UNSIGNED]
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _UNSIGNED}
         aws = bc.awsrequest.AWSRequest(method=request.method, url=str(request.url), data=request.content,
                                        headers=headers)
         bc.auth.SigV4Auth(credentials, self.cfg.service_name, self.region).add_auth(aws)
