@@ -261,3 +261,59 @@ async def test_remote_write_through_the_proxy(victoria_metrics: VictoriaMetrics,
         receiver.close()
     victoria_metrics.flush()
     assert victoria_metrics.sample_count('{job="rw-proxy"}') == 120
+
+
+CHECK_OK = """
+scrape_configs:
+  - job_name: through-proxy
+    proxy_url: http://relay:proxy-pw-secret@127.0.0.1:3128
+    no_proxy: 10.0.0.0/8,.cluster.local
+    static_configs: [{targets: ['127.0.0.1:2381']}]
+    http_sd_configs:
+      - url: http://127.0.0.1:8080/sd
+        oauth2: {client_id: sd, client_secret: sd-secret-value, token_url: http://127.0.0.1:1/token}
+remote_write:
+  - url: https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write
+    sigv4: {region: eu-west-1, access_key: AKIDCHECK, secret_key: aws-secret-value}
+    proxy_url: http://127.0.0.1:3128
+    proxy_connect_header: {Proxy-Authorization: [Basic hdr-secret-value]}
+  - url: https://metrics.example.com/api/v1/write
+    oauth2:
+      client_id: relay
+      client_secret_file: oauth2-secret
+      token_url: https://auth.example.com/token
+      scopes: [metrics.write]
+      proxy_from_environment: true
+"""
+SECRETS = ("proxy-pw-secret", "sd-secret-value", "aws-secret-value", "hdr-secret-value")
+
+
+def test_check_config_accepts_the_keys_and_names_bad_values(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "relay.yml"
+    config.write_text(CHECK_OK)
+
+    def check(text: str) -> subprocess.CompletedProcess[str]:
+        config.write_text(text)
+        return subprocess.run([sys.executable, "-m", "relay.cli", "check-config", "--config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+
+    out = check(CHECK_OK)
+    assert out.returncode == 0, out.stderr
+    assert "2 remote_write endpoints" in out.stdout
+    bad = {
+        CHECK_OK.replace("no_proxy: 10.0.0.0/8", "no_proxy: 10.0.0.0/88"):
+            "scrape_configs[0].no_proxy: '10.0.0.0/88' is not a CIDR",
+        CHECK_OK.replace("region: eu-west-1, ", ""): "remote_write[0].sigv4.region: is not set",
+        CHECK_OK.replace("token_url: https://auth.example.com/token", "token_url: auth.example.com"):
+            "remote_write[1].oauth2.token_url: 'auth.example.com' is not an http(s) URL",
+        CHECK_OK.replace("    proxy_url: http://127.0.0.1:3128\n", ""):
+            "remote_write[0].proxy_connect_header: needs proxy_url or proxy_from_environment",
+        CHECK_OK.replace("scopes: [metrics.write]", "scopes: metrics.write"): "remote_write[1].oauth2.scopes: must be a list",
+    }
+    for text, message in bad.items():
+        out = check(text)
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+        assert not any(s in out.stderr + out.stdout for s in SECRETS)
