@@ -34,7 +34,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import httpx
@@ -58,6 +58,9 @@ from ..config import Authorization, BasicAuth, HTTPClientConfig, TLSConfig
 from .fetch import decoded_chunks, read_body
 from .oauth2 import TokenSource
 from .proxy import ProxyRoute
+
+if TYPE_CHECKING:
+    from .sigv4 import SigV4Signer  # imports botocore only when a config has sigv4
 
 __all__ = ["ClientPool", "FileAuth", "HTTPClient", "Response", "StreamResponse", "build_ssl_context"]
 
@@ -259,12 +262,12 @@ class HTTPClient:
         max_redirects: int = 10,
         user_agent: str = USER_AGENT,
         oauth2: TokenSource | None = None,
-        signer: Any = None,
+        signer: SigV4Signer | None = None,
     ) -> None:
         self.transport = transport
         self.auth = auth
         self.oauth2 = oauth2
-        self.signer = signer  # a relay.http.sigv4.SigV4Signer (imported only when configured)
+        self.signer = signer
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
         self.user_agent = user_agent
@@ -526,7 +529,8 @@ class ClientPool:
         auth = FileAuth(cfg.basic_auth, cfg.authorization) if (cfg.basic_auth or cfg.authorization) else None
         route = ProxyRoute.from_config(cfg.proxy) if cfg.proxy.enabled else None
         files = tuple(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
-        oauth2 = signer = None
+        oauth2: TokenSource | None = None
+        signer: SigV4Signer | None = None
         if cfg.oauth2 is not None:
             o = cfg.oauth2
             o_tls = o.tls_config if o.tls_config is not None else TLSConfig()
