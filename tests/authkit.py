@@ -153,6 +153,7 @@ class Receiver(_Server):
         self.upstream = upstream
         self.seen: list[dict[str, str]] = []
         self.refused = 0
+        self.get_body = (METRICS_BODY, "text/plain; version=0.0.4")  # what a GET is answered with
         super().__init__(_ReceiverHandler, tls)
 
     @property
@@ -170,7 +171,7 @@ class _ReceiverHandler(_Quiet):
             self.reply(401, b"unauthorized\n")
             return
         if method == "GET":
-            self.reply(200, METRICS_BODY, "text/plain; version=0.0.4")
+            self.reply(200, *rc.get_body)
             return
         forward = {k: self.headers[k] for k in ("Content-Encoding", "Content-Type",
                                                 "X-Prometheus-Remote-Write-Version") if k in self.headers}

@@ -188,3 +188,23 @@ async def test_remote_write_through_oauth2_into_victoria_metrics(
     victoria_metrics.flush()
     assert victoria_metrics.sample_count('{job="rw-oauth2"}') == 60
     assert victoria_metrics.sample_count('{job="rw-oauth2-late"}') == 60
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "httpx"])
+async def test_http_sd_with_oauth2(endpoint: TokenEndpoint, target: Receiver, fast: bool) -> None:
+    from relay.discovery import HTTPSDProvider
+
+    target.get_body = (b'[{"targets": ["10.0.0.1:2381", "10.0.0.2:2381"], "labels": {"dc": "a"}}]',
+                       "application/json")
+    cfg = parse_config("scrape_configs:\n  - job_name: a\n    http_sd_configs:\n"
+                       f"      - url: {target.url}/sd\n{oauth2_yaml(endpoint, indent='        ')}").scrape_configs[0]
+    pool = ClientPool(fast=fast)
+    try:
+        provider = HTTPSDProvider(cfg.http_sd_configs[0], "a", pool)
+        for _ in range(2):
+            groups = await provider.fetch()
+            assert sorted(t for g in groups for t in g.targets) == ["10.0.0.1:2381", "10.0.0.2:2381"]
+    finally:
+        await pool.aclose()
+    assert endpoint.grants == 1 and endpoint.violations == []
+    assert target.seen[-1]["authorization"] == "Bearer tok-1"
