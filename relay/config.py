@@ -781,7 +781,7 @@ def _kubernetes_sd(sec: _Section) -> KubernetesSDConfig:
         raise ConfigError(sec.where, "cannot use 'kubeconfig_file' and 'api_server' simultaneously")
     if http != HTTPClientConfig() and not api:
         raise ConfigError(sec.where, "tls_config, basic_auth and authorization need an explicit api_server "
-                          "(kubeconfig_file and in-cluster mode bring their own; so do oauth2, sigv4 and the proxy keys)")
+                          "(kubeconfig_file and in-cluster mode bring their own; oauth2, sigv4 and the proxy keys need it too)")
     if own and (api or kubeconfig):
         raise ConfigError(sec.at("namespaces.own_namespace"), "works only in-cluster (not with api_server or kubeconfig_file)")
     return KubernetesSDConfig(role=role, api_server=api, kubeconfig_file=kubeconfig, namespaces=names,
