@@ -76,7 +76,8 @@ class TokenEndpoint(_Server):
     """
 
     def __init__(self, client_id: str, secret: str, *, scopes: tuple[str, ...] = (),
-                 params: dict[str, str] | None = None, expires_in: float | None = 3600) -> None:
+                 params: dict[str, str] | None = None, expires_in: float | None = 3600,
+                 tls: tuple[str, str] | None = None) -> None:
         self.client_id = client_id
         self.secret = secret
         self.scopes = scopes
@@ -87,17 +88,19 @@ class TokenEndpoint(_Server):
         self.violations: list[str] = []
         self.issued: list[str] = []
         self.lock = threading.Lock()
-        super().__init__(_TokenHandler)
+        self.seen: list[dict[str, str]] = []
+        super().__init__(_TokenHandler, tls)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/token"
+        return f"{self.scheme}://127.0.0.1:{self.port}/token"
 
 
 class _TokenHandler(_Quiet):
     def do_POST(self) -> None:
         ep: TokenEndpoint = self.server.owner  # type: ignore[attr-defined]
         body = self.body()
+        ep.seen.append({k.lower(): v for k, v in self.headers.items()})
         bad: list[str] = []
         if self.path != "/token":
             bad.append(f"path {self.path}")

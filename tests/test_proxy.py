@@ -317,3 +317,28 @@ def test_check_config_accepts_the_keys_and_names_bad_values(tmp_path: Path) -> N
         out = check(text)
         assert out.returncode == 2 and message in out.stderr, out.stderr
         assert not any(s in out.stderr + out.stdout for s in SECRETS)
+
+
+async def test_token_endpoint_has_its_own_tls_config_and_proxy(proxy: Tinyproxy, target: Receiver,
+                                                               tls_files: TLSFiles) -> None:
+    from tests.authkit import TokenEndpoint, bearer
+
+    endpoint = TokenEndpoint("relay", "token-secret", tls=(tls_files.server_cert, tls_files.server_key))
+    target.check = bearer(lambda: endpoint.issued)
+    try:
+        oauth2 = (f"    oauth2:\n      client_id: relay\n      client_secret: token-secret\n"
+                  f"      token_url: {endpoint.url}\n      tls_config: {{ca_file: {tls_files.ca_file}}}\n"
+                  f"      proxy_url: {proxy.url}\n")
+        loop = await scrape(target, oauth2)
+        assert loop.health.health == "up", loop.health.last_error
+        assert endpoint.grants == 1 and endpoint.violations == []
+        time.sleep(0.1)
+        log = proxy.log_text()
+        assert f"CONNECT 127.0.0.1:{endpoint.port}" in log  # the token request went through its proxy
+        assert f"127.0.0.1:{target.port}" not in log and "via" not in target.seen[-1]  # the scrape did not
+        # without the token endpoint's CA: a TLS failure, reported as oauth2 with the cause
+        loop = await scrape(target, oauth2.replace(f"      tls_config: {{ca_file: {tls_files.ca_file}}}\n", ""))
+        assert loop.health.health == "down" and loop.health.last_reason == "oauth2"
+        assert "tls" in loop.health.last_error and "token-secret" not in loop.health.last_error
+    finally:
+        endpoint.close()
