@@ -208,3 +208,40 @@ async def test_http_sd_with_oauth2(endpoint: TokenEndpoint, target: Receiver, fa
         await pool.aclose()
     assert endpoint.grants == 1 and endpoint.violations == []
     assert target.seen[-1]["authorization"] == "Bearer tok-1"
+
+
+@pytest.mark.services
+async def test_refused_credentials_are_retried_until_fixed(victoria_metrics: VictoriaMetrics, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A receiver that refuses the credentials (401) keeps the samples queued and retried; once the
+    password file is fixed they all arrive."""
+    import base64
+
+    good = "Basic " + base64.b64encode(b"writer:right-password").decode()
+    receiver = Receiver(lambda h, _b: h.headers.get("Authorization") == good, upstream=victoria_metrics.write_url)
+    pw = tmp_path / "pw"
+    pw.write_text("wrong-password")
+    pool = ClientPool()
+    t0 = (int(time.time()) - 1800) * 1000
+    caplog.set_level(logging.WARNING, logger="relay.remote")
+    try:
+        cfg = rw_config(f"{receiver.url}/api/v1/write", f"    basic_auth: {{username: writer, password_file: {pw}}}\n"
+                        "    queue_config: {min_backoff: 50ms, max_backoff: 200ms}\n")
+        writer = RemoteWriter(cfg, pool, SelfMetrics())
+
+        async def fix() -> None:
+            await anyio.sleep(1.0)
+            pw.write_text("right-password")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fix)
+            assert await run_writer(writer, make_batches(10, 3, "rw-refused", t0), timeout=30)
+        assert writer.dropped == {} and writer.sent_samples == 30 and receiver.refused > 0
+        assert any("HTTP 401 (credentials refused" in r.getMessage() for r in caplog.records)
+        assert not any("password" in r.getMessage().split("check")[0] for r in caplog.records
+                       if "credentials refused" in r.getMessage())
+    finally:
+        await pool.aclose()
+        receiver.close()
+    victoria_metrics.flush()
+    assert victoria_metrics.sample_count('{job="rw-refused"}') == 30
