@@ -10,6 +10,9 @@
         ├── TLSError             "tls": handshake failed, certificate rejected (either side)
         ├── HTTPTimeout          "timeout": connect, TLS, send or receive took too long (.phase)
         ├── CredentialsError     "auth": a password_file or credentials_file cannot be read
+        ├── OAuth2Error          "oauth2": no token from the token endpoint (down, refused, bad answer)
+        ├── SigV4Error           "sigv4": no AWS credentials to sign with (none found, STS refused)
+        ├── ProxyError           "proxy": the proxy cannot be reached, refused CONNECT or wants credentials
         ├── StatusError          "http_status": a response status the caller does not accept (.status)
         ├── BodyLimitError       "body_size_limit": the decoded body is larger than allowed
         └── TransferError        "http": the exchange broke after the connection was made
@@ -98,6 +101,25 @@ class CredentialsError(HTTPError):
     """A secret file (password_file, credentials_file) that cannot be read: the request is not sent."""
 
     reason = "auth"
+
+
+class OAuth2Error(HTTPError):
+    """No OAuth 2.0 token: the token endpoint is down, refused the client, or answered nonsense.
+    The request is not sent (without its token it would only be refused)."""
+
+    reason = "oauth2"
+
+
+class SigV4Error(HTTPError):
+    """No AWS credentials to sign the request with (none in the chain, STS refused the role)."""
+
+    reason = "sigv4"
+
+
+class ProxyError(HTTPError):
+    """The forward proxy cannot be reached, refused the CONNECT tunnel, or asks for credentials."""
+
+    reason = "proxy"
 
 
 class StatusError(HTTPError):

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from ._exceptions import ConfigError
+from .config_http import OAuth2Config, ProxyConfig, SigV4Config, read_oauth2, read_proxy, read_sigv4
 from .relabel import RelabelConfig, parse_relabel_configs
 
 __all__ = [
@@ -47,10 +48,13 @@ __all__ = [
     "HTTPClientConfig",
     "HTTPSDConfig",
     "KubernetesSDConfig",
+    "OAuth2Config",
+    "ProxyConfig",
     "QueueConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
     "Secret",
+    "SigV4Config",
     "StaticConfig",
     "TLSConfig",
     "load_config",
@@ -292,12 +296,16 @@ class Authorization:
 
 @dataclass(frozen=True)
 class HTTPClientConfig:
-    """The TLS and auth settings of an HTTP client; equal settings share one client."""
+    """The TLS, auth and proxy settings of an HTTP client; equal settings share one client.
+    ``oauth2``, ``sigv4`` and ``proxy``: see relay.config_http."""
 
     tls_config: TLSConfig = TLSConfig()
     basic_auth: BasicAuth | None = None
     authorization: Authorization | None = None
     follow_redirects: bool = True
+    oauth2: OAuth2Config | None = None
+    sigv4: SigV4Config | None = None
+    proxy: ProxyConfig = ProxyConfig()  # noqa: RUF009 - frozen, so shared safely
 
 
 @dataclass(frozen=True)
@@ -513,10 +521,20 @@ def _http_client(sec: _Section) -> HTTPClientConfig:
         auth = Authorization(
             credentials=sec.secret("bearer_token", None), credentials_file=sec.path("bearer_token_file", None)
         )
-    if basic is not None and auth is not None:
-        raise ConfigError(sec.where, "at most one of basic_auth and authorization")
+    oauth2 = sigv4 = None
+    if sec.has("oauth2"):
+        oauth2 = read_oauth2(sec.section("oauth2", OAuth2Config), lambda s: _tls(s.section("tls_config", TLSConfig)))
+    if sec.has("sigv4"):
+        sigv4 = read_sigv4(sec.section("sigv4", SigV4Config))
+    proxy = read_proxy(sec)
+    given = [k for k, v in (("basic_auth", basic), ("authorization", auth), ("oauth2", oauth2), ("sigv4", sigv4))
+             if v is not None]
+    if len(given) > 1:
+        raise ConfigError(sec.where, f"at most one of {' and '.join(given)} (give one of basic_auth, "
+                          "authorization or bearer_token, oauth2, sigv4)")
     return HTTPClientConfig(
-        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.flag("follow_redirects")
+        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.flag("follow_redirects"),
+        oauth2=oauth2, sigv4=sigv4, proxy=proxy,
     )
 
 
@@ -763,7 +781,7 @@ def _kubernetes_sd(sec: _Section) -> KubernetesSDConfig:
         raise ConfigError(sec.where, "cannot use 'kubeconfig_file' and 'api_server' simultaneously")
     if http != HTTPClientConfig() and not api:
         raise ConfigError(sec.where, "tls_config, basic_auth and authorization need an explicit api_server "
-                          "(kubeconfig_file and in-cluster mode bring their own)")
+                          "(kubeconfig_file and in-cluster mode bring their own; oauth2, sigv4 and the proxy keys need it too)")
     if own and (api or kubeconfig):
         raise ConfigError(sec.at("namespaces.own_namespace"), "works only in-cluster (not with api_server or kubeconfig_file)")
     return KubernetesSDConfig(role=role, api_server=api, kubeconfig_file=kubeconfig, namespaces=names,

@@ -148,11 +148,13 @@ scrape_configs:
     file_sd_configs: [{files: [targets.json]}]
     etcd_sd_configs: [{endpoints: ["http://127.0.0.1:2379"]}]
     dns_sd_configs: [{names: [_etcd-client._tcp.example.org]}]
-    http_sd_configs: [{url: "http://127.0.0.1:8080/sd"}]
+    http_sd_configs: [{url: "http://127.0.0.1:8080/sd", oauth2: {client_id: c, token_url: "http://127.0.0.1:1/t"}}]
     kubernetes_sd_configs: [{role: pod}]
 remote_write:
   - url: http://127.0.0.1:8428/api/v1/write
     authorization: {}
+  - url: http://127.0.0.1:8428/api/v1/write
+    sigv4: {}
 etcd_health:
   alertmanagers: [{static_configs: [{targets: ["127.0.0.1:9093"]}]}]
 """

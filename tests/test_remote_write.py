@@ -61,6 +61,7 @@ def decode(body: bytes) -> list[tuple[dict[str, str], list[tuple[float, int]]]]:
 def test_classify_status() -> None:
     assert [classify_status(s, True) for s in (200, 204, 400, 404, 429, 500, 503)] == [
         "ok", "ok", "drop", "drop", "retry", "retry", "retry"]
+    assert [classify_status(s, True) for s in (401, 403, 407, 413)] == ["retry", "retry", "retry", "drop"]
     assert classify_status(429, False) == "drop"
 
 

@@ -14,7 +14,9 @@ One :class:`RemoteWriter` per ``remote_write`` endpoint (as Prometheus' queue ma
                  -> BlockQueue per shard (bounded in bytes; drops the oldest, counted)
                  -> sender per shard: POST, retry 5xx / network errors with exponential backoff
                     and jitter up to max_backoff, 429 when retry_on_http_429 (honours
-                    Retry-After), other 4xx dropped and counted, the message logged once.
+                    Retry-After), 401/403/407 (credentials refused: a rotated secret file, a
+                    refreshed token or role fixes them, as vmagent retries them), other 4xx
+                    dropped and counted, the message logged once.
 
 ``push`` never blocks the scraper: it only appends to the shard and, when a block is full,
 encodes it (a fraction of a millisecond).
@@ -89,13 +91,19 @@ def _remove_folder(folder: Path) -> None:
     folder.rmdir()
 
 
+#: Credentials refused: retried (Prometheus drops them as any 4xx; vmagent retries), so that samples
+#: wait in the queue while a password file, token or role is fixed, instead of being lost.
+CREDENTIAL_STATUSES = frozenset((401, 403, 407))
+
+
 def classify_status(status: int, retry_on_429: bool) -> str:
-    """The one place that decides what a response status means (Prometheus' client.go rule)."""
+    """The one place that decides what a response status means (Prometheus' client.go rule, but
+    credentials refused are retried: `CREDENTIAL_STATUSES`)."""
     if 200 <= status < 300:
         return OK
     if status == 429:
         return RETRY if retry_on_429 else DROP
-    if status >= 500:
+    if status >= 500 or status in CREDENTIAL_STATUSES:
         return RETRY
     return DROP
 
@@ -478,7 +486,9 @@ class RemoteWriter:
                     self._log_once(f"{label}: HTTP {resp.status_code}, dropping {block.samples} samples: {message}")
                     self._drop(DROP_HTTP_4XX, block.samples)
                     return
-                self._log_once(f"{label}: HTTP {resp.status_code}, will retry: {message}")
+                refused = " (credentials refused: check basic_auth, authorization, oauth2 or sigv4)" \
+                    if resp.status_code in CREDENTIAL_STATUSES else ""
+                self._log_once(f"{label}: HTTP {resp.status_code}{refused}, will retry: {message}")
                 if resp.status_code == 429:
                     wait = retry_after_seconds(resp.headers.get("retry-after"))
             except HTTPError as exc:
