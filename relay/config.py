@@ -1490,11 +1490,13 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
     def line_of(where: str) -> int:
         return _yaml.line_of(raw, where)
 
-    warnings = tuple(str(ConfigError(where, text, file=wfile or file, line=line if wfile else line_of(where)))
-                     for wfile, line, where, text in report.warnings)
+    order = {f: i for i, f in enumerate(dict.fromkeys([file, *files]))}
+    placed = [ConfigError(where, text, file=wfile or file, line=line if wfile else line_of(where))
+              for wfile, line, where, text in report.warnings]
+    placed.sort(key=lambda w: (order.get(w.file, len(order)), w.line))
+    warnings = tuple(str(w) for w in placed)
     if report.errors:
         located = [e.located(file, line_of(e.where)) for e in report.errors]
-        order = {f: i for i, f in enumerate(dict.fromkeys([file, *files]))}
         located.sort(key=lambda e: (order.get(e.file, len(order)), e.line))
         error = ConfigError.group(located)
         error.warnings = warnings  # check-config shows them too

@@ -30,6 +30,7 @@ import contextlib
 import os
 import ssl
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -126,9 +127,11 @@ def build_ssl_context(tls: TLSConfig, where: str = "tls_config") -> ssl.SSLConte
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     try:
-        ctx.minimum_version = _TLS_VERSIONS[tls.min_version or "TLS12"]
-        if tls.max_version:
-            ctx.maximum_version = _TLS_VERSIONS[tls.max_version]
+        with warnings.catch_warnings():  # TLS 1.0 and 1.1 are deprecated, and asked for by tls_config
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = _TLS_VERSIONS[tls.min_version or "TLS12"]
+            if tls.max_version:
+                ctx.maximum_version = _TLS_VERSIONS[tls.max_version]
     except (ValueError, KeyError, ssl.SSLError) as exc:
         raise ConfigError(f"{where}.min_version", f"not usable with this OpenSSL: {exc}") from None
     # etcd's client port treats HTTP/2 as gRPC: never offer it.
