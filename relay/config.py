@@ -13,9 +13,17 @@ write_relabel_configs, queue_config, tls_config, basic_auth, authorization), our
 ``etcd_health`` (enabled, group_by, evaluation_interval (default: global.evaluation_interval, 15s),
 overrides of the etcd mixin's rules, alertmanagers).
 
+Prometheus 3's keys: ``scrape_protocols``, ``fallback_scrape_protocol``, ``enable_compression``,
+``target_limit``, ``track_timestamps_staleness``, ``metric_name_validation_scheme``,
+``metric_name_escaping_scheme``, ``always_scrape_classic_histograms`` are implemented; the keys the
+relay does not act on are refused (``rule_files``, ``alerting``, ``remote_read`` as agent mode;
+discovery mechanisms it lacks) or accepted with a warning (see the tables below ``Config``).
+YAML is read by :mod:`relay._yaml` (scalars as written, lines, ``%{NAME}`` environment variables).
+
 Every error is a :class:`ConfigError` whose message names the key path and the problem, e.g.
-``scrape_configs[0].scrape_timeout: "5x" is not a duration (like 15s, 1m, 500ms)``.
-Relative file paths are resolved against the config file's folder, as Prometheus does.
+``scrape_configs[0].scrape_timeout: "5x" is not a duration (like 15s, 1m, 500ms)``; a file's
+errors are all found and raised together (``ConfigErrors``), each with ``FILE:LINE:`` when read
+from a file. Relative file paths are resolved against the config file's folder, as Prometheus does.
 """
 
 from __future__ import annotations

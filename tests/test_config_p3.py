@@ -565,3 +565,15 @@ def test_corpus_against_promtool(path: Path, tmp_path: Path, monkeypatch: pytest
         assert relay_ok and not promtool_ok, output
     else:
         assert promtool_ok and not relay_ok, output
+
+
+def test_run_logs_the_warnings_at_start(tmp_path: Path) -> None:
+    import sys
+
+    p = tmp_path / "c.yml"
+    p.write_text("global:\n  query_log_file: q.log\nscrape_configs: []\n")
+    out = subprocess.run([sys.executable, "-m", "relay.cli", "run", "--config", str(p), "--listen", "127.0.0.1:0",
+                          "--queue.memory", "--duration", "0.5"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"WARNING relay: {p}:2: global.query_log_file: has no effect: the relay answers no PromQL queries" \
+        in out.stderr
