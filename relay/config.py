@@ -386,9 +386,14 @@ class _Section:
         return tuple(out)
 
     def done(self, ignored: tuple[str, ...] = ()) -> None:
+        """Each key not read is an unknown key (with the known key it is likely a typo of)."""
+        import difflib
+
         for key in self.raw:
             if key not in self.used and key not in ignored:
-                self.fail(ConfigError(self.at(str(key)), "unknown key"))
+                near = difflib.get_close_matches(str(key), sorted(self.used), n=1, cutoff=0.8)
+                self.fail(ConfigError(self.at(str(key)), f"unknown key (did you mean {near[0]}?)" if near
+                                      else "unknown key"))
 
 
 _YAML11_BOOLS = {"y": True, "Y": True, "n": False, "N": False}

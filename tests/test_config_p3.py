@@ -115,6 +115,13 @@ def test_scrape_config_file_errors_are_placed_in_that_file(tmp_path: Path) -> No
     ]
 
 
+def test_unknown_key_names_the_likely_one() -> None:
+    assert errors_of("scrape_configs:\n  - {job_name: a, scrape_intervall: 1s, nonsense: 1}\n") == [
+        "scrape_configs[0].scrape_intervall: unknown key (did you mean scrape_interval?)",
+        "scrape_configs[0].nonsense: unknown key",
+    ]
+
+
 # -- environment variables -----------------------------------------------------------------------
 
 def test_percent_env_anywhere_and_dollar_env_in_external_labels(monkeypatch: pytest.MonkeyPatch) -> None:
