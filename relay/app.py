@@ -90,11 +90,15 @@ def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
         config = replace(config, cluster=cluster)
     pool = ClientPool(fast=False)
     seen: set[HTTPClientConfig] = set()  # each distinct setting once: a TLS context costs ~25 ms
+    errors: list[ConfigError] = []
 
     def validate(http: HTTPClientConfig, where: str) -> None:
         if http not in seen:
-            pool.validate(http, where)
             seen.add(http)
+            try:
+                pool.validate(http, where)
+            except ConfigError as exc:  # every one is reported, each at its line of the file
+                errors.append(exc.located(config.source, config.line_of(exc.where)))
 
     for i, sc in enumerate(config.scrape_configs):
         validate(sc.http, f"scrape_configs[{i}]")
@@ -106,7 +110,17 @@ def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
             validate(k.http, f"scrape_configs[{i}].kubernetes_sd_configs[{j}]")
     for i, rw in enumerate(config.remote_write):
         validate(rw.http, f"remote_write[{i}]")
+    if errors:
+        error = ConfigError.group(errors)
+        error.warnings = config.warnings
+        raise error
     return config
+
+
+def log_config_warnings(config: Config) -> None:
+    """One warning line per key of the config accepted without effect."""
+    for text in config.warnings:
+        log.warning("%s", text)
 
 
 def probe_queue_dir(path: str) -> None:
@@ -235,6 +249,7 @@ class Relay:
         self.config = config
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded from %s", self.options.config_file)
+        log_config_warnings(config)
         for w in retired:
             assert self._tg is not None
             self._tg.start_soon(w.drain, self.options.drain_timeout)

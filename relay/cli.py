@@ -7,7 +7,9 @@
     relay demo [--duration S]           a local 3-member etcd cluster -> relay -> a local receiver
     relay --version
 
-Every user error is one line on stderr naming what and where, and exit status 2.
+Every user error is one line on stderr naming what and where, and exit status 2; ``check-config``
+prints every error of the file (``relay: FILE:LINE: key: problem``, one line each), and a warning
+line for each key accepted without effect (exit status 0 if there is no error).
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def _setup_logging(level: str) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from . import workers as workers_mod
-    from .app import Relay, RelayOptions, check_config, probe_queue_dir
+    from .app import Relay, RelayOptions, check_config, log_config_warnings, probe_queue_dir
     from .http.server import parse_listen
 
     cluster = _cluster_from_flags(args)
@@ -168,6 +170,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log.warning("--web.disable-reload is deprecated: /-/reload is off unless --web.enable-lifecycle")
     config = check_config(args.config, cluster)
     workers_mod.check_worker_config(config, worker.count if worker is not None else n_workers)
+    if worker is None:  # (a supervisor's workers read the same file: it has said it)
+        log_config_warnings(config)
     if args.web_max_connections < 1:
         raise ConfigError("--web.max-connections", "must be at least 1")
     read_timeout = parse_duration(args.web_read_timeout, "--web.read-timeout")
@@ -224,6 +228,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from .app import check_config
 
     config = check_config(args.config, _cluster_from_flags(args))
+    for text in config.warnings:  # keys accepted without effect: the config is valid, exit 0
+        print(f"relay: warning: {text}", file=sys.stderr)
     n_static = sum(len(s.targets) for sc in config.scrape_configs for s in sc.static_configs)
     print(
         f"{args.config}: OK ({len(config.scrape_configs)} scrape configs, {n_static} static targets, "
@@ -261,8 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .devtools import sim as sim_mod
 
             return sim_mod.main(args)
-    except ConfigError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # several (ConfigErrors): one line each
+        for text in exc.warnings:
+            print(f"relay: warning: {text}", file=sys.stderr)
+        for error in getattr(exc, "errors", [exc]):
+            print(f"relay: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

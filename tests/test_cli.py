@@ -42,8 +42,58 @@ def test_check_config_ok_and_bad(tmp_path: Path) -> None:
     out = relay("check-config", "--config", str(bad))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        'relay: scrape_configs[0].scrape_timeout: "1x" is not a duration (like 15s, 1m, 500ms)'.replace('"', "'")
+        f"relay: {bad}:3: scrape_configs[0].scrape_timeout: '1x' is not a duration (like 15s, 1m, 500ms)"
     ]
+
+
+def test_check_config_reports_every_error_and_warning(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "global:\n"
+        "  scrape_interval: 15x\n"                                  # 2
+        "  query_log_file: /var/log/q.log\n"                        # 3: warning
+        "scrape_configs:\n"
+        "  - job_name: a\n"
+        "    scrape_protocols: [PrometheusText0.0.4, openmetricstext1.0.0]\n"  # 6
+        "    tls_config: {ca_file: missing-ca.pem}\n"               # 7 (read by check_config: not reached)
+        "    bogus: 1\n"                                            # 8
+        "  - job_name: b\n"
+        "    consul_sd_configs: [{server: 'localhost:8500'}]\n"     # 10
+        "rule_files: [rules.yml]\n"                                 # 11
+        "remote_write:\n"
+        "  - url: http://127.0.0.1:1/w\n"
+        "    queue_config: {max_shards: zero}\n"                    # 14
+    )
+    out = relay("check-config", "--config", str(bad))
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert lines[0] == f"relay: warning: {bad}:3: global.query_log_file: has no effect: the relay answers no PromQL queries"
+    lines = lines[1:]
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        f"{bad}:2", f"{bad}:6", f"{bad}:8", f"{bad}:10", f"{bad}:11", f"{bad}:14"], lines
+    assert lines[0].endswith("global.scrape_interval: '15x' is not a duration (like 15s, 1m, 500ms)")
+    assert "scrape_configs[0].scrape_protocols[1]: unknown scrape protocol 'openmetricstext1.0.0' " \
+        "(names are case sensitive: OpenMetricsText1.0.0)" in lines[1]
+    assert lines[2].endswith("scrape_configs[0].bogus: unknown key")
+    assert "scrape_configs[1].consul_sd_configs: is not supported by the relay: write the targets to files" in lines[3]
+    assert "rule_files: is not allowed: " in lines[4] and "agent mode" in lines[4]
+    assert lines[5].endswith("remote_write[0].queue_config.max_shards: must be an integer, got 'zero'")
+    # the same file fixed but for the certificate: the warning, then the file that cannot be read
+    bad.write_text(bad.read_text().replace("15x", "15s").replace(", openmetricstext1.0.0", "")
+                   .replace("    bogus: 1\n", "").replace("  - job_name: b\n    consul_sd_configs: [{server: 'localhost:8500'}]\n", "")
+                   .replace("rule_files: [rules.yml]\n", "").replace("zero", "2"))
+    out = relay("check-config", "--config", str(bad))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"relay: warning: {bad}:3: global.query_log_file: has no effect: the relay answers no PromQL queries",
+        f"relay: {bad}:7: scrape_configs[0].tls_config.ca_file: cannot read {tmp_path / 'missing-ca.pem'}: "
+        "No such file or directory",
+    ]
+    bad.write_text(bad.read_text().replace("    tls_config: {ca_file: missing-ca.pem}\n", ""))
+    out = relay("check-config", "--config", str(bad))
+    assert out.returncode == 0 and "OK" in out.stdout
+    assert out.stderr.strip().splitlines() == [
+        f"relay: warning: {bad}:3: global.query_log_file: has no effect: the relay answers no PromQL queries"]
 
 
 @pytest.mark.parametrize(
@@ -54,7 +104,8 @@ def test_check_config_ok_and_bad(tmp_path: Path) -> None:
         (["run", "--config", "{cfg}", "--cluster.members-count", "2", "--cluster.member-num", "5"],
          "--cluster.member_num: must be below members_count (2)"),
         (["run"], "the following arguments are required: --config"),
-        (["check-config", "--config", "{certs}"], "scrape_configs[0].tls_config: cannot read"),
+        (["check-config", "--config", "{certs}"],
+         "certs.yml:3: scrape_configs[0].tls_config.ca_file: cannot read /nonexistent/ca.pem: No such file or directory"),
         (["run", "--config", "{rw}", "--queue-dir", "/proc/relay-queue"],
          "--queue-dir: /proc/relay-queue: cannot write there"),
         (["run", "--config", "{rw}", "--queue-dir", "{file}/q"], "--queue-dir: {file}/q: cannot write there"),

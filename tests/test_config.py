@@ -81,7 +81,9 @@ def test_prometheus_config_loads_unchanged() -> None:
          "scrape_configs[0].etcd_sd_configs[0].endpoints:"),
         ("scrape_configs:\n  - job_name: a\n    body_size_limit: lots\n", "scrape_configs[0].body_size_limit:"),
         ("cluster: {members_count: 2, member_num: 2}\n", "cluster.member_num:"),
-        ("global:\n  external_labels: {'bad-name': x}\n", "global.external_labels.bad-name:"),
+        ("global:\n  metric_name_validation_scheme: legacy\n  external_labels: {'bad-name': x}\n",
+         "global.external_labels.bad-name:"),
+        ("global:\n  external_labels: {'': x}\n", "global.external_labels.:"),
     ],
 )
 def test_bad_config_names_the_key(text: str, where: str) -> None:

@@ -32,7 +32,8 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+import warnings
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -67,23 +68,80 @@ __all__ = ["ClientPool", "FileAuth", "HTTPClient", "Response", "StreamResponse",
 USER_AGENT = "etcd-metrics-relay/0.1"
 
 
-def build_ssl_context(tls: TLSConfig, where: str = "tls_config") -> ssl.SSLContext:
-    """An SSL context for ``tls``: verification on unless insecure_skip_verify, HTTP/1.1 only."""
+_TLS_VERSIONS: Final = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                        "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+
+def _check_readable(path: str, where: str) -> None:
+    """A ConfigError naming the key and the path when ``path`` cannot be read."""
     try:
-        ctx = ssl.create_default_context(cafile=tls.ca_file) if tls.ca_file else ssl.create_default_context()
-        if tls.cert_file and tls.key_file:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    except FileNotFoundError as exc:
-        raise ConfigError(where, f"cannot read {exc.filename}: no such file") from None
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(where, f"cannot load certificates: {exc.__class__.__name__}: {exc.strerror or exc}") from None
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _pem_path(pem: str) -> Iterator[str]:
+    """A path that reads as ``pem`` (for ssl's file-only load_cert_chain): an anonymous memory file
+    where the system has them, else a private temporary file removed at once."""
+    data = pem.encode()
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("relay-tls", 0)
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield path
+
+
+def build_ssl_context(tls: TLSConfig, where: str = "tls_config") -> ssl.SSLContext:
+    """An SSL context for ``tls``: verification on unless insecure_skip_verify, HTTP/1.1 only.
+
+    The CA, certificate and key come inline (``ca``, ``cert``, ``key``: PEM) or from files; a file
+    that cannot be read is a ConfigError naming its key and path."""
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if path:
+            _check_readable(path, f"{where}.{key}")
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file or None, cadata=tls.ca or None)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        key = "ca" if tls.ca else "ca_file"
+        raise ConfigError(f"{where}.{key}", f"{'the inline CA' if tls.ca else tls.ca_file} does not load as "
+                          f"PEM certificates: {exc.__class__.__name__}: {exc}") from None
+    if (tls.cert or tls.cert_file) and (tls.key or tls.key_file):
+        with contextlib.ExitStack() as stack:
+            cert = tls.cert_file or stack.enter_context(_pem_path(tls.cert or ""))
+            key_pem = tls.key.reveal() if tls.key is not None and hasattr(tls.key, "reveal") else (tls.key or "")
+            key = tls.key_file or stack.enter_context(_pem_path(key_pem))
+            try:
+                ctx.load_cert_chain(cert, key)
+            except (ssl.SSLError, OSError) as exc:
+                names = f"{'cert' if tls.cert else 'cert_file'} and {'key' if tls.key else 'key_file'}"
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ConfigError(where, f"{names} do not load as a PEM certificate and its key: "
+                                  f"{exc.__class__.__name__}: {detail}") from None
     if tls.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if tls.min_version == "TLS13":
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    else:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        with warnings.catch_warnings():  # TLS 1.0 and 1.1 are deprecated, and asked for by tls_config
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = _TLS_VERSIONS[tls.min_version or "TLS12"]
+            if tls.max_version:
+                ctx.maximum_version = _TLS_VERSIONS[tls.max_version]
+    except (ValueError, KeyError, ssl.SSLError) as exc:
+        raise ConfigError(f"{where}.min_version", f"not usable with this OpenSSL: {exc}") from None
     # etcd's client port treats HTTP/2 as gRPC: never offer it.
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
