@@ -119,8 +119,8 @@ async def test_500_then_200_is_retried_and_delivered_once() -> None:
     writer = RemoteWriter(cfg, MockPool(handler), metrics)
     assert await run_writer(writer, make_batches(10, 1, "r", 1_700_000_000_000))
     assert len(calls) == 3 and writer.sent_samples == 10 and writer.dropped == {}
-    assert metrics.rw_samples_retried.labels(writer.label)._value.get() == 20
-    assert metrics.rw_samples_failed.labels(writer.label)._value.get() == 20
+    assert metrics.rw_samples_retried.labels(*writer.metric_labels)._value.get() == 20
+    assert metrics.rw_samples_failed.labels(*writer.metric_labels)._value.get() == 20
 
 
 async def test_429_honours_retry_after() -> None:
