@@ -210,26 +210,44 @@ def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse
     return None
 
 
-def _option_names(parser: argparse.ArgumentParser) -> list[str]:
-    return [o for a in parser._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
+def _option_names(parser: argparse.ArgumentParser, *, hidden: bool = False) -> list[str]:
+    """The parser's flags (those --help shows, or all of them with ``hidden``)."""
+    return [o for a in parser._actions if hidden or a.help != argparse.SUPPRESS for o in a.option_strings]
+
+
+def _unknown_flag(parser: argparse.ArgumentParser, name: str, command: str | None) -> NoReturn:
+    known = _option_names(parser)
+    sub = _subparser(parser, command)
+    if sub is not None:
+        known += _option_names(sub)
+    close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
+    where = f" for {command}" if command else ""
+    hint = f"; did you mean {close[0]}?" if close else "; see relay --help" + (f" and relay {command} --help"
+                                                                                if command else "")
+    parser.error(f"unknown flag {name}{where}{hint}")
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """parse_args, with an unknown flag named and the closest known one suggested (exit 2)."""
-    args, extra = parser.parse_known_args(argv)
+    """parse_args, with an unknown flag named and the closest known one suggested (exit 2).
+
+    A flag no parser knows is caught before argparse reads on (which would take its value for the
+    subcommand's name)."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    subs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    commands = subs.choices if subs is not None else {}
+    command = next((t for t in tokens if t in commands), None)
+    every = set(_option_names(parser, hidden=True)) | {o for p in commands.values() for o in _option_names(p, hidden=True)}
+    for t in tokens:
+        if t == "--":
+            break
+        if t.startswith("--") and t.split("=", 1)[0] not in every:
+            _unknown_flag(parser, t.split("=", 1)[0], command)
+    args, extra = parser.parse_known_args(tokens)
     if extra:
-        known = _option_names(parser)
-        sub = _subparser(parser, args.command)
-        if sub is not None:
-            known += _option_names(sub)
         first = next((e for e in extra if e.startswith("-")), None)
         if first is None:
             parser.error(f"unexpected argument {extra[0]!r}" + (f" for {args.command}" if args.command else ""))
-        name = first.split("=", 1)[0]
-        close = difflib.get_close_matches(name, sorted(set(known)), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else "; see relay --help" + (f" and relay {args.command} --help"
-                                                                                    if args.command else "")
-        parser.error(f"unknown flag {name}" + (f" for {args.command}" if args.command else "") + hint)
+        _unknown_flag(parser, first.split("=", 1)[0], args.command)
     if not hasattr(args, "given_as"):
         args.given_as = {}
     return args
