@@ -438,3 +438,27 @@ def test_url_credentials_with_basic_auth_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         rw_config("ftp://u:hunter2@127.0.0.1:1/w")
     assert "hunter2" not in str(info.value) and "<secret>@" in str(info.value)
+
+
+@pytest.mark.parametrize("queue", ["memory", "disk"])
+async def test_highest_timestamps_appended_and_sent(queue: str, tmp_path: Any) -> None:
+    """The PrometheusRemoteWriteBehind pair: the newest timestamp handed over, and per endpoint the
+    newest one a 2xx accepted (a 4xx drop does not count as sent)."""
+    verdicts: list[int] = [200]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(verdicts[0])
+
+    metrics = SelfMetrics()
+    cfg = rw_config("http://u:p@127.0.0.1:1/w", "    name: primary\n    queue_config: {batch_send_deadline: 50ms}\n")
+    writer = RemoteWriter(cfg, MockPool(handler), metrics, queue_dir=tmp_path if queue == "disk" else None)
+    assert writer.metric_labels == ("primary", "http://<secret>@127.0.0.1:1/w")
+    sent = metrics.rw_highest_sent_timestamp.labels(*writer.metric_labels)
+    assert sent._value.get() == 0
+    assert await run_writer(writer, make_batches(5, 3, "r", 1_700_000_000_000))
+    assert metrics.rw_highest_timestamp._value.get() == 1_700_000_002.0
+    assert sent._value.get() == 1_700_000_002.0
+    verdicts[0] = 400
+    assert await run_writer(writer, make_batches(5, 1, "r", 1_700_000_010_000))
+    assert writer.dropped == {"http_4xx": 5}
+    assert metrics.rw_highest_timestamp._value.get() == 1_700_000_010.0 and sent._value.get() == 1_700_000_002.0
