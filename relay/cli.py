@@ -6,6 +6,7 @@
     relay sim [...]                     the etcd fleet simulator
     relay demo [--duration S]           a local 3-member etcd cluster -> relay -> a local receiver
     relay --version
+    relay --config.file FILE [...]      as ``relay run`` (Prometheus' way to start)
 
 Every user error is one line on stderr naming what and where, and exit status 2; an unknown flag
 is named with the closest known one. The flags Prometheus has keep its names (``--config.file``,
@@ -396,9 +397,22 @@ def _cmd_parse(args: argparse.Namespace) -> int:
     return cli_parse(args.file, sys.stdout, content_type=args.content_type)
 
 
+_COMMANDS = ("run", "check-config", "parse", "demo", "sim")
+
+
+def _implicit_run(tokens: list[str]) -> bool:
+    """No subcommand, but a config file (and no --help, --version): the command is ``run``."""
+    if any(t in _COMMANDS for t in tokens) or any(t in ("-h", "--help", "--version") for t in tokens):
+        return False
+    return any(t.split("=", 1)[0] in ("--config.file", "--config") for t in tokens)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parse_args(parser, argv)
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    if _implicit_run(tokens):  # `relay --config.file relay.yml`, as one starts Prometheus
+        tokens.insert(0, "run")
+    args = parse_args(parser, tokens)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -222,6 +222,22 @@ def test_prometheus_flag_names_before_or_after_the_subcommand(argv: list[str]) -
     assert flags["web.enable-lifecycle"] == "true" and "listen" not in flags and "log-level" not in flags
 
 
+def test_config_file_alone_runs_as_prometheus_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("scrape_configs: []\n")
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([*RELAY, f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{port}", "--queue.memory"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 20)
+        flags = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status/flags").read())["data"]
+        assert flags["config.file"] == str(cfg) and flags["queue.memory"] == "true"  # run's own flags too
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
+
+
 def test_defaults_when_no_flag_is_given() -> None:
     from relay.cli import DEFAULT_LISTEN, build_parser, parse_args
 

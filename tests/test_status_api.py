@@ -284,9 +284,12 @@ def test_redact_config_hides_every_secret() -> None:
             "    authorization: {type: Bearer, credentials: p2}\n    bearer_token: p3\n"
             "    oauth2: {client_id: c, client_secret: p4, token_url: 'https://x:p5@h/t'}\n"
             "    proxy_connect_header: {Proxy-Authorization: [p6]}\n"
-            "remote_write:\n  - url: http://user:p7@h/w\n    sigv4: {access_key: AK, secret_key: p8}\n")
+            "    http_headers: {X-Token: {secrets: [p9]}, X-Plain: {values: [v1]}}\n"
+            "remote_write:\n  - url: http://user:p7@h/w\n    sigv4: {access_key: AK, secret_key: p8}\n"
+            "    headers: {Authorization: Bearer p10, X-Scope-OrgID: tenant1}\n")
     shown = redact_config(text)
-    assert not any(f"p{i}" in shown for i in range(1, 9)), shown
+    assert not any(f"p{i}" in shown for i in range(1, 11)), shown
+    assert "tenant1" in shown and "v1" in shown
     data = yaml.safe_load(shown)
     assert data["scrape_configs"][0]["basic_auth"]["username"] == "u"
     assert data["remote_write"][0]["sigv4"]["access_key"] == "AK"

@@ -39,8 +39,10 @@ __all__ = [
 #: config keys whose values are secrets (Prometheus' config.Secret fields and ours): shown as <secret>
 SECRET_KEYS = frozenset({
     "password", "bearer_token", "credentials", "client_secret", "secret_key", "access_key_secret",
-    "proxy_connect_header", "token", "api_key", "session_token",
+    "proxy_connect_header", "token", "api_key", "session_token", "secrets",
 })
+#: in a ``headers`` map, a header whose name has one of these is a credential: its value is hidden
+_SECRET_HEADER_PARTS = ("auth", "token", "key", "cookie", "secret", "password")
 SECRET = "<secret>"
 
 
@@ -65,6 +67,9 @@ def _redact(value: Any, key: str | None = None) -> Any:
     if key is not None and key.lower() in SECRET_KEYS and value not in (None, ""):
         return SECRET
     if isinstance(value, dict):
+        if key == "headers":
+            return {k: SECRET if any(p in str(k).lower() for p in _SECRET_HEADER_PARTS) else _redact(v)
+                    for k, v in value.items()}
         return {k: _redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
