@@ -60,9 +60,8 @@ class _Flag(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         setattr(namespace, self.dest, True if self.nargs == 0 else values)
-        given = dict(getattr(namespace, "given_as", {}))
-        given[self.dest] = option_string or self.dest
-        namespace.given_as = given
+        # one attribute per flag: a subcommand's namespace is copied over the main one, key by key
+        setattr(namespace, f"given_as_{self.dest}", option_string or self.dest)
 
 
 def _flag(p: argparse.ArgumentParser, *names: str, in_sub: bool, default: Any = None, switch: bool = False,
@@ -249,14 +248,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> a
         if first is None:
             parser.error(f"unexpected argument {extra[0]!r}" + (f" for {args.command}" if args.command else ""))
         _unknown_flag(parser, first.split("=", 1)[0], args.command)
-    if not hasattr(args, "given_as"):
-        args.given_as = {}
     return args
 
 
 def flag_name(args: argparse.Namespace, dest: str, default: str) -> str:
     """The name a flag was given as (for error messages), else its Prometheus name."""
-    return cast(str, args.given_as.get(dest, default))
+    return cast(str, getattr(args, f"given_as_{dest}", default))
 
 
 def flags_map(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:

@@ -266,6 +266,7 @@ def test_defaults_when_no_flag_is_given() -> None:
         (["run", "--config", "{cfg}", "--web.listen-address", "nope"],
          "relay: --web.listen-address: 'nope' is not HOST:PORT"),
         (["check-config"], "the following arguments are required: --config.file"),
+        (["--listen", "nope", "run", "--config", "{cfg}", "--log.level", "info"], "relay: --listen: 'nope' is not HOST:PORT"),
     ],
 )
 def test_mistyped_flag_named_with_the_closest_exit_2(tmp_path: Path, args: list[str], expect: str) -> None:
