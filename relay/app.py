@@ -296,8 +296,16 @@ class Relay:
         log.info("config reloaded from %s", self.options.config_file)
         for w in retired:
             assert self._tg is not None
-            self._tg.start_soon(w.drain, self.options.drain_timeout)
+            self._tg.start_soon(self._retire, w)
         return None
+
+    async def _retire(self, w: RemoteWriter) -> None:
+        """Send what a removed endpoint holds, then drop its series from /metrics (as Prometheus
+        unregisters a stopped queue's), so that its frozen highest-sent timestamp does not read as
+        an ever-growing lag; kept when a current endpoint has the same remote_name and url."""
+        await w.drain(self.options.drain_timeout)
+        if all(x.metric_labels != w.metric_labels for x in self.writers.values()):
+            w.forget_metrics()
 
     # -- endpoints ---------------------------------------------------------------------------
 

@@ -462,3 +462,19 @@ async def test_highest_timestamps_appended_and_sent(queue: str, tmp_path: Any) -
     assert await run_writer(writer, make_batches(5, 1, "r", 1_700_000_010_000))
     assert writer.dropped == {"http_4xx": 5}
     assert metrics.rw_highest_timestamp._value.get() == 1_700_000_010.0 and sent._value.get() == 1_700_000_002.0
+
+
+async def test_forget_metrics_removes_an_endpoints_series() -> None:
+    from prometheus_client import generate_latest
+
+    metrics = SelfMetrics()
+    keep = RemoteWriter(rw_config("http://127.0.0.1:1/keep"), MockPool(lambda r: httpx.Response(200)), metrics)
+    gone = RemoteWriter(rw_config("http://127.0.0.1:1/gone"), MockPool(lambda r: httpx.Response(400)), metrics)
+    for w in (keep, gone):
+        assert await run_writer(w, make_batches(3, 1, "r", 1_700_000_000_000))
+    assert b"/gone" in generate_latest(metrics.registry) and gone.dropped == {"http_4xx": 3}
+    gone.forget_metrics()
+    text = generate_latest(metrics.registry).decode()
+    assert "/gone" not in text
+    assert f'relay_remote_write_samples_sent_total{{remote_name="{keep.remote_name}",url="http://127.0.0.1:1/keep"}} 3.0' in text
+    gone.forget_metrics()  # twice is harmless

@@ -293,3 +293,24 @@ def test_redact_config_hides_every_secret() -> None:
     data = yaml.safe_load(shown)
     assert data["scrape_configs"][0]["basic_auth"]["username"] == "u"
     assert data["remote_write"][0]["sigv4"]["access_key"] == "AK"
+
+
+@pytest.mark.anyio
+async def test_reload_removing_an_endpoint_drops_its_series(tmp_path: Path) -> None:
+    import anyio
+    from prometheus_client import generate_latest
+
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("remote_write: [{url: 'http://127.0.0.1:1/gone'}]\n")
+    relay = Relay(RelayOptions(config_file=str(cfg), listen=None, drain_timeout=0.2),
+                  parse_config(cfg.read_text()))
+    async with anyio.create_task_group() as tg:
+        await tg.start(relay.run)
+        assert b'url="http://127.0.0.1:1/gone"' in generate_latest(relay.metrics.registry)
+        cfg.write_text("scrape_configs: []\n")
+        assert await relay.reload() is None
+        with anyio.fail_after(10):
+            while b"/gone" in generate_latest(relay.metrics.registry):
+                await anyio.sleep(0.05)
+        assert relay.metrics.config_last_reload_successful._value.get() == 1
+        relay._stop.set()

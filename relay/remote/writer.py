@@ -22,6 +22,7 @@ encodes it (a fraction of a millisecond).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import logging
@@ -545,6 +546,17 @@ class RemoteWriter:
         if self.queue_dir is None and self.pending_samples > 0:
             self._drop(DROP_SHUTDOWN, self.pending_samples)
             self.pending_samples = 0
+
+    def forget_metrics(self) -> None:
+        """Remove this endpoint's series from every remote-write metric (it was removed by a reload)."""
+        m = self.metrics
+        for metric in (m.rw_samples_sent, m.rw_samples_failed, m.rw_samples_retried, m.rw_bytes_sent, m.rw_queue_bytes,
+                       m.rw_pending_samples, m.rw_shards, m.rw_send_latency, m.rw_highest_sent_timestamp):
+            with contextlib.suppress(KeyError):  # never set
+                metric.remove(*self.metric_labels)
+        for reason in self.dropped:
+            with contextlib.suppress(KeyError):
+                m.rw_samples_dropped.remove(*self.metric_labels, reason)
 
     def stats(self) -> dict[str, object]:
         return {
