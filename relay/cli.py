@@ -369,10 +369,11 @@ def _cmd_run(args: argparse.Namespace, flags: dict[str, str]) -> int:
     relay = Relay(options, config)
     stats = anyio.run(relay.run)
     for w in stats["remote_write"]:
-        print(
-            f"relay: remote_write {w['url']}: sent {w['sent']} samples, pending {w['pending']}, dropped {w['dropped']}",
-            file=sys.stderr,
-        )
+        summary = f"remote_write {w['url']}: sent {w['sent']} samples, pending {w['pending']}, dropped {w['dropped']}"
+        if args.log_format == "text":
+            print(f"relay: {summary}", file=sys.stderr)
+        else:  # every stderr line stays a logfmt or JSON record
+            log.info("%s", summary)
     return 0
 
 

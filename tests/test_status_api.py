@@ -99,7 +99,10 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
             wait_http(f"http://127.0.0.1:{relay_port}/-/ready", 30, proc)
             yield Running(f"http://127.0.0.1:{relay_port}", prom, proc, log, cfg, tmp)
         finally:
-            stop_process(proc, 30)
+            assert stop_process(proc, 30) == 0
+    # to the last line, the shutdown summary included, every line of the log is a JSON record
+    lines = [orjson.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert any(d["msg"].startswith("remote_write http://<secret>@") and " sent " in d["msg"] for d in lines)
 
 
 def test_buildinfo_and_runtimeinfo(running: Running) -> None:
