@@ -74,4 +74,19 @@ def extensions() -> list[Extension]:
         return []
 
 
+def embed_revision() -> None:
+    """Write the git revision to relay/_revision, so that a wheel's ``relay --version`` and
+    relay_build_info say which commit it was built from (relay.buildinfo reads it)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return
+    if out.returncode == 0 and out.stdout.strip():
+        with open(os.path.join("relay", "_revision"), "w", encoding="ascii") as f:
+            f.write(out.stdout.strip() + "\n")
+
+
+embed_revision()
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

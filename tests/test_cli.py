@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -211,3 +212,182 @@ def test_cluster_flags_not_given_take_the_config_defaults() -> None:
         ClusterConfig(members_count=3, member_num=2, replica_label="r")
     )
     assert flags("--cluster.replica-label", "") == ClusterConfig()
+
+
+# -- Prometheus' flag names, --version, typos (issue 19) ----------------------------------------
+
+def test_version_says_revision_python_and_c_extensions() -> None:
+    from relay._ext import NO_EXTENSIONS
+    from relay.buildinfo import revision
+
+    for cmd in (RELAY, [sys.executable, "-m", "relay"]):  # python -m relay works too
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        first, *rest = out.stdout.splitlines()
+        assert first == f"relay, version {__version__} (revision: {revision()})"
+        assert revision() != "unknown"  # the tests run from a git checkout
+        assert any(line.split() == ["python", "version:", sys.version.split()[0], "(CPython)"] for line in rest)
+        (ext,) = [line for line in rest if "c extensions:" in line]
+        assert ("c extensions:   off" in ext) == NO_EXTENSIONS and ("c extensions:   on " in ext) != NO_EXTENSIONS
+
+
+def test_revision_unknown_outside_git_and_without_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from relay import buildinfo
+
+    monkeypatch.setattr(buildinfo, "_PACKAGE", tmp_path / "relay")
+    buildinfo.revision.cache_clear()
+    try:
+        assert buildinfo.revision() == "unknown"
+        (tmp_path / "relay").mkdir()
+        (tmp_path / "relay" / "_revision").write_text("0123456789abcdef\n")
+        buildinfo.revision.cache_clear()
+        assert buildinfo.revision() == "0123456789abcdef"
+    finally:
+        buildinfo.revision.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--config.file", "c.yml", "--web.listen-address", ":9191", "--log.level", "debug",
+         "--log.format", "json", "--web.enable-lifecycle", "--web.config.file", "w.yml",
+         "--config.auto-reload-interval", "5s"],
+        ["--config.file", "c.yml", "--web.listen-address", ":9191", "--log.level", "debug", "--log.format", "json",
+         "--web.enable-lifecycle", "--web.config.file", "w.yml", "--config.auto-reload-interval", "5s", "run"],
+        ["--log.level=debug", "--log.format=json", "run", "--config=c.yml", "--listen=:9191", "--web.enable-lifecycle",
+         "--web.config.file=w.yml", "--config.auto-reload-interval=5s"],
+        ["--log-level", "debug", "--web.enable-lifecycle", "run", "--config", "c.yml", "--listen", ":9191",
+         "--log.format", "json", "--web.config.file", "w.yml", "--config.auto-reload-interval", "5s"],
+    ],
+)
+def test_prometheus_flag_names_before_or_after_the_subcommand(argv: list[str]) -> None:
+    from relay.cli import build_parser, flags_map, parse_args
+
+    parser = build_parser()
+    args = parse_args(parser, argv)
+    got = (args.command, args.config, args.listen, args.log_level, args.log_format, args.enable_lifecycle,
+           args.web_config_file, args.auto_reload_interval)
+    assert got == ("run", "c.yml", ":9191", "debug", "json", True, "w.yml", "5s")
+    flags = flags_map(parser, args)
+    assert flags["config.file"] == "c.yml" and flags["web.listen-address"] == ":9191"
+    assert flags["web.enable-lifecycle"] == "true" and "listen" not in flags and "log-level" not in flags
+
+
+def test_config_file_alone_runs_as_prometheus_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("scrape_configs: []\n")
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([*RELAY, f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{port}", "--queue.memory"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", 20)
+        flags = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status/flags").read())["data"]
+        assert flags["config.file"] == str(cfg) and flags["queue.memory"] == "true"  # run's own flags too
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert proc.returncode == 0
+
+
+def test_defaults_when_no_flag_is_given() -> None:
+    from relay.cli import DEFAULT_LISTEN, build_parser, parse_args
+
+    args = parse_args(build_parser(), ["run", "--config", "c.yml"])
+    assert (args.listen, args.log_level, args.log_format, args.enable_lifecycle, args.web_config_file,
+            args.auto_reload_interval) == (DEFAULT_LISTEN, "info", "text", False, None, "0s")
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["run", "--config.fil", "c.yml"], "relay: unknown flag --config.fil for run; did you mean --config.file?"),
+        (["run", "--config", "c.yml", "--web.listen-adress=:9091"],
+         "relay: unknown flag --web.listen-adress for run; did you mean --web.listen-address?"),
+        (["--log.levl", "debug", "run"], "relay: unknown flag --log.levl for run; did you mean --log.level?"),
+        (["check-config", "--config", "c.yml", "--web.enable-lifecycl"],
+         "relay: unknown flag --web.enable-lifecycl for check-config; did you mean --web.enable-lifecycle?"),
+        (["run", "--config", "c.yml", "--zzzz"], "relay: unknown flag --zzzz for run; see relay --help"),
+        (["rnu"], "did you mean 'run'?"),
+        (["run", "--config", "c.yml", "--log.format", "jsn"],
+         "argument --log.format: invalid choice: 'jsn' (choose from 'text', 'logfmt', 'json'); did you mean 'json'?"),
+        (["run", "--config", "{cfg}", "--config.auto-reload-interval", "500ms"],
+         "relay: --config.auto-reload-interval: must be at least 1s (or 0s: off)"),
+        (["run", "--config", "{cfg}", "--config.auto-reload-interval", "often"],
+         "relay: --config.auto-reload-interval: 'often' is not a duration"),
+        (["run", "--config", "{cfg}", "--web.listen-address", "nope"],
+         "relay: --web.listen-address: 'nope' is not HOST:PORT"),
+        (["check-config"], "the following arguments are required: --config.file"),
+        (["--listen", "nope", "run", "--config", "{cfg}", "--log.level", "info"], "relay: --listen: 'nope' is not HOST:PORT"),
+    ],
+)
+def test_mistyped_flag_named_with_the_closest_exit_2(tmp_path: Path, args: list[str], expect: str) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("scrape_configs: []\n")
+    out = relay(*[a.format(cfg=cfg) for a in args])
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], out.stderr
+
+
+def test_log_formats() -> None:
+    import logging
+
+    from relay.cli import JsonFormatter, LogfmtFormatter
+
+    rec = logging.LogRecord("relay.x", logging.WARNING, __file__, 1, 'say "hi"\nthere', None, None)
+    line = LogfmtFormatter().format(rec)
+    assert line.startswith("ts=") and line.endswith(' level=warn logger=relay.x msg="say \\"hi\\"\\nthere"')
+    doc = orjson.loads(JsonFormatter().format(rec))
+    assert doc["level"] == "warn" and doc["logger"] == "relay.x" and doc["msg"] == 'say "hi"\nthere'
+    assert doc["ts"].endswith("Z")
+
+
+def test_config_auto_reload_interval_reloads_on_change(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("scrape_configs:\n  - job_name: j1\n    static_configs: [{targets: ['127.0.0.1:1']}]\n")
+    port = free_ports(1)[0]
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "relay.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([*RELAY, "run", "--config.file", str(cfg), "--web.listen-address", f"127.0.0.1:{port}",
+                                 "--config.auto-reload-interval", "1s"], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_http(base + "/-/ready", 20, proc)
+
+        def jobs() -> list[str]:
+            data = orjson.loads(urllib.request.urlopen(base + "/api/v1/targets", timeout=10).read())
+            return [t["labels"]["job"] for t in data["data"]["activeTargets"]]
+
+        def metric(name: str) -> float:
+            text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+            (line,) = [ln for ln in text.splitlines() if ln.startswith(name + " ")]
+            return float(line.split()[1])
+
+        def until(cond: Callable[[], bool]) -> bool:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if cond():
+                    return True
+                time.sleep(0.2)
+            return False
+
+        assert jobs() == ["j1"] and metric("relay_config_last_reload_successful") == 1
+        first = metric("relay_config_last_reload_success_timestamp_seconds")
+        cfg.write_text("scrape_configs:\n  - job_name: j2\n    static_configs: [{targets: ['127.0.0.1:2']}]\n")
+        assert until(lambda: jobs() == ["j2"])
+        assert metric("relay_config_last_reload_success_timestamp_seconds") > first
+        cfg.write_text("scrape_configs:\n  - job_name: j3\n    bogus: 1\n")  # broken: kept j2, said so
+        assert until(lambda: metric("relay_config_last_reload_successful") == 0)
+        assert jobs() == ["j2"]
+        info = orjson.loads(urllib.request.urlopen(base + "/api/v1/status/runtimeinfo", timeout=10).read())
+        assert info["data"]["reloadConfigSuccess"] is False
+        time.sleep(2.5)  # two more intervals: the same broken content is not tried again
+        cfg.write_text("scrape_configs:\n  - job_name: j4\n    static_configs: [{targets: ['127.0.0.1:4']}]\n")
+        assert until(lambda: jobs() == ["j4"])
+        assert metric("relay_config_last_reload_successful") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    text = log.read_text()
+    assert text.count("scrape_configs[0].bogus: unknown key") == 1, text
+    assert text.count("changed, reloading") == 3

@@ -25,20 +25,26 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .webconfig import WebConfig
 
-__all__ = ["Response", "WebServer", "parse_listen"]
+__all__ = ["Response", "WebServer", "listens_everywhere", "parse_listen"]
 
 log = logging.getLogger("relay.http.server")
 
 
 def parse_listen(value: str, where: str = "--listen") -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port)."""
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ``:PORT`` (as Prometheus'
+    ``--web.listen-address``) -> ("", port), every interface (IPv4 and IPv6)."""
     from .._exceptions import ConfigError
 
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(where, f"{value!r} is not HOST:PORT")
+    if not sep or any(c.isspace() for c in host) or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(where, f"{value!r} is not HOST:PORT (or :PORT for every interface)")
     return host, int(port)
+
+
+def listens_everywhere(host: str) -> bool:
+    """True for an address that takes connections from other machines on every interface."""
+    return host in ("", "0.0.0.0", "::")
 
 
 @dataclass
@@ -85,6 +91,7 @@ class WebServer:
         pages: Mapping[str, Callable[[], Response]] | None = None,
         dropped: Callable[[str | None], tuple[list[dict[str, Any]], dict[str, int]]] | None = None,
         service_discovery: Callable[[str | None, int], bytes] | None = None,
+        query_pages: Mapping[str, Callable[[dict[str, list[str]]], Response]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -100,13 +107,14 @@ class WebServer:
         self.pages = pages or {}  # more GET endpoints: path -> response (relay.health: /fleet, /api/v1/alerts)
         self.dropped = dropped
         self.service_discovery = service_discovery
+        self.query_pages = query_pages or {}  # GET endpoints given the query: /config, /api/v1/status/*, ...
         self.bound_port = 0
         self.connections = 0
         self.accept_errors = 0
         self._slots = anyio.Semaphore(max_connections)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port, reuse_port=False)
+        listener = await anyio.create_tcp_listener(local_host=self.host or None, local_port=self.port, reuse_port=False)
         async with listener, anyio.create_task_group() as tg:
             self.bound_port = listener.listeners[0].extra(anyio.abc.SocketAttribute.local_port)
             for sub in listener.listeners:
@@ -286,9 +294,13 @@ class WebServer:
         extra_page = self.pages.get(path)
         if extra_page is not None:
             return extra_page()
+        query_page = self.query_pages.get(path)
+        if query_page is not None:
+            return query_page(query)
         if path == "/":
             return Response(200, b'etcd metrics relay: <a href="/targets?format=html">targets</a> '
                             b'<a href="/service-discovery">service discovery</a> '
+                            b'<a href="/config">config</a> <a href="/api/v1/status/runtimeinfo">runtime info</a> '
                             b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8", _HTML_HEADERS)
         return Response(404, b"not found\n")
 
