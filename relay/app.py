@@ -27,9 +27,10 @@ from .buildinfo import build_info, c_extensions, revision
 from .config import ClusterConfig, Config, HTTPClientConfig, load_config, validate_cluster
 from .health import HealthEngine, apply_overrides, default_rules
 from .health.fleet import alerts_response, fleet_response
+from .http import ui
 from .http.client import ClientPool
 from .http.pages import PAGE_SIZE, JobDiscovery, service_discovery_html
-from .http.server import Response, WebServer, listens_everywhere
+from .http.server import HTML_HEADERS, Response, WebServer, listens_everywhere
 from .http.status import api_ok, build_info_json, redact_config, rfc3339, targets_metadata
 from .http.webconfig import load_web_config
 from .metrics import SelfMetrics
@@ -362,7 +363,10 @@ class Relay:
     def status_pages(self) -> dict[str, Callable[[dict[str, list[str]]], Response]]:
         """/config and /api/v1/status/*, /api/v1/targets/metadata (relay.http.status)."""
         return {
-            "/config": lambda q: Response(200, redact_config(self.config_text).encode(), "text/plain; charset=utf-8"),
+            "/config": self._config_page,
+            "/status": lambda q: Response(200, ui.status_page(build_info_json(build_info()), self.runtime_info(),
+                                                              dict(self.options.flags)),
+                                          "text/html; charset=utf-8", HTML_HEADERS),
             "/api/v1/status/config": lambda q: api_ok({"yaml": redact_config(self.config_text)}),
             "/api/v1/status/flags": lambda q: api_ok(dict(self.options.flags)),
             "/api/v1/status/buildinfo": lambda q: api_ok(build_info_json(build_info())),
@@ -371,6 +375,12 @@ class Relay:
                 ((dict(loop.target.labels), getattr(loop, "metadata", None) or {}) for loop in self.scraper.loops.values()),
                 q),
         }
+
+    def _config_page(self, query: dict[str, list[str]]) -> Response:
+        text = redact_config(self.config_text)
+        if query.get("format", [""])[0] == "html":
+            return Response(200, ui.config_page(text), "text/html; charset=utf-8", HTML_HEADERS)
+        return Response(200, text.encode(), "text/plain; charset=utf-8")
 
     def runtime_info(self) -> dict[str, Any]:
         """/api/v1/status/runtimeinfo: Prometheus' fields (the Go ones as their nearest Python

@@ -91,6 +91,10 @@ class SelfMetrics:
         self.rw_queue_bytes = Gauge(
             "relay_remote_write_queue_bytes", "Encoded bytes waiting to be sent.", RW, registry=r
         )
+        self.rw_queue_max_bytes = Gauge(
+            "relay_remote_write_queue_max_bytes", "The queue's bound (--queue-max-bytes); past it the oldest "
+            "blocks are dropped.", RW, registry=r
+        )
         self.rw_pending_samples = Gauge(
             "relay_remote_write_pending_samples", "Samples accepted and not yet sent.", RW, registry=r
         )

@@ -19,10 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import orjson
 from anyio.streams.tls import TLSStream
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import ui
 from .webconfig import WebConfig
 
 __all__ = ["Response", "WebServer", "listens_everywhere", "parse_listen"]
@@ -55,7 +57,7 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large", 431:
             "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -279,7 +281,10 @@ class WebServer:
                 "text/html" in headers.get("accept", "") and path == "/targets"
             )
             if wants_html:
-                return Response(200, _targets_html(data), "text/html; charset=utf-8", _HTML_HEADERS)
+                # built in a thread: 10,000 targets take about 0.1 s (benchmarks/bench_ui.py), which
+                # the event loop must not wait for
+                page = await anyio.to_thread.run_sync(ui.targets_page, self.targets(), query)
+                return Response(200, page, "text/html; charset=utf-8", _HTML_HEADERS)
             dropped, counts = self.dropped(pool) if self.dropped is not None and state != "active" else ([], {})
             body: dict[str, Any] = {"activeTargets": data if state != "dropped" else [], "droppedTargets": dropped}
             if state != "active":
@@ -290,18 +295,18 @@ class WebServer:
             if not offset.isdigit():
                 return Response(400, f"parameter offset: {offset[:64]!r} is not a non-negative integer\n".encode())
             page = self.service_discovery(query.get("scrapePool", [None])[0] or None, int(offset))
-            return Response(200, page, "text/html; charset=utf-8", _HTML_HEADERS)
+            return Response(200, ui.with_nav(page, path), "text/html; charset=utf-8", _HTML_HEADERS)
         extra_page = self.pages.get(path)
         if extra_page is not None:
-            return extra_page()
+            resp = extra_page()
+            if resp.content_type.startswith("text/html"):
+                resp = Response(resp.status, ui.with_nav(resp.body, path), resp.content_type, _HTML_HEADERS)
+            return resp
         query_page = self.query_pages.get(path)
         if query_page is not None:
             return query_page(query)
         if path == "/":
-            return Response(200, b'etcd metrics relay: <a href="/targets?format=html">targets</a> '
-                            b'<a href="/service-discovery">service discovery</a> '
-                            b'<a href="/config">config</a> <a href="/api/v1/status/runtimeinfo">runtime info</a> '
-                            b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8", _HTML_HEADERS)
+            return Response(302, b"", "text/plain", (("Location", "/targets?format=html"),))
         return Response(404, b"not found\n")
 
 
@@ -314,8 +319,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-_HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
-                 ("X-Content-Type-Options", "nosniff"))
+#: every HTML page's headers: no script, no external resource, no MIME sniffing
+HTML_HEADERS = _HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+                                ("X-Content-Type-Options", "nosniff"))
 
 
 def _targets_html(targets: list[dict[str, Any]]) -> bytes:

@@ -224,7 +224,13 @@ class RemoteWriter:
         # user:password@ in the URL: the client sends it as basic auth, never on the wire
         self._url = httpx.URL(config.url)
         metrics.rw_shards.labels(*self.metric_labels).set(self.n_shards)
+        metrics.rw_queue_max_bytes.labels(*self.metric_labels).set(self.max_queue_bytes)
         metrics.rw_highest_sent_timestamp.labels(*self.metric_labels).set(0)
+        # Counters exported from the start, at 0 (as Prometheus' queue manager does): rate() and
+        # increase() in alerts and dashboards then see 0, not "no data", on a healthy endpoint.
+        for counter in (metrics.rw_samples_sent, metrics.rw_samples_failed, metrics.rw_samples_retried,
+                        metrics.rw_bytes_sent):
+            counter.labels(*self.metric_labels)
 
     # -- accepting ---------------------------------------------------------------------------
 
