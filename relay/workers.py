@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
@@ -54,7 +54,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from ._exceptions import ConfigError
 from .config import ClusterConfig, Config
-from .http.server import _HTML_HEADERS, Response, WebServer, _targets_html
+from .http import ui
+from .http.server import _HTML_HEADERS, Response, WebServer
 from .http.webconfig import load_web_config
 
 __all__ = ["WORKER_ENV", "Supervisor", "WorkerIdentity", "add_worker_label", "merge_metrics", "merge_stats",
@@ -269,7 +270,8 @@ class _FrontDoor(WebServer):
                 counts = data.get("droppedTargetCounts")
         wants_html = "format=html" in query or ("text/html" in headers.get("accept", "") and path == "/targets")
         if wants_html:
-            return Response(200, _targets_html(active), "text/html; charset=utf-8", _HTML_HEADERS)
+            page = ui.targets_page(active, parse_qs(query))
+            return Response(200, page, "text/html; charset=utf-8", _HTML_HEADERS)
         out: dict[str, Any] = {"activeTargets": active, "droppedTargets": dropped or []}
         if counts is not None:
             out["droppedTargetCounts"] = counts

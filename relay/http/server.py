@@ -7,11 +7,9 @@ read by people and by one Prometheus, not by a fleet. It binds to loopback unles
 from __future__ import annotations
 
 import errno
-import html
 import ipaddress
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -323,25 +321,3 @@ def _is_loopback(host: str) -> bool:
 HTML_HEADERS = _HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
                                 ("X-Content-Type-Options", "nosniff"))
 
-
-def _targets_html(targets: list[dict[str, Any]]) -> bytes:
-    rows = []
-    now = time.time()
-    for t in sorted(targets, key=lambda t: (t["labels"].get("job", ""), t["scrapeUrl"])):
-        color = {"up": "#2a2", "down": "#c22"}.get(t["health"], "#888")
-        ago = f"{now - t['lastScrapeTs']:.1f}s ago" if t["lastScrapeTs"] else "never"
-        labels = ", ".join(f"{k}={v!r}" for k, v in sorted(t["labels"].items()))
-        rows.append(
-            f"<tr><td>{html.escape(t['scrapeUrl'])}</td><td style='color:{color}'>{html.escape(t['health'])}</td>"
-            f"<td>{html.escape(labels)}</td><td>{ago}</td><td>{t['lastScrapeDuration'] * 1000:.1f} ms</td>"
-            f"<td>{t['lastSamples']}</td><td>{html.escape(t['lastError'])}</td></tr>"
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>relay targets</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style></head><body>"
-        f"<h1>Targets ({len(targets)})</h1><table><tr><th>Endpoint</th><th>State</th><th>Labels</th>"
-        "<th>Last scrape</th><th>Duration</th><th>Samples</th><th>Error</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>"
-    )
-    return page.encode()
