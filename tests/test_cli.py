@@ -155,7 +155,7 @@ def test_web_endpoints_reload_and_sighup(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert t["health"] == "down" and t["lastErrorReason"] == "connect" and t["labels"]["job"] == "j1"
         page = urllib.request.urlopen(base + "/targets?format=html").read().decode()
-        assert "<table>" in page and "127.0.0.1:1" in page
+        assert "<table id='targets'>" in page and "127.0.0.1:1" in page
         # invalid config on reload: 400 with the reason, old config kept
         cfg.write_text("scrape_configs:\n  - job_name: j1\n    bogus: 1\n")
         req = urllib.request.Request(base + "/-/reload", method="POST")

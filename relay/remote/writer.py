@@ -567,7 +567,8 @@ class RemoteWriter:
         """Remove this endpoint's series from every remote-write metric (it was removed by a reload)."""
         m = self.metrics
         for metric in (m.rw_samples_sent, m.rw_samples_failed, m.rw_samples_retried, m.rw_bytes_sent, m.rw_queue_bytes,
-                       m.rw_pending_samples, m.rw_shards, m.rw_send_latency, m.rw_highest_sent_timestamp):
+                       m.rw_pending_samples, m.rw_shards, m.rw_send_latency, m.rw_highest_sent_timestamp,
+                       m.rw_queue_max_bytes):
             with contextlib.suppress(KeyError):  # never set
                 metric.remove(*self.metric_labels)
         for reason in self.dropped:
