@@ -423,6 +423,9 @@ class ScrapeManager:
         self.metrics.targets.labels(name).set(0)
 
     def _start_job(self, sc: ScrapeConfig, old: _Job | None) -> None:
+        # the job's counters exported at 0 from the start, so rate() and increase() in alerts see 0
+        for counter in (self.metrics.scrapes, self.metrics.scraped_samples, self.metrics.missed_intervals):
+            counter.labels(sc.job_name)
         providers: list[Provider] = []
         if sc.static_configs:
             providers.append(StaticProvider(sc.static_configs, sc.job_name))
