@@ -670,7 +670,8 @@ def _leader_changes(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Resul
 def _leader_changes_still(c: Cluster, first_step: int, at: int) -> bool:
     """Every member that has the counter had one value, not NaN, from before the subquery's
     first step through its last row (within the lookback of ``at``), with no gap in its rows longer
-    than the lookback: each step's instant value is that value, for every such member."""
+    than the lookback since that value began: each step's instant value is that value, for every
+    such member."""
     found = False
     for m in c.members:
         got = m.slots.get(("leader_changes",))
@@ -679,7 +680,7 @@ def _leader_changes_still(c: Cluster, first_step: int, at: int) -> bool:
         slot = got[0]
         v = m.prev[slot]
         if (v != v or m.since[slot] > first_step or m.last_ts > at or at - m.last_ts > LOOKBACK
-                or m.gap_ts > first_step - LOOKBACK):
+                or m.gap_ts > m.since[slot]):
             return False
         found = True
     return found
