@@ -191,6 +191,7 @@ class Relay:
             self.health.configure(rules)
             self.health.group_by, self.health.drop_labels = h.group_by, frozenset(drop)
             self.health.interval = h.evaluation_interval
+        self.health.external_labels = config.global_config.external_labels
 
     async def _run_health(self) -> None:
         while self.health is not None:
@@ -199,6 +200,10 @@ class Relay:
                 await anyio.sleep(engine.interval - time.time() % engine.interval)
                 try:
                     engine.evaluate()
+                    series = engine.alert_series()  # ALERTS, ALERTS_FOR_STATE: to remote write
+                    if series is not None:
+                        for w in self.writers.values():
+                            w.push(series)
                 except Exception:
                     log.exception("etcd health evaluation failed")
 

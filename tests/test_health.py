@@ -4,16 +4,23 @@ the engine on members fed through the real parser, the config section and the ou
 from __future__ import annotations
 
 import math
+import time
 
+import anyio
 import orjson
 import pytest
 
 from relay._exceptions import ConfigError
+from relay.batch import Batch
 from relay.config import parse_config
+from relay.devtools.localenv import VictoriaMetrics
 from relay.health import HealthEngine, Override, apply_overrides, default_rules
 from relay.health import promql as pq
 from relay.health.fleet import alerts_response, fleet_response, fleet_rows
 from relay.health.rules import expand_template
+from relay.http.client import ClientPool
+from relay.metrics import SelfMetrics
+from relay.remote.writer import RemoteWriter
 from tests.healthkit import FakeMember, etcd_body, fast, slow
 
 S = 1000  # ms per second
@@ -326,3 +333,84 @@ def test_off_without_the_section_on_with_it() -> None:
     assert not parse_config("scrape_configs: []").etcd_health.enabled
     assert parse_config("etcd_health: {}").etcd_health.enabled
     assert not parse_config("etcd_health: {enabled: false}").etcd_health.enabled
+
+
+# -- ALERTS and ALERTS_FOR_STATE ----------------------------------------------------------
+
+
+def _alert_samples(eng: HealthEngine) -> list[tuple[str, dict[str, str], float, int]]:
+    batch = eng.alert_series()
+    assert batch is not None
+    return sorted(((name, dict(labels), value, ts) for name, labels, value, ts in batch.samples()),
+                  key=lambda s: (s[0], sorted(s[1].items())))
+
+
+def _run_no_leader(eng: HealthEngine, t0: int) -> list[list[tuple[str, dict[str, str], float, int]]]:
+    """Pending (2 rounds), firing (4 more), resolved (1): the alert series after each phase."""
+    ms = [FakeMember(f"m{i}:2379") for i in range(3)]
+    ok, bad = etcd_body(), etcd_body(has_leader=0)
+    out = []
+    t = t0
+    phases: list[tuple[list[bytes | None], int]] = [([ok, ok, bad], 2), ([ok, ok, bad], 4), ([ok, ok, ok], 1)]
+    for bodies, n in phases:
+        t = _feed(eng, ms, bodies, t, n)
+        out.append(_alert_samples(eng))
+    return out
+
+
+def test_alert_series_as_prometheus_writes_them() -> None:
+    eng = _engine()
+    eng.external_labels = (("region", "eu"),)
+    pending, firing, resolved = _run_no_leader(eng, T0)
+    base = {"alertname": "etcdNoLeader", "instance": "m2:2379", "job": "etcd", "region": "eu", "severity": "critical"}
+    active_at = float((T0 + 1) // 1000)  # activeAt of the first evaluation that found it, in whole seconds
+    t_pending, t_firing, t_resolved = T0 + 15 * S + 1, T0 + 5 * 15 * S + 1, T0 + 6 * 15 * S + 1
+    assert pending == [("ALERTS", {**base, "alertstate": "pending"}, 1.0, t_pending),
+                       ("ALERTS_FOR_STATE", base, active_at, t_pending)]
+    assert firing[0] == ("ALERTS", {**base, "alertstate": "firing"}, 1.0, t_firing)
+    assert firing[1][:2] == ("ALERTS", {**base, "alertstate": "pending"}) and math.isnan(firing[1][2])  # stale
+    assert firing[2] == ("ALERTS_FOR_STATE", base, active_at, t_firing)
+    assert [(n, lb) for n, lb, _, _ in resolved] == [("ALERTS", {**base, "alertstate": "firing"}),
+                                                     ("ALERTS_FOR_STATE", base)]
+    assert all(math.isnan(v) and ts == t_resolved for _, _, v, ts in resolved)
+    assert eng.alert_series() is None  # nothing active, nothing gone: nothing to write
+
+
+@pytest.mark.services
+@pytest.mark.anyio
+async def test_alert_series_reach_victoria_metrics(victoria_metrics: VictoriaMetrics) -> None:
+    eng = _engine()
+    t0 = (int(time.time()) // 60 - 10) * 60_000  # ten minutes ago, on a minute
+    batches: list[Batch] = []
+    ms = [FakeMember(f"m{i}:2379", job="alerts-vm") for i in range(3)]
+    ok, bad = etcd_body(), etcd_body(has_leader=0)
+    t = t0
+    phases: list[tuple[list[bytes | None], int]] = [([ok, ok, bad], 6), ([ok, ok, ok], 1)]
+    for bodies, n in phases:
+        for _ in range(n):
+            t = _feed(eng, ms, bodies, t, 1)
+            if (b := eng.alert_series()) is not None:
+                batches.append(b)
+    pool = ClientPool()
+    writer = RemoteWriter(parse_config(f"remote_write:\n  - url: {victoria_metrics.write_url}\n").remote_write[0],
+                          pool, SelfMetrics())
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            for b in batches:
+                writer.push(b)
+            assert await writer.drain(30)
+            tg.cancel_scope.cancel()
+    finally:
+        await pool.aclose()
+    victoria_metrics.flush()
+    firing_at = (t0 + 5 * 15 * S + 1) / 1000
+    rows = victoria_metrics.query('ALERTS{job="alerts-vm"}', time_s=firing_at)
+    assert [r["metric"] for r in rows] == [{"__name__": "ALERTS", "alertname": "etcdNoLeader", "alertstate": "firing",
+                                           "instance": "m2:2379", "job": "alerts-vm", "severity": "critical"}]
+    (state,) = victoria_metrics.query('ALERTS_FOR_STATE{job="alerts-vm"}', time_s=firing_at)
+    assert state["value"][1] == str((t0 + 1) // 1000)
+    pending = victoria_metrics.query('ALERTS{job="alerts-vm", alertstate="pending"}', time_s=(t0 + 15 * S + 1) / 1000)
+    assert len(pending) == 1
+    # the staleness markers end the series: nothing at the resolving evaluation
+    assert victoria_metrics.query('ALERTS{job="alerts-vm"}', time_s=(t0 + 6 * 15 * S + 1) / 1000) == []

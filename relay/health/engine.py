@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from .. import _ext
-from ..batch import Batch
+from ..batch import STALE_NAN, Batch, SeriesTable
 from . import _kernel_py, promql
 from .rules import Rule, expand_template, go_float
 from .store import RingClass
@@ -324,6 +324,9 @@ class HealthEngine:
         self.eval_seconds = 0.0
         self.ingest_seconds = 0.0
         self.on_alerts = on_alerts
+        self.external_labels: Labels = ()
+        self._alert_table: Any = None
+        self._alert_prev: set[tuple[str, Labels]] = set()
         self._qcache: dict[tuple[Any, ...], float] = {}
         self._qnone: set[tuple[Any, ...]] = set()
 
@@ -528,6 +531,40 @@ class HealthEngine:
         self.eval_seconds += time.perf_counter() - t0
 
     # -- outputs -----------------------------------------------------------------------------
+
+    def alert_series(self) -> Batch | None:
+        """The last evaluation's ``ALERTS`` and ``ALERTS_FOR_STATE`` samples, as Prometheus' rule
+        group writes them: for each pending or firing alert, ``ALERTS{alertname, alertstate, the
+        alert's labels} 1`` and ``ALERTS_FOR_STATE{alertname, the alert's labels}`` = its activeAt
+        in whole seconds; a staleness marker for each such series of the evaluation before that is
+        gone now (a resolved alert, or a pending one now firing). External labels are added, as
+        remote write adds them to scraped series. None: nothing to write."""
+        if not self.last_eval:
+            return None
+        if self._alert_table is None or len(self._alert_table) > 4 * len(self._alert_prev) + 1000:
+            self._alert_table = SeriesTable()  # (a new table now and then: old alerts' series go)
+            self._alert_table.shard_key = 0
+        table = self._alert_table
+        ts = int(self.last_eval * 1000)
+        out = Batch(table)
+        now: set[tuple[str, Labels]] = set()
+        for alert in self.alerts.values():
+            rule = self.rules[alert.rule]
+            labels = dict(alert.labels)
+            labels.update(rule.labels)
+            labels["alertname"] = rule.alert
+            labels.update(self.external_labels)
+            for_state = tuple(sorted(labels.items()))
+            labels["alertstate"] = alert.state
+            alerts = tuple(sorted(labels.items()))
+            for name, series, value in (("ALERTS", alerts, 1.0),
+                                        ("ALERTS_FOR_STATE", for_state, float(math.floor(alert.active_at)))):
+                now.add((name, series))
+                out.append(table.add(name, series), value, ts)
+        for name, series in sorted(self._alert_prev - now):
+            out.append(table.add(name, series), STALE_NAN, ts)
+        self._alert_prev = now
+        return out if len(out) else None
 
     def alerts_json(self) -> list[dict[str, Any]]:
         out = []
