@@ -21,6 +21,7 @@ from .batch import Batch
 from .config import ClusterConfig, Config, HTTPClientConfig, load_config, validate_cluster
 from .health import HealthEngine, apply_overrides, default_rules
 from .health.fleet import alerts_response, fleet_response
+from .health.notify import AlertmanagerSender
 from .http.client import ClientPool
 from .http.pages import PAGE_SIZE, JobDiscovery, service_discovery_html
 from .http.server import Response, WebServer
@@ -141,6 +142,7 @@ class Relay:
         self.jsonl = JsonLinesSink(options.jsonl_sink) if options.jsonl_sink else None
         self.scraper = ScrapeManager(self.clients, self.sinks, self.metrics)
         self.health: HealthEngine | None = None
+        self.alertmanagers: AlertmanagerSender | None = None
         self.web: WebServer | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._ready = False
@@ -192,6 +194,7 @@ class Relay:
             self.health.group_by, self.health.drop_labels = h.group_by, frozenset(drop)
             self.health.interval = h.evaluation_interval
         self.health.external_labels = config.global_config.external_labels
+        self.alertmanagers = AlertmanagerSender(h.alertmanagers, self.clients) if h.alertmanagers else None
 
     async def _run_health(self) -> None:
         while self.health is not None:
@@ -204,6 +207,8 @@ class Relay:
                     if series is not None:
                         for w in self.writers.values():
                             w.push(series)
+                    if self.alertmanagers is not None and self._tg is not None:
+                        self.alertmanagers.start(self._tg, engine.notifications(engine.last_eval))
                 except Exception:
                     log.exception("etcd health evaluation failed")
 

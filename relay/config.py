@@ -425,8 +425,8 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class AlertmanagerConfig:
-    """One ``etcd_health.alertmanagers`` entry, as Prometheus' ``alertmanager_config`` (parsed and
-    checked; the relay does not send to Alertmanager yet)."""
+    """One ``etcd_health.alertmanagers`` entry, as Prometheus' ``alertmanager_config``
+    (``relay.health.notify`` sends to it)."""
 
     targets: tuple[str, ...]
     scheme: str = "http"

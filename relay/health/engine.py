@@ -42,6 +42,8 @@ log = logging.getLogger("relay.health")
 Labels = tuple[tuple[str, str], ...]
 NAN = math.nan
 LOOKBACK = promql.LOOKBACK_MS
+RESEND_DELAY = 60.0  # Prometheus' --rules.alert.resend-delay default
+RESOLVED_RETENTION = 15 * 60.0  # how long Prometheus keeps sending a resolved alert
 
 _SCALARS = {
     "up": "up",
@@ -288,7 +290,11 @@ class Alert:
     labels: Labels
     active_at: float
     value: float
-    state: str = "pending"
+    state: str = "pending"  # "pending" | "firing" | "inactive" (resolved, kept to be sent as resolved)
+    fired_at: float = 0.0
+    resolved_at: float = 0.0
+    last_sent: float = 0.0
+    valid_until: float = 0.0
 
 
 @dataclass
@@ -327,6 +333,7 @@ class HealthEngine:
         self.external_labels: Labels = ()
         self._alert_table: Any = None
         self._alert_prev: set[tuple[str, Labels]] = set()
+        self.resolved: dict[tuple[int, Labels], Alert] = {}  # firing alerts that ended, for 15 m
         self._qcache: dict[tuple[Any, ...], float] = {}
         self._qnone: set[tuple[Any, ...]] = set()
 
@@ -525,12 +532,54 @@ class HealthEngine:
             alert.value = value
             if alert.state == "pending" and now - alert.active_at >= self.rules[key[0]].for_s:
                 alert.state = "firing"
+                alert.fired_at = now
+            self.resolved.pop(key, None)
         for key in [k for k in self.alerts if k not in results]:
-            del self.alerts[key]
+            gone = self.alerts.pop(key)
+            if gone.state == "firing":  # resolved: sent to Alertmanager as such for a while
+                gone.state, gone.resolved_at = "inactive", now
+                self.resolved[key] = gone
+        for key in [k for k, a in self.resolved.items() if now - a.resolved_at > RESOLVED_RETENTION]:
+            del self.resolved[key]
         self.last_eval = now
         self.eval_seconds += time.perf_counter() - t0
 
     # -- outputs -----------------------------------------------------------------------------
+
+    def alert_labels(self, alert: Alert) -> dict[str, str]:
+        """An alert's labels: its series', the rule's, ``alertname``."""
+        rule = self.rules[alert.rule]
+        labels = dict(alert.labels)
+        labels.update(rule.labels)
+        labels["alertname"] = rule.alert
+        return labels
+
+    def notifications(self, now: float, resend_delay: float = RESEND_DELAY) -> list[dict[str, Any]]:
+        """The alerts to send to Alertmanager now (API v2 bodies), as Prometheus' rule manager picks
+        them: firing alerts not sent for ``resend_delay`` (its ``--rules.alert.resend-delay``), and
+        resolved ones (``endsAt`` their resolution) until 15 minutes after; ``endsAt`` of a firing
+        alert is four times max(resend delay, evaluation interval) ahead. External labels are added
+        where the alert lacks them."""
+        out = []
+        delta = max(resend_delay, self.interval)
+        for alert in [*self.alerts.values(), *self.resolved.values()]:
+            if alert.state == "pending":
+                continue
+            if not (alert.resolved_at > alert.last_sent or alert.last_sent + resend_delay < now):
+                continue
+            alert.last_sent = now
+            alert.valid_until = now + 4 * delta
+            labels = self.alert_labels(alert)
+            for k, v in self.external_labels:
+                labels.setdefault(k, v)
+            rule = self.rules[alert.rule]
+            out.append({
+                "labels": dict(sorted(labels.items())),
+                "annotations": {k: expand_template(v, self.alert_labels(alert), alert.value) for k, v in rule.annotations},
+                "startsAt": _rfc3339(alert.fired_at),
+                "endsAt": _rfc3339(alert.resolved_at or alert.valid_until),
+            })
+        return out
 
     def alert_series(self) -> Batch | None:
         """The last evaluation's ``ALERTS`` and ``ALERTS_FOR_STATE`` samples, as Prometheus' rule
