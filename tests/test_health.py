@@ -414,3 +414,69 @@ async def test_alert_series_reach_victoria_metrics(victoria_metrics: VictoriaMet
     assert len(pending) == 1
     # the staleness markers end the series: nothing at the resolving evaluation
     assert victoria_metrics.query('ALERTS{job="alerts-vm"}', time_s=(t0 + 6 * 15 * S + 1) / 1000) == []
+
+
+# -- the kernel's twins ------------------------------------------------------------------------
+
+
+def test_kernel_twins_agree_with_promql() -> None:
+    """The C kernel (when built) and the Python twin give promql's results, bit for bit, on rings
+    with gaps (NaN rows) and counter resets; gather sums and tracks change times alike."""
+    import random
+    from array import array
+
+    from relay import _ext
+    from relay.health import _kernel_py
+
+    twins = [_kernel_py] + ([c] if (c := _ext.load("relay.health._kernel_c")) is not None else [])
+    rnd = random.Random(17)
+    width, rows = 5, 30
+    ts = array("q", [T0 + i * 15 * S + rnd.randrange(-500, 500) for i in range(rows)])
+    data = array("d")
+    level = [0.0] * width
+    for _ in range(rows):
+        for k in range(width):
+            level[k] = 0.0 if rnd.random() < 0.05 else level[k] + rnd.choice((0, 0, 1, 3, 7.5))
+            data.append(math.nan if rnd.random() < 0.1 else level[k])
+    for lo, hi in ((0, rows), (3, 24), (10, 12), (5, 6)):
+        start, end = ts[lo] - 7 * S, ts[hi - 1] + 4 * S
+        for k in range(width):
+            sel = [(ts[i], data[i * width + k]) for i in range(lo, hi) if data[i * width + k] == data[i * width + k]]
+            want = pq.extrapolated_rate([t for t, _ in sel], [v for _, v in sel], start, end)
+            assert {tw.rate(data, width, k, ts, lo, hi, start, end, True) for tw in twins} == {want}
+        cols, les = array("i", [0, 1, 2, 3, 4]), array("d", [0.1, 0.5, 0.5, 2.0, math.inf])
+        got = [tw.quantile(0.99, data, width, cols, les, ts, lo, hi, start, end) for tw in twins]
+        pairs = [(le, r) for c, le in zip(cols, les, strict=True)
+                 if (r := _kernel_py.rate(data, width, c, ts, lo, hi, start, end, True)) is not None]
+        want_q = pq.histogram_quantile(0.99, pairs)
+        assert all(g == want_q or (math.isnan(g) and math.isnan(want_q)) for g in got)
+    values = array("d", [1.0, 2.0, math.nan, 4.0, 8.0])
+    src, dst, first = array("i", [0, 1, 3, 4, 2]), array("i", [0, 1, 1, 2, 3]), array("b", [1, 1, 0, 1, 1])
+    rows_out = []
+    for tw in twins:
+        prev, since = array("d", [1.0, math.nan, 9.0, math.nan]), array("q", [5, 5, 5, 5])
+        row = tw.gather(values, src, dst, first, 4, prev, since, 99)
+        rows_out.append((row.tolist()[:3], math.isnan(row[3]), since.tolist(), prev.tolist()[:3]))
+    assert rows_out[0] == ([1.0, 6.0, 8.0], True, [5, 99, 99, 5], [1.0, 6.0, 8.0])
+    assert all(r == rows_out[0] for r in rows_out)
+
+
+def test_running_fit_matches_predict_linear() -> None:
+    from relay.health.engine import Fit
+    from relay.health.store import RingClass
+
+    ring = RingClass(3_600_000)
+    ring.add_column()
+    fit = Fit(0, 0)
+    for i in range(200):
+        t = T0 + i * 15 * S
+        ring.append(t, (float(1_000_000 + 4096 * (i // 3) + (i % 7) * 512),))
+        if i % 10 == 9:  # an evaluation: the window slides
+            ring.evict(t)
+            lo, hi = ring.rows_in(t - 1_800_000, t)
+            fit.move(ring, lo, hi)
+            ts, vs = ring.select(0, t - 1_800_000, t)
+            want = pq.predict_linear(ts, vs, t, 14_400)
+            assert want is not None
+            assert fit.predict(t, 14_400) == pytest.approx(want, rel=1e-12)
+    assert fit.odd == 0

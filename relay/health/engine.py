@@ -3,8 +3,9 @@
 ``HealthEngine.ingest`` is a scrape sink (every target's batches, ``up`` included: the relay's own
 scrape result). A batch's series table belongs to one scrape loop, so a table is a member; its
 series are classified once when they appear (the few the rules read get a column), and a batch is
-read through a plan of (position, column) pairs that is reused while the batch's series ids are the
-same as last time (one array comparison). Members are grouped into clusters by their target labels
+read through a plan of (position, slot) pairs that is reused while the batch's series ids are the
+same as last time (one array comparison), by one call of the kernel (``_kernel_c``/``_kernel_py``:
+the row, each slot's latest value and the time it last changed). Members are grouped into clusters by their target labels
 but ``instance`` (the mixin's ``without (instance)``) or by ``group_by``. ``evaluate`` runs every
 rule on every cluster with Prometheus' semantics (``relay.health.promql``) and keeps the alert
 states as Prometheus' alerting rules do (pending, firing after ``for``, gone when the expression
