@@ -27,6 +27,7 @@ from .buildinfo import build_info, c_extensions, revision
 from .config import ClusterConfig, Config, HTTPClientConfig, load_config, validate_cluster
 from .health import HealthEngine, apply_overrides, default_rules
 from .health.fleet import alerts_response, fleet_response
+from .health.notify import AlertmanagerSender
 from .http import ui
 from .http.client import ClientPool
 from .http.pages import PAGE_SIZE, JobDiscovery, service_discovery_html
@@ -165,6 +166,7 @@ class Relay:
         self.jsonl = JsonLinesSink(options.jsonl_sink) if options.jsonl_sink else None
         self.scraper = ScrapeManager(self.clients, self.sinks, self.metrics)
         self.health: HealthEngine | None = None
+        self.alertmanagers: AlertmanagerSender | None = None
         self.web: WebServer | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._ready = False
@@ -220,6 +222,8 @@ class Relay:
             self.health.configure(rules)
             self.health.group_by, self.health.drop_labels = h.group_by, frozenset(drop)
             self.health.interval = h.evaluation_interval
+        self.health.external_labels = config.global_config.external_labels
+        self.alertmanagers = AlertmanagerSender(h.alertmanagers, self.clients) if h.alertmanagers else None
 
     async def _run_health(self) -> None:
         while self.health is not None:
@@ -228,6 +232,12 @@ class Relay:
                 await anyio.sleep(engine.interval - time.time() % engine.interval)
                 try:
                     engine.evaluate()
+                    series = engine.alert_series()  # ALERTS, ALERTS_FOR_STATE: to remote write
+                    if series is not None:
+                        for w in self.writers.values():
+                            w.push(series)
+                    if self.alertmanagers is not None and self._tg is not None:
+                        self.alertmanagers.start(self._tg, engine.notifications(engine.last_eval))
                 except Exception:
                     log.exception("etcd health evaluation failed")
 

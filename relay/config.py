@@ -616,8 +616,8 @@ class ClusterConfig:
 
 @dataclass(frozen=True)
 class AlertmanagerConfig:
-    """One ``etcd_health.alertmanagers`` entry, as Prometheus' ``alertmanager_config`` (parsed and
-    checked; the relay does not send to Alertmanager yet)."""
+    """One ``etcd_health.alertmanagers`` entry, as Prometheus' ``alertmanager_config``
+    (``relay.health.notify`` sends to it)."""
 
     targets: tuple[str, ...]
     scheme: str = "http"
@@ -632,7 +632,7 @@ class EtcdHealthConfig:
     """``etcd_health``: the etcd mixin's alerts evaluated on the scraped samples (relay.health)."""
 
     # Off unless the config has an etcd_health section (then on unless it says enabled: false): at
-    # 1,000 members the evaluation still costs ~15 % of the relay's CPU (benchmarks/RESULTS.md).
+    # 1,000 members the evaluation still costs ~6 % of the relay's CPU (benchmarks/RESULTS.md).
     enabled: bool = False
     group_by: tuple[str, ...] = ()  # () = every target label but instance
     evaluation_interval: float = 15.0
