@@ -90,10 +90,17 @@ class Doc:
         return f"{self.file}[{self.index}] {self.kind}/{self.name}"
 
 
+#: folders of deploy/ that hold no Kubernetes manifests (monitoring/: a Prometheus rules file and a
+#: Grafana dashboard, checked by tests/test_monitoring.py)
+NOT_MANIFESTS = ("monitoring/",)
+
+
 def load_docs(root: Path = DEPLOY) -> list[Doc]:
     docs = []
     for path in sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
         rel = path.relative_to(root).as_posix()
+        if rel.startswith(NOT_MANIFESTS):
+            continue
         for i, body in enumerate(yaml.safe_load_all(path.read_text(encoding="utf-8"))):
             if body is not None:
                 docs.append(Doc(rel, i, body))
