@@ -165,6 +165,8 @@ class Relay:
                     max_queue_bytes=self.options.queue_max_bytes,
                 )
                 self._tg.start_soon(w.run)
+        for w in self.writers.values():
+            w.metadata_source = self.scraper.metadata
         self.sinks[:] = [w.push for w in self.writers.values()]
         if self.jsonl is not None:
             self.sinks.append(self.jsonl)

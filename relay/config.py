@@ -47,6 +47,7 @@ __all__ = [
     "HTTPClientConfig",
     "HTTPSDConfig",
     "KubernetesSDConfig",
+    "MetadataConfig",
     "QueueConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
@@ -387,6 +388,16 @@ class QueueConfig:
     min_backoff: float = 0.03
     max_backoff: float = 5.0
     retry_on_http_429: bool = True
+    sample_age_limit: float = 0.0  # seconds; 0: no limit (Prometheus 2.50+)
+
+
+@dataclass(frozen=True)
+class MetadataConfig:
+    """``remote_write.metadata_config``: metric metadata (HELP/TYPE/UNIT) sent as Prometheus 2.x does."""
+
+    send: bool = True
+    send_interval: float = 60.0
+    max_samples_per_send: int = 500  # metadata entries per request
 
 
 @dataclass(frozen=True)
@@ -398,6 +409,8 @@ class RemoteWriteConfig:
     write_relabel_configs: tuple[RelabelConfig, ...] = ()
     queue_config: QueueConfig = QueueConfig()
     http: HTTPClientConfig = HTTPClientConfig()
+    metadata_config: MetadataConfig = MetadataConfig()
+    send_exemplars: bool = False
 
 
 @dataclass(frozen=True)
@@ -464,7 +477,7 @@ class Config:
 _IGNORED_TOP = ("alerting", "rule_files", "remote_read", "storage", "tracing")
 _IGNORED_GLOBAL = ("query_log_file", "rule_query_offset")
 _IGNORED_SCRAPE = ("enable_http2", "scrape_protocols", "fallback_scrape_protocol", "track_timestamps_staleness")
-_IGNORED_RW = ("metadata_config", "send_exemplars", "send_native_histograms", "enable_http2", "protobuf_message")
+_IGNORED_RW = ("send_native_histograms", "enable_http2", "protobuf_message")
 
 
 def _tls(sec: _Section) -> TLSConfig:
@@ -839,8 +852,9 @@ def _queue(sec: _Section) -> QueueConfig:
         min_backoff=sec.duration("min_backoff"),
         max_backoff=sec.duration("max_backoff"),
         retry_on_http_429=sec.flag("retry_on_http_429"),
+        sample_age_limit=sec.duration("sample_age_limit"),
     )
-    sec.done(("max_retries", "sample_age_limit"))
+    sec.done(("max_retries",))
     if out.min_shards > out.max_shards:
         raise ConfigError(sec.at("min_shards"), f"must be at most max_shards ({out.max_shards})")
     if out.min_backoff > out.max_backoff:
@@ -890,10 +904,24 @@ def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
         write_relabel_configs=sec.relabel_configs("write_relabel_configs"),
         queue_config=_queue(sec.section("queue_config", QueueConfig)),
         http=_http_client(sec),
+        metadata_config=_metadata_config(sec.section("metadata_config", MetadataConfig)),
+        send_exemplars=sec.flag("send_exemplars"),
     )
     if "@" in parts.netloc and (out.http.basic_auth is not None or out.http.authorization is not None):
         raise ConfigError(sec.at("url"), "has credentials (user:password@) and basic_auth or authorization is set too")
     sec.done(_IGNORED_RW)
+    return out
+
+
+def _metadata_config(sec: _Section) -> MetadataConfig:
+    out = MetadataConfig(
+        send=sec.flag("send"),
+        send_interval=sec.duration("send_interval"),
+        max_samples_per_send=sec.integer("max_samples_per_send", minimum=1),
+    )
+    sec.done()
+    if out.send_interval <= 0:
+        raise ConfigError(sec.at("send_interval"), "must be more than 0s")
     return out
 
 
