@@ -510,3 +510,22 @@ def test_relay_run_sends_metadata_and_exemplars_of_its_targets(tmp_path: Path) -
                                       (("trace_id", "ccc"),)}
         assert exemplars_of(plain.requests) == [] and any(r.timeseries for r in plain.requests)
         assert meta_of(plain.requests) == set()  # the default interval (1m) is longer than the run
+
+
+def test_exemplars_are_kept_only_while_a_remote_write_sends_them() -> None:
+    from relay.scrape import ScrapeManager
+
+    manager = ScrapeManager(ClientPool(), [], SelfMetrics())
+    assert manager.keep_exemplars is False  # no config yet
+    manager.config = parse_config("remote_write:\n  - url: http://127.0.0.1:1/w\n  - url: http://127.0.0.1:2/w\n")
+    assert manager.keep_exemplars is False
+    manager.config = parse_config("remote_write:\n  - url: http://127.0.0.1:1/w\n"
+                                  "  - url: http://127.0.0.1:2/w\n    send_exemplars: true\n")
+    assert manager.keep_exemplars is True
+    for parser_cls in parsers():  # a reload switches a running target's parser
+        parser = parser_cls()
+        assert parser.parse(OM_BODY, OM, 1000).exemplars == []
+        parser.keep_exemplars = True
+        assert len(parser.parse(OM_BODY, OM, 1000).exemplars) == 3
+        parser.keep_exemplars = False
+        assert parser.parse(OM_BODY, OM, 1000).exemplars == []
