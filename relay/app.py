@@ -196,6 +196,8 @@ class Relay:
                     max_queue_bytes=self.options.queue_max_bytes,
                 )
                 self._tg.start_soon(w.run)
+        for w in self.writers.values():
+            w.metadata_source = self.scraper.metadata
         self.sinks[:] = [w.push for w in self.writers.values()]
         if self.jsonl is not None:
             self.sinks.append(self.jsonl)
@@ -382,7 +384,7 @@ class Relay:
             "/api/v1/status/buildinfo": lambda q: api_ok(build_info_json(build_info())),
             "/api/v1/status/runtimeinfo": lambda q: api_ok(self.runtime_info()),
             "/api/v1/targets/metadata": lambda q: targets_metadata(
-                ((dict(loop.target.labels), getattr(loop, "metadata", None) or {}) for loop in self.scraper.loops.values()),
+                ((dict(loop.target.labels), loop.parser.families) for loop in self.scraper.loops.values()),
                 q),
         }
 

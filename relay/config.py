@@ -60,6 +60,7 @@ __all__ = [
     "HTTPClientConfig",
     "HTTPSDConfig",
     "KubernetesSDConfig",
+    "MetadataConfig",
     "OAuth2Config",
     "ProxyConfig",
     "QueueConfig",
@@ -572,6 +573,16 @@ class QueueConfig:
     min_backoff: float = 0.03
     max_backoff: float = 5.0
     retry_on_http_429: bool = True
+    sample_age_limit: float = 0.0  # seconds; 0: no limit (Prometheus 2.50+)
+
+
+@dataclass(frozen=True)
+class MetadataConfig:
+    """``remote_write.metadata_config``: metric metadata (HELP/TYPE/UNIT) sent as Prometheus 2.x does."""
+
+    send: bool = True
+    send_interval: float = 60.0
+    max_samples_per_send: int = 500  # metadata entries per request
 
 
 @dataclass(frozen=True)
@@ -583,6 +594,8 @@ class RemoteWriteConfig:
     write_relabel_configs: tuple[RelabelConfig, ...] = ()
     queue_config: QueueConfig = QueueConfig()
     http: HTTPClientConfig = HTTPClientConfig()
+    metadata_config: MetadataConfig = MetadataConfig()
+    send_exemplars: bool = False
 
 
 @dataclass(frozen=True)
@@ -664,7 +677,7 @@ def _no_line(where: str) -> int:
 # Each key of Prometheus 3's config that the relay does not act on is in one of these tables. A key
 # whose value is inert (absent, false, 0, empty) has no consequence and passes silently; any
 # other value is refused (REFUSE) or accepted with a warning "has no effect: <why>" (WARN), logged
-# at start and printed by check-config. Keys left to other parts (oauth2, sigv4, proxies,
+# at start and printed by check-config. Keys implemented elsewhere (oauth2, sigv4, proxies,
 # metadata_config, send_exemplars, sample_age_limit) are not here.
 
 _AGENT = ("the relay scrapes and remote-writes as Prometheus' agent mode does, and agent mode refuses it "
@@ -721,7 +734,7 @@ _WARN_QUEUE = {"max_retries": "removed from Prometheus; a recoverable failure is
                               "min_backoff..max_backoff until it succeeds or the queue drops it"}
 
 # Keys left to other parts of the relay (HTTP client and remote write), accepted here for now.
-_IGNORED_RW = ("metadata_config", "send_exemplars")
+_IGNORED_RW: tuple[str, ...] = ()  # (metadata_config and send_exemplars are read)
 
 
 def _inert(value: object) -> bool:
@@ -1319,9 +1332,10 @@ def _queue(sec: _Section) -> QueueConfig:
         min_backoff=sec.duration("min_backoff"),
         max_backoff=sec.duration("max_backoff"),
         retry_on_http_429=sec.flag("retry_on_http_429"),
+        sample_age_limit=sec.duration("sample_age_limit"),
     )
     _not_implemented(sec, _WARN_QUEUE)
-    sec.done(("sample_age_limit",))
+    sec.done()
     if out.min_shards > out.max_shards:
         raise ConfigError(sec.at("min_shards"), f"must be at most max_shards ({out.max_shards})")
     if out.min_backoff > out.max_backoff:
@@ -1373,10 +1387,25 @@ def _remote_write(sec: _Section, names: set[str], scheme: str = "utf8") -> Remot
         write_relabel_configs=sec.relabel_configs("write_relabel_configs", scheme),
         queue_config=sec.guard(lambda: _queue(sec.section("queue_config", QueueConfig)), QueueConfig()),
         http=sec.guard(lambda: _http_client(sec), HTTPClientConfig()),
+        metadata_config=sec.guard(lambda: _metadata_config(sec.section("metadata_config", MetadataConfig)),
+                                  MetadataConfig()),
+        send_exemplars=sec.flag("send_exemplars"),
     )
     if "@" in parts.netloc and (out.http.basic_auth is not None or out.http.authorization is not None):
         sec.fail(ConfigError(sec.at("url"), "has credentials (user:password@) and basic_auth or authorization is set too"))
     sec.done(_IGNORED_RW)
+    return out
+
+
+def _metadata_config(sec: _Section) -> MetadataConfig:
+    out = MetadataConfig(
+        send=sec.flag("send"),
+        send_interval=sec.duration("send_interval"),
+        max_samples_per_send=sec.integer("max_samples_per_send", minimum=1),
+    )
+    sec.done()
+    if out.send_interval <= 0:
+        raise ConfigError(sec.at("send_interval"), "must be more than 0s")
     return out
 
 

@@ -88,6 +88,12 @@ class SelfMetrics:
             "relay_remote_write_samples_dropped", "Samples dropped, by reason.", [*RW, "reason"], registry=r
         )
         self.rw_bytes_sent = Counter("relay_remote_write_bytes_sent", "Compressed bytes sent.", RW, registry=r)
+        self.rw_metadata_sent = Counter(
+            "relay_remote_write_metadata_sent", "Metadata entries sent (metadata_config).", RW, registry=r
+        )
+        self.rw_metadata_failed = Counter(
+            "relay_remote_write_metadata_failed", "Metadata entries the receiver refused (4xx).", RW, registry=r
+        )
         self.rw_queue_bytes = Gauge(
             "relay_remote_write_queue_bytes", "Encoded bytes waiting to be sent.", RW, registry=r
         )

@@ -23,14 +23,14 @@ import logging
 import math
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import anyio
 import httpx
 
 from ._exceptions import HTTPError, ParseError, ScrapeError, StatusError
-from .batch import STALE_NAN, Batch, Labels, mix_label_hashes
+from .batch import STALE_NAN, Batch, Family, Labels, mix_label_hashes
 from .config import SCRAPE_PROTOCOLS, ClusterConfig, Config, ScrapeConfig, field_default
 from .discovery import (
     DNSSDProvider,
@@ -146,6 +146,7 @@ class ScrapeLoop:
         metrics: SelfMetrics,
         *,
         extra_labels: Labels = (),
+        keep_exemplars: bool = False,
     ) -> None:
         self.target = target
         self.clients = clients
@@ -158,6 +159,7 @@ class ScrapeLoop:
         self.labeler = LabelMerge(target.labels, sc.honor_labels, extra_labels, relabel)
         self.parser = Parser(
             on_new_series=self.labeler,
+            keep_exemplars=keep_exemplars,  # a remote_write has send_exemplars: true
             honor_timestamps=sc.honor_timestamps,
             sample_limit=sc.sample_limit,
             label_limit=sc.label_limit,
@@ -561,18 +563,32 @@ class ScrapeManager:
             if key not in desired:
                 self.loops.pop(key).stop()
         extra = self.extra_labels
+        exemplars = self.keep_exemplars
         for key, target in desired.items():
             loop = self.loops.get(key)
             same = loop is not None and scrape_settings(loop.target.config) == scrape_settings(target.config)
             if loop is not None and same and loop.extra_labels == extra:
                 loop.target = target  # the same target; what discovery says of it may have changed
+                loop.parser.keep_exemplars = exemplars
                 continue
             if loop is not None:
                 loop.stop()
-            loop = self.loops[key] = ScrapeLoop(target, self.clients, self.sinks, self.metrics, extra_labels=extra)
+            loop = self.loops[key] = ScrapeLoop(target, self.clients, self.sinks, self.metrics, extra_labels=extra,
+                                                keep_exemplars=exemplars)
             self._tg.start_soon(loop.run)
         for loop in self.loops.values():
             loop.forced_error = self.over_limit.get(loop.target.job, "")
+
+    @property
+    def keep_exemplars(self) -> bool:
+        """Exemplars are collected only when a remote_write sends them (else they cost nothing)."""
+        return self.config is not None and any(rw.send_exemplars for rw in self.config.remote_write)
+
+    def metadata(self) -> Iterator[dict[str, Family]]:
+        """The metric families (HELP/TYPE/UNIT) of each running target, as its parser keeps them:
+        the remote writers' ``metadata_source``."""
+        for loop in list(self.loops.values()):
+            yield loop.parser.families
 
     def stop_all(self) -> None:
         for loop in self.loops.values():

@@ -157,9 +157,14 @@ def test_targets_state_and_scrape_pool(running: Running) -> None:
 
 def test_targets_metadata_endpoint(running: Running) -> None:
     data = api(running.base + '/api/v1/targets/metadata?match_target={job="prom"}')
-    assert isinstance(data, list)  # empty until the scrape loop keeps HELP/TYPE (branch p3-meta)
+    assert isinstance(data, list) and data  # the HELP/TYPE lines the scraped Prometheus exposes
     for entry in data:
         assert entry["target"]["job"] == "prom" and {"metric", "type", "help", "unit"} <= set(entry)
+    by_name = {e["metric"]: e for e in data}
+    assert by_name["prometheus_build_info"]["type"] == "gauge"
+    assert by_name["prometheus_build_info"]["help"].startswith("A metric with a constant '1' value")
+    one = api(running.base + '/api/v1/targets/metadata?metric=prometheus_build_info&match_target={job="prom"}')
+    assert len(one) == 1 and "metric" not in one[0] and one[0]["type"] == "gauge"
     assert api(running.base + '/api/v1/targets/metadata?match_target={job="other"}') == []
     for bad, name in (("limit=x", "limit"), ("match_target={job", "match_target"),
                       ('match_target={job=~"("}', "match_target")):

@@ -455,10 +455,14 @@ class PrometheusReceiver(_HTTPService):
 
     name = "prometheus"
 
-    def __init__(self, base_dir: str | Path | None = None, port: int = 0) -> None:
+    def __init__(self, base_dir: str | Path | None = None, port: int = 0, *,
+                 config: str = "global:\n  scrape_interval: 1h\n", args: tuple[str, ...] = ()) -> None:
+        """``config``: its prometheus.yml (it may scrape and remote-write too: an oracle of what
+        Prometheus sends); ``args``: more flags (``--enable-feature=exemplar-storage``)."""
         self.binary = _binary("prometheus", "prometheus")
         super().__init__(base_dir, port)
-        (self.base_dir / "prometheus.yml").write_text("global:\n  scrape_interval: 1h\n")
+        self.args = args
+        (self.base_dir / "prometheus.yml").write_text(config)
 
     def command(self) -> list[str]:
         return [
@@ -468,6 +472,7 @@ class PrometheusReceiver(_HTTPService):
             f"--web.listen-address={LOOPBACK}:{self.port}",
             "--web.enable-remote-write-receiver",
             "--log.level=error",
+            *self.args,
         ]
 
 

@@ -22,6 +22,8 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 
 from relay._series_c cimport SeriesTable
 
+from relay.remote._wire import exemplar_series
+
 cdef extern from *:
     """
     #include <stdint.h>
@@ -204,8 +206,10 @@ cdef class WriteRequestEncoder:
     cdef Py_ssize_t _cap
     cdef Py_ssize_t _count
     cdef bint _busy  # the buffer is lent to the compressor (which may run without the GIL)
+    cdef bint _exemplars  # also encode the batches' exemplars (relay.remote._wire, shared with the twin)
+    cdef int64_t _low, _high  # timestamps added since the last finish()
 
-    def __cinit__(self):
+    def __cinit__(self, *, bint exemplars=False):
         global _spare, _spare_cap
         self._buf = _spare
         self._cap = _spare_cap
@@ -214,6 +218,8 @@ cdef class WriteRequestEncoder:
         self._len = 0
         self._count = 0
         self._busy = False
+        self._exemplars = exemplars
+        self._low = self._high = 0
 
     def __dealloc__(self):
         global _spare, _spare_cap
@@ -248,9 +254,14 @@ cdef class WriteRequestEncoder:
         self._cap = cap
         return 0
 
+    def timestamp_range(self):
+        """Lowest and highest timestamp (samples and exemplars) added since the last finish()."""
+        return (self._low, self._high) if self._count else None
+
     def add(self, batch, index=None):
         """Append samples of ``batch``: those at positions ``index``, in that order, or all of them
         when ``index`` is None. ``index`` is an ``array('I')`` (other iterables of ints are converted).
+        With ``exemplars=True``, the batch's exemplars of those samples follow them.
 
         Raises IndexError for a position or a series id out of range; the encoder is then unchanged.
         """
@@ -268,6 +279,7 @@ cdef class WriteRequestEncoder:
         cdef const uint32_t* pos = NULL
         cdef Py_ssize_t m = n
         cdef Py_ssize_t start = self._len
+        cdef int64_t low = self._low, high = self._high
         cdef object pairs
         cdef array poff, label_ids, starts
         pairs, poff, label_ids, starts = _layout_of(batch.series)
@@ -311,10 +323,36 @@ cdef class WriteRequestEncoder:
                          <const uint8_t*>PyByteArray_AS_STRING(pairs), poff.data.as_uints, npairs,
                          <const void*>label_ids.data.as_chars, wide, len(label_ids),
                          starts.data.as_uints, nseries)
+            if self._exemplars and batch.exemplars:
+                self._add_exemplars(batch, index)
         except BaseException:
             self._len = start
+            self._low, self._high = low, high
             raise
         self._count += m
+
+    cdef int _add_exemplars(self, batch, index) except -1:
+        """The exemplars' TimeSeries, made by the helper the Python twin calls (same bytes)."""
+        cdef const uint8_t[::1] data
+        cdef Py_ssize_t size
+        series = batch.series
+        label_bytes = getattr(series, "label_bytes", None)
+        if label_bytes is None:
+            label_bytes = list(series.encoded).__getitem__
+        raw, count, ex_low, ex_high = exemplar_series(batch, index, label_bytes)
+        if not count:
+            return 0
+        data = raw
+        size = len(raw)
+        if self._cap - self._len < size:
+            self._grow(self._len + size)
+        memcpy(self._buf + self._len, &data[0], <size_t>size)
+        self._len += size
+        if ex_low < self._low:
+            self._low = ex_low
+        if ex_high > self._high:
+            self._high = ex_high
+        return 0
 
     cdef int _encode(self, const uint32_t* ids, const uint64_t* vbits, const int64_t* ts,
                      Py_ssize_t n, const uint32_t* pos, Py_ssize_t m, const uint8_t* pairs,
@@ -328,9 +366,16 @@ cdef class WriteRequestEncoder:
         cdef int64_t last_ts
         cdef uint8_t ts_bytes[SLACK]
         cdef Py_ssize_t ts_len
+        cdef int64_t low, high
         memset(ts_bytes, 0, SLACK)
         last_ts = ts[pos[0] if pos != NULL else 0]
         ts_len = rw_put_varint(ts_bytes, <uint64_t>last_ts) - ts_bytes
+        low = high = last_ts  # the range of timestamps (updated when one changes)
+        if self._count:
+            if self._low < low:
+                low = self._low
+            if self._high > high:
+                high = self._high
         while i < m:
             p = pos[i] if pos != NULL else i
             if p >= n:
@@ -350,6 +395,10 @@ cdef class WriteRequestEncoder:
             if ts[p] != last_ts:
                 last_ts = ts[p]
                 ts_len = rw_put_varint(ts_bytes, <uint64_t>last_ts) - ts_bytes
+                if last_ts < low:
+                    low = last_ts
+                elif last_ts > high:
+                    high = last_ts
             # The run: following samples of the same series (a position out of range ends it and
             # is reported when the loop gets to it).
             body = lablen + SAMPLE_FIXED + ts_len
@@ -385,8 +434,14 @@ cdef class WriteRequestEncoder:
                 if ts[p] != last_ts:
                     last_ts = ts[p]
                     ts_len = rw_put_varint(ts_bytes, <uint64_t>last_ts) - ts_bytes
+                    if last_ts < low:
+                        low = last_ts
+                    elif last_ts > high:
+                        high = last_ts
             i = j
         self._len = out - self._buf
+        self._low = low
+        self._high = high
         return 0
 
     def finish(self):
@@ -399,6 +454,7 @@ cdef class WriteRequestEncoder:
     cdef void _reset(self):
         self._len = 0
         self._count = 0
+        self._low = self._high = 0
         if self._cap > KEEP_MAX:
             free(self._buf)
             self._buf = NULL

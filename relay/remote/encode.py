@@ -55,6 +55,7 @@ import cramjam
 
 from .._ext import load
 from ..batch import _varint
+from ._wire import exemplar_series
 
 if TYPE_CHECKING:
     from ..batch import Batch
@@ -65,6 +66,7 @@ __all__ = [
     "WriteRequestEncoderPy",
     "compress",
     "decompress",
+    "drop_older_than",
     "encode_and_compress",
     "encode_write_request",
     "max_timestamp",
@@ -126,19 +128,26 @@ class WriteRequestEncoderPy:
         '0a1e0a0e0a085f5f6e616d655f5f12027570120c09000000000000f03f10e807'
     """
 
-    __slots__ = ("_buf", "_count")
+    __slots__ = ("_buf", "_count", "_exemplars", "_high", "_low")
 
-    def __init__(self) -> None:
+    def __init__(self, *, exemplars: bool = False) -> None:
         self._buf = bytearray()
         self._count = 0
+        self._exemplars = exemplars  # also encode the batches' exemplars (see relay.remote._wire)
+        self._low = self._high = 0
 
     def __len__(self) -> int:
         """Samples added since the last :meth:`finish`."""
         return self._count
 
+    def timestamp_range(self) -> tuple[int, int] | None:
+        """Lowest and highest timestamp (samples and exemplars) added since the last finish()."""
+        return (self._low, self._high) if self._count else None
+
     def add(self, batch: Batch, index: Iterable[int] | None = None) -> None:
         """Append samples of ``batch``: those at positions ``index``, in that order, or all of them
         when ``index`` is None. ``index`` is an ``array('I')`` (other iterables of ints are converted).
+        With ``exemplars=True``, the batch's exemplars of those samples follow them.
 
         Raises IndexError for a position or a series id out of range; the encoder is then unchanged.
         """
@@ -158,6 +167,8 @@ class WriteRequestEncoderPy:
         run_sid = -1
         last_ts: int | None = None
         ts_field = b""
+        low, high = self._low, self._high
+        fresh = self._count == 0
         for pos in positions:
             if pos >= n:
                 raise IndexError(f"sample position {pos} out of range for a batch of {n} samples")
@@ -166,6 +177,13 @@ class WriteRequestEncoderPy:
             if ts != last_ts:
                 last_ts = ts
                 ts_field = b"\x10" + _varint(ts & _U64)
+                if fresh:
+                    low = high = ts
+                    fresh = False
+                elif ts < low:
+                    low = ts
+                elif ts > high:
+                    high = ts
             off = pos * 8
             sample = b"\x09" + value_bytes[off : off + 8] + ts_field
             field = b"\x12" + bytes((len(sample),)) + sample  # a Sample is at most 20 bytes
@@ -184,14 +202,24 @@ class WriteRequestEncoderPy:
         if run:
             body = label_bytes(run_sid) + b"".join(run)
             append(b"\x0a" + _varint(len(body)) + body)
+        if self._exemplars and batch.exemplars and len(positions):
+            data, count, ex_low, ex_high = exemplar_series(batch, index, label_bytes)
+            if count:
+                append(data)
+                if fresh:
+                    low, high = ex_low, ex_high
+                else:
+                    low, high = min(low, ex_low), max(high, ex_high)
         self._buf += b"".join(pieces)
         self._count += len(positions)
+        self._low, self._high = low, high
 
     def finish(self) -> bytes:
         """The WriteRequest bytes of everything added; the encoder is then empty, ready for reuse."""
         data = bytes(self._buf)
         self._buf = bytearray()
         self._count = 0
+        self._low = self._high = 0
         return data
 
     def finish_compressed(self) -> bytes:
@@ -246,6 +274,92 @@ else:
     WriteRequestEncoder = WriteRequestEncoderPy
     split_by_shard = split_by_shard_py
     max_timestamp = max_timestamp_py
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _fields(data: bytes) -> Iterable[tuple[int, int, int, int, int]]:
+    """``(field number, wire type, field start, start, end)`` of each field of one message; for a
+    varint or a fixed field, [start, end) is the value's bytes, for a length-delimited one, its
+    payload; the field (key and length too) is [field start, end)."""
+    pos = 0
+    n = len(data)
+    while pos < n:
+        at = pos
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, end = _read_varint(data, pos)
+        elif wire == 1:
+            end = pos + 8
+        elif wire == 2:
+            size, pos = _read_varint(data, pos)
+            end = pos + size
+        elif wire == 5:
+            end = pos + 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        if end > n:
+            raise ValueError("truncated field")
+        yield number, wire, at, pos, end
+        pos = end
+
+
+def _timestamp_of(message: bytes, number: int) -> int:
+    """The int64 varint field ``number`` of a Sample or an Exemplar (0 when absent, as proto3)."""
+    ts = 0
+    for num, wire, _, start, _end in _fields(message):
+        if num == number and wire == 0:
+            ts = _read_varint(message, start)[0]
+    return ts - (1 << 64) if ts >= 1 << 63 else ts
+
+
+def drop_older_than(data: bytes, cutoff_ms: int) -> tuple[bytes, int, int, int]:
+    """The WriteRequest ``data`` without samples and exemplars timestamped before ``cutoff_ms``
+    (``sample_age_limit``; a TimeSeries left with neither goes): ``(bytes, samples kept, samples
+    dropped, exemplars dropped)``. Other fields (labels, metadata) stay as they are. Raises
+    ValueError for bytes that are not a WriteRequest."""
+    out = bytearray()
+    kept = dropped = ex_dropped = 0
+    for number, wire, at, start, end in _fields(data):
+        if number != 1 or wire != 2:
+            out += data[at:end]
+            continue
+        series = data[start:end]
+        labels = bytearray()
+        body = bytearray()
+        any_kept = False
+        for num, w, a, s, e in _fields(series):
+            if num in (2, 3) and w == 2:
+                item = series[s:e]
+                if _timestamp_of(item, 2 if num == 2 else 3) < cutoff_ms:
+                    if num == 2:
+                        dropped += 1
+                    else:
+                        ex_dropped += 1
+                    continue
+                kept += num == 2
+                any_kept = True
+                body += series[a:e]
+            else:
+                labels += series[a:e]
+        if any_kept:
+            ts_body = bytes(labels) + bytes(body)
+            out += b"\x0a" + _varint(len(ts_body)) + ts_body
+    return bytes(out), kept, dropped, ex_dropped
 
 
 def encode_write_request(batch: Batch, index: Iterable[int] | None = None) -> bytes:

@@ -14,7 +14,10 @@ Two kinds, one interface (FIFO; ``peek`` the oldest, ``ack`` it once sent or dro
 
 Segment record::
 
-    magic u32 'RLQ1' | length u32 | samples u32 | crc32 u32 | data[length]
+    magic u32 'RLQ2' | length u32 | samples u32 | crc32 u32 | lowest i64 | highest i64 | data[length]
+
+(lowest and highest: the block's timestamps in ms, for ``sample_age_limit``; records of the
+earlier format, magic 'RLQ1' without the two timestamps, are still read.)
 
 The read position is kept in ``cursor`` (segment number and offset), rewritten after every ack.
 """
@@ -36,6 +39,8 @@ log = logging.getLogger("relay.remote.queue")
 
 _MAGIC = 0x31514C52  # b"RLQ1" little endian
 _HEADER = struct.Struct("<IIII")
+_MAGIC2 = 0x32514C52  # b"RLQ2"
+_HEADER2 = struct.Struct("<IIIIqq")
 _CURSOR = struct.Struct("<QQ")
 
 
@@ -46,7 +51,8 @@ class Block:
     data: bytes
     samples: int
     attempts: int = 0
-    max_ts: int = 0  # newest sample timestamp (ms) in the block; 0 when unknown (read back after a restart)
+    lowest: int | None = None  # timestamps (ms) of its samples and exemplars; None: not known
+    highest: int | None = None
 
 
 class BlockQueue:
@@ -148,7 +154,12 @@ class _Record:
     length: int
     samples: int
     data: bytes | None  # cached in memory, or None: read from disk when needed
-    max_ts: int = 0  # the block's newest sample timestamp (ms), kept in memory only (0 after a restart)
+    header: int = _HEADER2.size
+    lowest: int | None = None
+    highest: int | None = None
+
+    def block(self, data: bytes) -> Block:
+        return Block(data, self.samples, lowest=self.lowest, highest=self.highest)
 
 
 class DiskQueue(BlockQueue):
@@ -210,16 +221,23 @@ class DiskQueue(BlockQueue):
                 off = cur_off if seg == cur_seg else 0
                 while off + _HEADER.size <= size:
                     f.seek(off)
-                    magic, length, samples, _crc = _HEADER.unpack(f.read(_HEADER.size))
-                    if magic != _MAGIC or off + _HEADER.size + length > size:
+                    head = f.read(_HEADER2.size)
+                    lowest: int | None = None
+                    highest: int | None = None
+                    magic, length, samples, _crc = _HEADER.unpack(head[: _HEADER.size])
+                    hsize = _HEADER.size
+                    if magic == _MAGIC2 and len(head) == _HEADER2.size:
+                        lowest, highest = _HEADER2.unpack(head)[4:]
+                        hsize = _HEADER2.size
+                    if magic not in (_MAGIC, _MAGIC2) or off + hsize + length > size:
                         self.corrupt_records += 1
                         log.error("queue %s: segment %s is corrupt at offset %d; skipping its rest", self.folder,
                                   path.name, off)
                         break
-                    self._records.append(_Record(seg, off, length, samples, None))
+                    self._records.append(_Record(seg, off, length, samples, None, hsize, lowest, highest))
                     self._samples += samples
                     self._unsent_bytes += length
-                    off += _HEADER.size + length
+                    off += hsize + length
                 else:
                     if off != size:
                         self.corrupt_records += 1
@@ -256,7 +274,11 @@ class DiskQueue(BlockQueue):
             if self._write_offset >= self.segment_bytes:
                 self._close_writer()
                 seg, fd = self._open_writer()
-            header = _HEADER.pack(_MAGIC, len(block.data), block.samples, zlib.crc32(block.data))
+            if block.lowest is None or block.highest is None:
+                header = _HEADER.pack(_MAGIC, len(block.data), block.samples, zlib.crc32(block.data))
+            else:
+                header = _HEADER2.pack(_MAGIC2, len(block.data), block.samples, zlib.crc32(block.data),
+                                       block.lowest, block.highest)
             record = header + block.data
             written = os.write(fd, record)
             if written != len(record):  # a full disk takes what fits: take the torn piece back
@@ -269,8 +291,9 @@ class DiskQueue(BlockQueue):
             self._close_writer()
             self._hold(block)
             return
-        n = _HEADER.size + len(block.data)
-        rec = _Record(seg, self._write_offset, len(block.data), block.samples, block.data, block.max_ts)
+        n = len(header) + len(block.data)
+        rec = _Record(seg, self._write_offset, len(block.data), block.samples, block.data, len(header),
+                      block.lowest, block.highest)
         self._records.append(rec)
         self._unsent_bytes += len(block.data)
         self._write_offset += n
@@ -345,19 +368,19 @@ class DiskQueue(BlockQueue):
             rec = self._records[0]
             if rec.data is not None:
                 self._in_flight = True
-                return Block(rec.data, rec.samples, max_ts=rec.max_ts)
+                return rec.block(rec.data)
             try:
                 with open(self._seg_path(rec.segment), "rb") as f:
                     f.seek(rec.offset)
-                    header = f.read(_HEADER.size)
+                    header = f.read(rec.header)
                     data = f.read(rec.length)
-                ok = len(header) == _HEADER.size and len(data) == rec.length and (
-                    _HEADER.unpack(header)[3] == zlib.crc32(data))
+                ok = len(header) == rec.header and len(data) == rec.length and (
+                    _HEADER.unpack(header[: _HEADER.size])[3] == zlib.crc32(data))
             except OSError:
                 ok = False
             if ok:
                 self._in_flight = True
-                return Block(data, rec.samples, max_ts=rec.max_ts)
+                return rec.block(data)
             self.corrupt_records += 1
             log.error("queue %s: record at %d:%d failed its checksum; skipped", self.folder, rec.segment, rec.offset)
             self.corrupt_samples += rec.samples
@@ -398,7 +421,7 @@ class DiskQueue(BlockQueue):
         if nxt is not None:
             self._write_cursor(nxt.segment, nxt.offset)
         else:
-            self._write_cursor(rec.segment, rec.offset + _HEADER.size + rec.length)
+            self._write_cursor(rec.segment, rec.offset + rec.header + rec.length)
 
     def __len__(self) -> int:
         return len(self._records) + len(self._memory)

@@ -16,7 +16,14 @@ One :class:`RemoteWriter` per ``remote_write`` endpoint (as Prometheus' queue ma
                     and jitter up to max_backoff, 429 when retry_on_http_429 (honours
                     Retry-After), 401/403/407 (credentials refused: a rotated secret file, a
                     refreshed token or role fixes them, as vmagent retries them), other 4xx
-                    dropped and counted, the message logged once.
+                    dropped and counted, the message logged once;
+                    with queue_config.sample_age_limit, samples older than it at each attempt
+                    are taken out first (counted, reason too_old), as Prometheus 2.50+ does.
+
+With ``send_exemplars``, a batch's exemplars travel in its blocks (relay.remote._wire). Metadata
+(``metadata_config``) goes its own way, as Prometheus' metadata watcher: every ``send_interval``
+the HELP/TYPE/UNIT of every target (``metadata_source``), without duplicates, in requests of at
+most ``max_samples_per_send`` entries, retried until the next interval.
 
 ``push`` never blocks the scraper: it only appends to the shard and, when a block is full,
 encodes it (a fraction of a millisecond).
@@ -32,6 +39,7 @@ import random
 import time
 import weakref
 from array import array
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -40,13 +48,17 @@ import anyio
 import httpx
 
 from .._exceptions import HTTPError
-from ..batch import Batch, SeriesTable
+from ..batch import Batch, Family, SeriesTable
 from ..config import RemoteWriteConfig
 from ..http.client import ClientPool
 from ..metrics import SelfMetrics
 from ..relabel import Relabeler
-from .encode import WriteRequestEncoder, max_timestamp, split_by_shard
+from ._wire import metadata_entry
+from .encode import WriteRequestEncoder, compress, decompress, drop_older_than, max_timestamp, split_by_shard
 from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
+
+#: Where metadata comes from: the metric families of each target (one mapping per target).
+MetadataSource = Callable[[], Iterable[Mapping[str, Family]]]
 
 __all__ = ["RemoteWriter", "classify_status", "redact_url", "retry_after_seconds"]
 
@@ -58,6 +70,7 @@ DROP_QUEUE_FULL = "queue_full"
 DROP_QUEUE_CORRUPT = "queue_corrupt"
 DROP_SHUTDOWN = "shutdown"
 DROP_RELABEL = "write_relabel"
+DROP_TOO_OLD = "too_old"  # older than queue_config.sample_age_limit when being sent
 
 #: A receiver's response body is read up to this much (the first 512 bytes are logged); the rest
 #: is not read and the connection is closed.
@@ -131,7 +144,6 @@ class _Shard:
     pending_count: int = 0
     oldest: float = 0.0
     wake: anyio.Event = field(default_factory=anyio.Event)
-    pending_max_ts: int = 0  # newest timestamp (ms) among the pending samples
     retired: bool = False  # an old generation: send what is queued, then stop
 
 
@@ -158,6 +170,18 @@ class _WriteRelabelCache:
                 mapping.append(self.table.add(name, tuple(sorted(out.items()))))
         result = Batch(self.table)
         dropped = 0
+        if batch.exemplars:  # their sample positions change: keep those of the samples kept
+            exemplars = {e[0]: e for e in batch.exemplars}
+            for pos, (sid, value, ts) in enumerate(zip(batch.ids, batch.values, batch.timestamps, strict=True)):
+                new = mapping[sid]
+                if new < 0:
+                    dropped += 1
+                    continue
+                ex = exemplars.get(pos)
+                if ex is not None:
+                    result.exemplars.append((len(result.ids), *ex[1:]))
+                result.append(new, value, ts)
+            return result, dropped
         for sid, value, ts in zip(batch.ids, batch.values, batch.timestamps, strict=True):
             new = mapping[sid]
             if new < 0:
@@ -210,6 +234,9 @@ class RemoteWriter:
         self._send_seconds_window = 0.0
         self._tg: anyio.abc.TaskGroup | None = None
         self.sent_samples = 0
+        self.sent_metadata = 0
+        self.metadata_source: MetadataSource | None = None
+        self._metadata_cache: dict[tuple[str, str, str, str], bytes] = {}
         self.accepted_samples = 0
         self.retried_samples = 0  # samples sent again: after a failure, or resent by the transport
         self.dropped: dict[str, int] = {}
@@ -238,13 +265,11 @@ class RemoteWriter:
         """Accept a batch (the scraper's sink). Never blocks."""
         if len(batch) == 0:
             return
-        hi = max_timestamp(batch) or 0
-        self.metrics.appended(hi)
+        self.metrics.appended(max_timestamp(batch) or 0)
         if self._relabel is not None:
             batch, dropped = self._relabel.apply(batch)
             if dropped:
                 self._drop(DROP_RELABEL, dropped)
-                hi = max_timestamp(batch) or 0
             if len(batch) == 0:
                 return
         self.pending_samples += len(batch)
@@ -254,17 +279,16 @@ class RemoteWriter:
         now = time.monotonic()
         key = batch.series.shard_key
         if key is not None:  # one source's batch: kept whole, in its source's shard
-            self._pend(self.shards[key % self.n_shards], batch, None, len(batch), now, hi)
+            self._pend(self.shards[key % self.n_shards], batch, None, len(batch), now)
             return
         parts = split_by_shard(batch, self.n_shards)
         for shard, index in zip(self.shards, parts, strict=True):
-            if len(index):  # (each part counts the batch's newest timestamp: at most one scrape early)
-                self._pend(shard, batch, index, len(index), now, hi)
+            if len(index):
+                self._pend(shard, batch, index, len(index), now)
 
-    def _pend(self, shard: _Shard, batch: Batch, index: array[int] | None, n: int, now: float, hi: int) -> None:
+    def _pend(self, shard: _Shard, batch: Batch, index: array[int] | None, n: int, now: float) -> None:
         if not shard.pending:
             shard.oldest = now
-        shard.pending_max_ts = max(shard.pending_max_ts, hi)
         shard.pending.append((batch, index))
         shard.pending_count += n
         if self.queue_dir is not None:  # on disk: each scrape is in the queue file before push returns,
@@ -275,7 +299,7 @@ class RemoteWriter:
     def _cut(self, shard: _Shard, *, only_full: bool) -> None:
         """Encode pending samples of a shard into blocks of at most max_samples_per_send."""
         while shard.pending_count >= self.max_samples or (not only_full and shard.pending_count > 0):
-            enc = WriteRequestEncoder()
+            enc = WriteRequestEncoder(exemplars=self.config.send_exemplars)
             need = self.max_samples
             while need > 0 and shard.pending:
                 batch, index = shard.pending[0]
@@ -292,11 +316,11 @@ class RemoteWriter:
                     need = 0
             n = len(enc)
             shard.pending_count -= n
-            self._enqueue(shard, Block(enc.finish_compressed(), n, max_ts=shard.pending_max_ts))
+            span = enc.timestamp_range()
+            lowest, highest = span if span is not None else (None, None)
+            self._enqueue(shard, Block(enc.finish_compressed(), n, lowest=lowest, highest=highest))
         if shard.pending:
             shard.oldest = time.monotonic()
-        else:
-            shard.pending_max_ts = 0
 
     def _recover_shards(self) -> list[_Shard]:
         """Open what a previous run left in the queue folder; it is sent before anything new."""
@@ -381,6 +405,8 @@ class RemoteWriter:
             self._start_generation()
             tg.start_soon(self._ticker)
             tg.start_soon(self._reshard_loop)
+            if self.config.metadata_config.send:
+                tg.start_soon(self._metadata_loop)
             task_status.started()
 
     def _start_generation(self, *, recovered: bool = True) -> None:
@@ -475,38 +501,63 @@ class RemoteWriter:
             self._account_queue(shard)
             self.metrics.rw_pending_samples.labels(*self.metric_labels).set(self.pending_samples)
 
+    def _age_filter(self, data: bytes, n: int, lowest: int | None,
+                    highest: int | None) -> tuple[bytes, int, int | None]:
+        """``data`` (n samples, timestamps in [lowest, highest] when known) without what is older
+        than sample_age_limit now: ``(data, samples, lowest)``, the dropped counted as too_old.
+        Only a block that straddles the limit, or whose range is not known, is decoded."""
+        cutoff = int((time.time() - self.config.queue_config.sample_age_limit) * 1000)
+        if lowest is not None and lowest >= cutoff:
+            return data, n, lowest
+        if highest is not None and highest < cutoff:
+            self._drop(DROP_TOO_OLD, n)
+            return b"", 0, None
+        try:
+            raw, kept, dropped, _ = drop_older_than(decompress(data), cutoff)
+        except ValueError as exc:  # not what we wrote: send it as it is, the receiver decides
+            self._log_once(f"{self.label}: a queued block does not decode ({exc}); sent without the age check")
+            return data, n, cutoff
+        if dropped:
+            self._drop(DROP_TOO_OLD, dropped)
+        return (compress(raw) if raw else b""), kept, cutoff
+
     async def _send_with_retries(self, block: Block) -> None:
         q = self.config.queue_config
         backoff = q.min_backoff
         label = self.label
+        data, n, lowest = block.data, block.samples, block.lowest
         while True:
+            if q.sample_age_limit > 0:
+                data, n, lowest = self._age_filter(data, n, lowest, block.highest)
+                if not data:
+                    return
             if block.attempts:
-                self._retried(block.samples)
+                self._retried(n)
             block.attempts += 1
             wait: float | None = None
             t0 = time.perf_counter()
             client = self.clients.get(self.config.http)  # once per attempt: may check certificate files
             timeout = self.config.remote_timeout
-            request = client.build_request("POST", self._url, content=block.data, headers=self._headers,
+            request = client.build_request("POST", self._url, content=data, headers=self._headers,
                                            timeout=timeout)
             try:
                 resp = await client.send(request, timeout=timeout, limit=RESPONSE_LIMIT, truncate=True)
                 verdict = classify_status(resp.status_code, q.retry_on_http_429)
                 self.metrics.rw_send_latency.labels(*self.metric_labels).observe(time.perf_counter() - t0)
                 if verdict == OK:
-                    self._out_window += block.samples
+                    self._out_window += n
                     self._send_seconds_window += time.perf_counter() - t0
-                    self.sent_samples += block.samples
-                    self.metrics.rw_samples_sent.labels(*self.metric_labels).inc(block.samples)
-                    self.metrics.rw_bytes_sent.labels(*self.metric_labels).inc(len(block.data))
-                    if block.max_ts > self.highest_sent_ts:
-                        self.highest_sent_ts = block.max_ts
-                        self.metrics.rw_highest_sent_timestamp.labels(*self.metric_labels).set(block.max_ts / 1000)
+                    self.sent_samples += n
+                    self.metrics.rw_samples_sent.labels(*self.metric_labels).inc(n)
+                    self.metrics.rw_bytes_sent.labels(*self.metric_labels).inc(len(data))
+                    if block.highest is not None and block.highest > self.highest_sent_ts:
+                        self.highest_sent_ts = block.highest
+                        self.metrics.rw_highest_sent_timestamp.labels(*self.metric_labels).set(block.highest / 1000)
                     return
                 message = resp.content[:512].decode("utf-8", "replace").strip()
                 if verdict == DROP:
-                    self._log_once(f"{label}: HTTP {resp.status_code}, dropping {block.samples} samples: {message}")
-                    self._drop(DROP_HTTP_4XX, block.samples)
+                    self._log_once(f"{label}: HTTP {resp.status_code}, dropping {n} samples: {message}")
+                    self._drop(DROP_HTTP_4XX, n)
                     return
                 refused = " (credentials refused: check basic_auth, authorization, oauth2 or sigv4)" \
                     if resp.status_code in CREDENTIAL_STATUSES else ""
@@ -517,12 +568,86 @@ class RemoteWriter:
                 self._log_once(f"{label}: {exc.__class__.__name__} ({exc.reason}), will retry: {exc}")
             finally:
                 if request.extensions.get("relay_resent"):  # the transport sent it again on a new connection
-                    self._retried(block.samples)
-            self.metrics.rw_samples_failed.labels(*self.metric_labels).inc(block.samples)
+                    self._retried(n)
+            self.metrics.rw_samples_failed.labels(*self.metric_labels).inc(n)
             if wait is None:
                 wait = backoff * (0.5 + random.random() / 2)
                 backoff = min(backoff * 2, q.max_backoff)
             await anyio.sleep(wait)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    async def _metadata_loop(self) -> None:
+        interval = self.config.metadata_config.send_interval
+        while True:
+            await anyio.sleep(interval)
+            with anyio.move_on_after(interval):  # a failing receiver: give up at the next round
+                await self.send_metadata()
+
+    async def metadata_requests(self) -> list[tuple[bytes, int]]:
+        """This round's metadata as compressed WriteRequests: ``(body, entries)`` each. Every
+        target's families once, duplicates (same name, type, help and unit) left out, as
+        Prometheus' metadata watcher; a checkpoint every 100 targets keeps the loop free."""
+        source = self.metadata_source
+        if source is None:
+            return []
+        old = self._metadata_cache
+        cache: dict[tuple[str, str, str, str], bytes] = {}
+        entries: list[bytes] = []
+        for i, families in enumerate(source()):
+            if i % 100 == 99:
+                await anyio.sleep(0)
+            for f in families.values():
+                key = (f.name, f.type, f.help, f.unit)
+                if key in cache:
+                    continue
+                entry = old.get(key)
+                if entry is None:
+                    entry = metadata_entry(f)
+                cache[key] = entry
+                entries.append(entry)
+        self._metadata_cache = cache
+        step = self.config.metadata_config.max_samples_per_send
+        return [(compress(b"".join(entries[i:i + step])), len(entries[i:i + step]))
+                for i in range(0, len(entries), step)]
+
+    async def send_metadata(self) -> int:
+        """Send one round of metadata; returns the entries the receiver took."""
+        q = self.config.queue_config
+        label = self.label
+        sent = 0
+        for body, count in await self.metadata_requests():
+            backoff = q.min_backoff
+            while True:
+                client = self.clients.get(self.config.http)
+                timeout = self.config.remote_timeout
+                request = client.build_request("POST", self._url, content=body, headers=self._headers,
+                                               timeout=timeout)
+                wait: float | None = None
+                try:
+                    resp = await client.send(request, timeout=timeout, limit=RESPONSE_LIMIT, truncate=True)
+                    verdict = classify_status(resp.status_code, q.retry_on_http_429)
+                    if verdict == OK:
+                        sent += count
+                        self.sent_metadata += count
+                        self.metrics.rw_metadata_sent.labels(*self.metric_labels).inc(count)
+                        break
+                    message = resp.content[:512].decode("utf-8", "replace").strip()
+                    if verdict == DROP:
+                        self._log_once(f"{label}: HTTP {resp.status_code} for metadata, dropping {count} entries: "
+                                       f"{message}")
+                        self.metrics.rw_metadata_failed.labels(*self.metric_labels).inc(count)
+                        break
+                    self._log_once(f"{label}: HTTP {resp.status_code} for metadata, will retry: {message}")
+                    if resp.status_code == 429:
+                        wait = retry_after_seconds(resp.headers.get("retry-after"))
+                except HTTPError as exc:
+                    self._log_once(f"{label}: metadata: {exc.__class__.__name__} ({exc.reason}), will retry: {exc}")
+                if wait is None:
+                    wait = backoff * (0.5 + random.random() / 2)
+                    backoff = min(backoff * 2, q.max_backoff)
+                await anyio.sleep(wait)
+        return sent
 
     def _retried(self, n: int) -> None:
         self.retried_samples += n
@@ -581,6 +706,7 @@ class RemoteWriter:
             "accepted": self.accepted_samples,
             "retried": self.retried_samples,
             "sent": self.sent_samples,
+            "metadata_sent": self.sent_metadata,
             "pending": self.pending_samples,
             "dropped": dict(self.dropped),
             "queue_bytes": self.queue_bytes,

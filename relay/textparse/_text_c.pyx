@@ -484,7 +484,7 @@ cdef class Parser:
 
     cdef readonly object series
     cdef public dict families
-    cdef readonly bint keep_exemplars
+    cdef public bint keep_exemplars  # set again when a reload turns send_exemplars on or off
     cdef readonly bint honor_timestamps
     cdef readonly Py_ssize_t sample_limit
     cdef readonly Py_ssize_t last_dropped  # samples of the last parse whose series on_new_series dropped
