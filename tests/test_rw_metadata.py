@@ -260,7 +260,8 @@ async def test_sample_age_limit_drops_replayed_old_samples_and_counts_them(tmp_p
     assert len(stamps) == 7 and min(stamps) >= now - 3600_000
     assert second.dropped == {"too_old": 8} and second.sent_samples == 7 and second.pending_samples == 0
     assert metrics.registry.get_sample_value("relay_remote_write_samples_dropped_total",
-                                             {"url": second.label, "reason": "too_old"}) == 8
+                                             {"remote_name": second.remote_name, "url": second.url,
+                                              "reason": "too_old"}) == 8
 
 
 def test_disk_queue_keeps_block_timestamps_and_reads_the_older_format(tmp_path: Path) -> None:
@@ -339,7 +340,8 @@ async def test_metadata_of_every_target_once_in_requests_of_max_samples_per_send
     assert all(len(r.metadata) <= 7 and not r.timeseries for r in reqs)
     assert meta_of(reqs) == expected
     assert sum(len(r.metadata) for r in reqs) == 2 * len(expected)  # no duplicates within a round
-    assert metrics.registry.get_sample_value("relay_remote_write_metadata_sent_total", {"url": writer.label}) == 2 * sent
+    assert metrics.registry.get_sample_value("relay_remote_write_metadata_sent_total",
+                                             {"remote_name": writer.remote_name, "url": writer.url}) == 2 * sent
     etcd = family_set(families[0])
     assert ("GAUGE", "etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", "") in etcd
 

@@ -156,8 +156,10 @@ def test_targets_state_and_scrape_pool(running: Running) -> None:
 
 
 def test_targets_metadata_endpoint(running: Running) -> None:
-    data = api(running.base + '/api/v1/targets/metadata?match_target={job="prom"}')
-    assert isinstance(data, list) and data  # the HELP/TYPE lines the scraped Prometheus exposes
+    # the HELP/TYPE lines the scraped Prometheus exposes (once the first scrape is done)
+    data = wait_for("metadata of the first scrape",
+                    lambda: api(running.base + '/api/v1/targets/metadata?match_target={job="prom"}'), 30)
+    assert isinstance(data, list)
     for entry in data:
         assert entry["target"]["job"] == "prom" and {"metric", "type", "help", "unit"} <= set(entry)
     by_name = {e["metric"]: e for e in data}
