@@ -214,14 +214,25 @@ class Relay:
             try:
                 config = await anyio.to_thread.run_sync(self._load_for_reload)
             except ConfigError as exc:
-                self.metrics.config_reloads.labels("failure").inc()
+                self._reload_failed()
                 log.error("config reload failed, keeping the running config: %s", exc)
                 return str(exc)
             except Exception as exc:  # whatever the file makes the parser raise (RecursionError, ...)
-                self.metrics.config_reloads.labels("failure").inc()
-                log.error("config reload failed, keeping the running config: %s: %s", exc.__class__.__name__, exc)
-                return f"{self.options.config_file}: {exc.__class__.__name__}: {exc}"
-            return self._apply(config)
+                self._reload_failed()
+                text = f"{exc.__class__.__name__}: {exc}"[:500]
+                log.error("config reload failed, keeping the running config: %s", text)
+                return f"{self.options.config_file}: {text}"
+            try:
+                return self._apply(config)
+            except Exception as exc:  # a config that checked out but cannot be applied: keep running
+                self._reload_failed()
+                text = f"{exc.__class__.__name__}: {exc}"[:500]
+                log.error("config reload could not be applied: %s", text)
+                return f"{self.options.config_file}: {text}"
+
+    def _reload_failed(self) -> None:
+        self.metrics.config_reloads.labels("failure").inc()
+        self.metrics.config_last_reload_ok.set(0)
 
     def _load_for_reload(self) -> Config:
         config = check_config(self.options.config_file, self.options.cluster)
@@ -234,6 +245,7 @@ class Relay:
         self.scraper.apply(config)
         self.config = config
         self.metrics.config_reloads.labels("success").inc()
+        self.metrics.config_last_reload_ok.set(1)
         log.info("config reloaded from %s", self.options.config_file)
         for w in retired:
             assert self._tg is not None
@@ -310,6 +322,7 @@ class Relay:
                            "/fleet": lambda: self._health_page("fleet")},
                     dropped=self.scraper.dropped_targets,
                     service_discovery=self.service_discovery_page,
+                    on_accept_error=self.metrics.web_accept_errors.inc,
                 )
                 port = await tg.start(self.web.run)
             await tg.start(self.scraper.run, self.config)

@@ -39,7 +39,19 @@ class SelfMetrics:
         self.discovery_errors = Counter(
             "relay_discovery_errors", "Discovery refreshes that failed.", ["job", "mechanism"], registry=r
         )
+        self.discovery_dropped = Counter(
+            "relay_discovery_dropped", "Discovered objects refused (e.g. an etcd member whose client URL is not "
+            "http or https), by reason.", ["job", "mechanism", "reason"], registry=r
+        )
         self.config_reloads = Counter("relay_config_reloads", "Config reloads, by result.", ["result"], registry=r)
+        self.config_last_reload_ok = Gauge(
+            "relay_config_last_reload_successful", "Whether the last config reload succeeded (1 at start).", registry=r
+        )
+        self.config_last_reload_ok.set(1)
+        self.web_accept_errors = Counter(
+            "relay_web_accept_errors", "Failed accept() calls on the web listener (out of file descriptors, ...).",
+            registry=r
+        )
         # remote write, per endpoint
         self.rw_samples_sent = Counter("relay_remote_write_samples_sent", "Samples sent.", ["url"], registry=r)
         self.rw_samples_failed = Counter(

@@ -66,7 +66,10 @@ def build_ssl_context(tls: TLSConfig, where: str = "tls_config") -> ssl.SSLConte
         if tls.cert_file and tls.key_file:
             ctx.load_cert_chain(tls.cert_file, tls.key_file)
     except FileNotFoundError as exc:
-        raise ConfigError(where, f"cannot read {exc.filename}: no such file") from None
+        # load_cert_chain does not say which of its two files is missing
+        missing = exc.filename or next((f for f in (tls.ca_file, tls.cert_file, tls.key_file)
+                                        if f and not os.path.exists(f)), None)
+        raise ConfigError(where, f"cannot read {missing or 'a certificate file'}: no such file") from None
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(where, f"cannot load certificates: {exc.__class__.__name__}: {exc.strerror or exc}") from None
     if tls.insecure_skip_verify:
@@ -79,6 +82,10 @@ def build_ssl_context(tls: TLSConfig, where: str = "tls_config") -> ssl.SSLConte
     # etcd's client port treats HTTP/2 as gRPC: never offer it.
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+#: The most of a password_file or credentials_file read (a token is a few KiB at most).
+SECRET_LIMIT = 1 << 16
 
 
 class FileAuth:
@@ -100,7 +107,7 @@ class FileAuth:
             mtime = os.stat(path).st_mtime
             if self._cached is None or self._cached[0] != mtime:
                 with open(path, encoding="utf-8") as f:
-                    self._cached = (mtime, f.read().strip())
+                    self._cached = (mtime, f.read(SECRET_LIMIT).strip())  # a secret, not a data file
         except (OSError, UnicodeDecodeError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise CredentialsError(f"cannot read {where} {path}: {detail}") from None

@@ -85,6 +85,7 @@ class WebServer:
         pages: Mapping[str, Callable[[], Response]] | None = None,
         dropped: Callable[[str | None], tuple[list[dict[str, Any]], dict[str, int]]] | None = None,
         service_discovery: Callable[[str | None, int], bytes] | None = None,
+        on_accept_error: Callable[[], object] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -103,6 +104,7 @@ class WebServer:
         self.bound_port = 0
         self.connections = 0
         self.accept_errors = 0
+        self.on_accept_error = on_accept_error  # counts relay_web_accept_errors_total
         self._slots = anyio.Semaphore(max_connections)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -125,6 +127,8 @@ class WebServer:
             except OSError as exc:
                 self._slots.release()
                 self.accept_errors += 1
+                if self.on_accept_error is not None:
+                    self.on_accept_error()
                 reason = exc.strerror or str(exc)
                 if failing != reason:
                     failing = reason
