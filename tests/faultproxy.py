@@ -24,6 +24,9 @@ Faults (``share`` is the fraction of requests hit, drawn from a seeded random ge
   the sender cannot know that the write happened, so it sends it again. Remote write is
   at-least-once; these duplicates are unavoidable and are counted exactly (``duplicate_samples``).
 - ``status``: answer ``status`` (e.g. 500, 429, 400) without forwarding.
+- ``huge_answer``: forward (VictoriaMetrics stores it), then answer 200 with a Content-Length of
+  2 GiB and stream zeros until the sender closes (at most 20 s or 2 GiB): a bounded reader takes
+  what it needs and hangs up.
 
 Every request forwarded and answered 2xx by VictoriaMetrics is decoded, and each sample's
 (series, timestamp) is counted: ``stored_samples`` is what VictoriaMetrics acknowledged,
@@ -34,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
+import resource
 import signal
 import socket
 import struct
@@ -64,7 +69,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 FAULTS = ("pass", "down", "slow", "reset_mid_request", "close_no_answer", "close_after_response", "reset_after_forward",
-          "status")
+          "status", "huge_answer")
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -178,6 +183,7 @@ class ProxyStats:
     stored_samples: int = 0  # in requests VictoriaMetrics answered 2xx
     unanswered_stored_samples: int = 0  # stored, but the sender never had the answer (reset, or gave up)
     upstream_errors: int = 0
+    huge_answer_bytes: int = 0  # the most of a 2 GiB answer (huge_answer) sent before the sender hung up
 
 
 class ReceiverProxy(Service):
@@ -318,6 +324,16 @@ class ReceiverProxy(Service):
                         self.stats.unanswered_stored_samples += n
                     _reset(writer)
                     return
+                if fault == "huge_answer":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % (2 << 30))
+                    zeros, sent, until = b"0" * (1 << 20), 0, asyncio.get_running_loop().time() + 20
+                    while sent < (2 << 30) and asyncio.get_running_loop().time() < until:
+                        writer.write(zeros)
+                        await writer.drain()
+                        sent += len(zeros)
+                    with self._lock:
+                        self.stats.huge_answer_bytes = max(self.stats.huge_answer_bytes, sent)
+                    return
                 writer.write(response)
                 await writer.drain()
                 if fault == "close_after_response":
@@ -333,11 +349,15 @@ class ReceiverProxy(Service):
 # -- the relay as a subprocess ------------------------------------------------------------------
 
 
+def _limit_files(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 class RelayProcess:
     """``relay run`` as a subprocess on loopback, its log in a file (a chatty relay never blocks on a
     full pipe), its summary read from ``--stats-file`` at exit."""
 
-    def __init__(self, config: Path, folder: Path, *extra: str, queue: bool = True) -> None:
+    def __init__(self, config: Path, folder: Path, *extra: str, queue: bool = True, nofile: int = 0) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.stats_file = folder / "stats.json"
@@ -349,7 +369,8 @@ class RelayProcess:
         args += ["--queue-dir", str(folder.parent / "queue")] if queue else ["--queue.memory"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         cwd=Path(__file__).resolve().parents[1])
+                                         cwd=Path(__file__).resolve().parents[1],
+                                         preexec_fn=functools.partial(_limit_files, nofile) if nofile else None)
         self.peak_rss = 0.0
 
     @property
