@@ -579,12 +579,12 @@ class Bench:
 
     # -- done means: 1,000 members keep every interval while hostile targets do their worst ----
 
-    def fleet_row(self, members: int = 1000, seconds: float = 60.0) -> Row:
+    def fleet_row(self, members: int = 1000, seconds: float = 60.0, hostile_jobs: bool = True) -> Row:
         """``members`` simulated etcd 3.5 members every 15 s, with hostile jobs every 1 s beside them
         (gzip bomb, endless chunk, churn, long names under a relabel regex, endless body, 500,000
         series, 4 MiB label): missed intervals and scrapes of the healthy members, remote write
         straight to VictoriaMetrics (no proxy: it could not decode 100,000 samples a second)."""
-        row = "fleet"
+        row = "fleet" if hostile_jobs else "fleet-alone"
         folder = self.work / row
         folder.mkdir(parents=True, exist_ok=True)
         targets = folder / "fleet.json"
@@ -603,11 +603,15 @@ class Bench:
             more = f"{LOOPBACK}:{self.more.port}"
             hostile = f"{LOOPBACK}:{self.hostile.port}"
             jobs = "".join(
-                f"  - job_name: hostile-{path.strip('/')}\n    scrape_interval: 1s\n    metrics_path: {path}\n"
+                f"  - job_name: hostile-{path.strip('/')}\n    scrape_interval: 1s\n    scrape_timeout: 800ms\n"
+                f"    metrics_path: {path}\n"
                 f"    static_configs: [{{targets: ['{addr}']}}]\n"
                 for addr, path in [(more, "/gzip-bomb"), (more, "/endless-chunk"), (more, "/churn"),
                                    (hostile, "/endless"), (hostile, "/many-series"), (hostile, "/huge-label")])
-            jobs += REGEX_JOB.format(target=more).replace("job_name: regex", "job_name: hostile-regex")
+            jobs += REGEX_JOB.format(target=more).replace("job_name: regex", "job_name: hostile-regex\n"
+                                                          "    scrape_interval: 1s\n    scrape_timeout: 800ms")
+            if not hostile_jobs:
+                jobs = ""
             cfg = folder / "relay.yml"
             cfg.write_text(
                 "global:\n  scrape_interval: 15s\n  scrape_timeout: 10s\n  body_size_limit: 10MB\n"
@@ -631,13 +635,18 @@ class Bench:
         hostile_missed = sum(v for (n, j), v in raw.items()
                              if n == "relay_scrape_missed_intervals_total" and j.startswith("hostile"))
         failed = sum(v for (n, j), v in raw.items() if n == "relay_scrape_failures_total" and j == "fleet")
-        observed = (f"{members} members every 15 s for {seconds:g} s beside 7 hostile jobs every 1 s: fleet scrapes "
+        beside = "beside 7 hostile jobs every 1 s" if hostile_jobs else "alone (the pair's reference)"
+        observed = (f"{members} members every 15 s for {seconds:g} s {beside}: fleet scrapes "
                     f"{fleet_scrapes:.0f} (expected about {members * seconds / 15:.0f}), failed {failed:.0f}, "
-                    f"**missed intervals of the 1,000: {missed:.0f}**; hostile jobs' own missed {hostile_missed:.0f}; "
-                    f"all scrapes {sum(scrapes.values()):.0f}")
-        lost = f"{counts.accepted - stored} of {counts.accepted} (VictoriaMetrics holds {stored})"
-        return Row(f"{members} members + hostile targets (the done-means case)", observed, lost, counts.rss,
-                   counts.stall_ms)
+                    f"**missed intervals of the {members:,}: {missed:.0f}**"
+                    + (f"; hostile jobs' own missed {hostile_missed:.0f}" if hostile_jobs else "")
+                    + f"; all scrapes {sum(scrapes.values()):.0f}; remote write: shards at the end "
+                    f"{m.get('relay_remote_write_shards', 0):.0f}")
+        lost = f"{counts.accepted - stored - counts.pending} of {counts.accepted} (VictoriaMetrics holds {stored}"
+        lost += f", {counts.pending} still queued on disk after the 30 s drain)" if counts.pending else ")"
+        name = (f"{members:,} members + hostile targets (the done-means case)" if hostile_jobs
+                else f"{members:,} members alone")
+        return Row(name, observed, lost, counts.rss, counts.stall_ms)
 
     def rows(self) -> dict[str, Callable[[], Row]]:
         sim = {kind: self.groups[i] for kind, i in SIM_FAULTS.items()}
@@ -711,6 +720,7 @@ class Bench:
         out["secrets"] = functools.partial(self.secrets_row, "secrets: bearer_token_file and password_file deleted")
         out["accept-fd"] = functools.partial(self.input_row, "listener: out of file descriptors on accept",
                                              self.act_flood, nofile=128)
+        out["fleet-alone"] = functools.partial(self.fleet_row, hostile_jobs=False)
         out["fleet"] = self.fleet_row
         return out
 
@@ -719,7 +729,7 @@ ROW_KEYS = ["down", "refusing", "slow", "reset", "500", "garbage", "huge", "endl
             "bad-utf8", "gzip-bomb", "endless-chunk", "churn", "regex", "rx-down", "rx-slow", "rx-500", "rx-429",
             "rx-400", "rx-reset", "rx-close", "rx-noanswer", "rx-lost-answer", "rx-2gib", "sigterm", "restart",
             "sigkill", "sigkill-outage", "corrupt", "latin1", "deep-json", "yaml-bomb", "huge-file", "member-lists",
-            "reload", "secrets", "accept-fd", "fleet"]
+            "reload", "secrets", "accept-fd", "fleet-alone", "fleet"]
 
 
 def relay_metrics_by_job(counts: Counts) -> dict[tuple[str, str], float]:
