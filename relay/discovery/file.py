@@ -30,6 +30,8 @@ def _scalar(value: object, where: str) -> str:
         return ""
     if not isinstance(value, _SCALARS):
         raise DiscoveryError(f"{where}: must be a string, got {type(value).__name__}")
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as written in YAML, as Prometheus reads it
     return str(value)
 
 
