@@ -362,7 +362,9 @@ class Bench:
             hit = (f"connections refused for {self.window:g} s" if fault == "down"
                    else f"{sum(proxy.stats.faults.values())} of {proxy.stats.requests} requests hit")
             if fault == "huge_answer":
-                hit += f" (at most {proxy.stats.huge_answer_bytes >> 10} KiB of an answer sent before the relay hung up)"
+                taken = proxy.stats.huge_answer_bytes
+                hit += (f" (the relay hung up after at most {taken >> 20} MiB of an answer)" if taken else
+                        " (the relay hung up before the proxy's first 1 MiB write of each answer was taken)")
             observed = (f"{hit}; "
                         f"samples failed {m.get('relay_remote_write_samples_failed_total', 0):.0f}, "
                         f"retried {m.get('relay_remote_write_samples_retried_total', 0):.0f}, "
