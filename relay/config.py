@@ -671,6 +671,8 @@ def _scrape_file(path: str, glob: GlobalConfig, seen: set[str]) -> list[ScrapeCo
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
         raise ConfigError(where, f"invalid YAML: {getattr(exc, 'problem', None) or 'syntax error'}") from None
+    except RecursionError:
+        raise ConfigError(path, "invalid YAML: nested too deeply") from None
     if isinstance(raw, list):
         raise ConfigError(path, "must be a mapping with a scrape_configs list (as in Prometheus), not a bare list")
     try:
@@ -982,6 +984,8 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(where, f"invalid YAML: {problem}") from None
+    except RecursionError:
+        raise ConfigError(source, "invalid YAML: nested too deeply") from None
     top = _Section(raw, "", base=base or Path.cwd(), of=Config)
     g = top.section("global", GlobalConfig)
     glob = GlobalConfig(

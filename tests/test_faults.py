@@ -409,9 +409,9 @@ def test_bad_configs_on_reload_keep_the_running_one(stage: Stage, tmp_path: Path
     bomb = ("global:\n  external_labels:\n    a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
             + "".join(f"    {chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)))
     cases: list[tuple[bytes, str]] = [
-        (b"[" * 100_000 + b"]" * 100_000, "config reload failed"),
-        (bomb.encode(), "config reload failed"),
-        (good.replace("job_name: a", "job_name: caf\xe9").encode("latin-1"), "config reload failed"),
+        (b"[" * 100_000 + b"]" * 100_000, "relay.yml: invalid YAML: nested too deeply"),
+        (bomb.encode(), "global.external_labels.a: must be a string"),
+        (good.replace("job_name: a", "job_name: caf\xe9").encode("latin-1"), "relay.yml: config file is not UTF-8 text"),
         ((good + f"    tls_config: {{cert_file: {tmp_path}/gone.crt, key_file: {tmp_path}/gone.key}}\n").encode(),
          "gone.crt: no such file"),
     ]
