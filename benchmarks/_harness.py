@@ -34,7 +34,10 @@ from relay.devtools.localenv import Service, VictoriaMetrics, free_ports, stop_p
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PEERS = ("relay", "vmagent", "prometheus")
 JOB_PREFIX = "bench-"
-JOB_NAMES = {"relay": "bench-relay", "vmagent": "bench-vmagent", "prometheus": "bench-prom"}
+# not in the default run: the relay with an etcd_health section (the mixin's rules on every scrape)
+EXTRA_PEERS = ("relay-health",)
+JOB_NAMES = {"relay": "bench-relay", "vmagent": "bench-vmagent", "prometheus": "bench-prom",
+             "relay-health": "bench-relay-health"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,7 +416,9 @@ def start_peer(name: str, *, workdir: Path, targets_file: Path, interval: float,
     config = scrape_config_yaml(job, targets_file, interval, timeout, run_label, write_url)
     log_path = rundir / f"{name}.log"
     stats_file: Path | None = None
-    if name == "relay":
+    if name in ("relay", "relay-health"):
+        if name == "relay-health":
+            config += "etcd_health: {}\n"
         (rundir / "relay.yml").write_text(config)
         stats_file = rundir / "stats.json"
         argv = [sys.executable, "-m", "relay.cli", "--log-level", "warning", "run",
@@ -611,7 +616,7 @@ def plot(results: Sequence[RunResult], path: Path) -> str:
     if not ok:
         return "no successful run: plot skipped"
     cases = sorted({(r.members, r.interval) for r in ok})
-    peers = [p for p in PEERS if any(r.peer == p for r in ok)]
+    peers = [p for p in (*PEERS, *EXTRA_PEERS) if any(r.peer == p for r in ok)]
     metrics: list[tuple[str, Callable[[RunResult], float]]] = [
         ("samples per CPU-second", lambda r: r.samples_per_cpu_s),
         ("CPU cores used", lambda r: r.cpu_cores),

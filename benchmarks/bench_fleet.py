@@ -50,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
+    EXTRA_PEERS,
     PEERS,
     REPO,
     BenchVictoriaMetrics,
@@ -158,7 +159,7 @@ def run_peer(
             result.warmup_s = time.monotonic() - ready_at
             relay_missed0 = relay_failures0 = 0.0
             snapshot0: dict[str, float] = {}
-            if name == "relay":
+            if name.startswith("relay"):
                 text = http_get(peer.url + "/metrics").decode()
                 relay_missed0 = relay_counter(text, "relay_scrape_missed_intervals", peer.job)
                 relay_failures0 = relay_counter(text, "relay_scrape_failures", peer.job)
@@ -172,7 +173,7 @@ def run_peer(
             cpu1, sim1 = tree_cpu_seconds(pid), tree_cpu_seconds(fleet.pid)
             rows1, bytes1 = vm.rows_inserted(), vm.wire_bytes()
             result.hwm_mib = proc_status_kib(pid, "VmHWM") / 1024
-            if name == "relay":
+            if name.startswith("relay"):
                 text = http_get(peer.url + "/metrics").decode()
                 result.relay_missed = relay_counter(text, "relay_scrape_missed_intervals", peer.job) - relay_missed0
                 result.relay_failures = relay_counter(text, "relay_scrape_failures", peer.job) - relay_failures0
@@ -205,7 +206,7 @@ def run_peer(
     finally:
         if peer is not None:
             status = stop_process(peer.proc, timeout=30)
-            if status not in (0, None) and result.error is None and peer.name != "relay":
+            if status not in (0, None) and result.error is None and not peer.name.startswith("relay"):
                 result.notes.append(f"exit status {status} at SIGTERM")
             if peer.stats_file is not None and peer.stats_file.exists():
                 with contextlib.suppress(ValueError):
@@ -261,8 +262,9 @@ def run_fleet(args: argparse.Namespace) -> list[RunResult]:
     sizes, intervals = parse_int_list(args.sizes), [parse_duration(i) for i in args.intervals.split(",")]
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     for p in peers:
-        if p not in PEERS:
-            raise SystemExit(f"bench_fleet: --peers: unknown peer {p!r} (choose from {', '.join(PEERS)})")
+        if p not in PEERS and p not in EXTRA_PEERS:
+            raise SystemExit(f"bench_fleet: --peers: unknown peer {p!r} "
+                             f"(choose from {', '.join((*PEERS, *EXTRA_PEERS))})")
     missing = [b for b, p in (("vmagent", "vmagent"), ("prometheus", "prometheus")) if p in peers and not shutil.which(b)]
     if missing:
         raise SystemExit(f"bench_fleet: {', '.join(missing)} not installed (Debian: victoria-metrics, prometheus)")
@@ -295,7 +297,7 @@ def run_fleet(args: argparse.Namespace) -> list[RunResult]:
                             vm.start()
                             log(f"VictoriaMetrics (fresh) on {vm.url}")
                         runs += 1
-                        extra = args.relay_args.split() if name == "relay" and args.relay_args else []
+                        extra = args.relay_args.split() if name.startswith("relay") and args.relay_args else []
                         r = run_peer(name, fleet=fleet, vm=vm, interval=interval, timeout=timeout,
                                      window_intervals=window_intervals, warmup_intervals=args.warmup,
                                      drain=args.drain, min_warmup=args.min_warmup,
@@ -426,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain", type=float, default=10.0,
                    help="seconds the peer keeps running after the window so it can send (default 10)")
     p.add_argument("--pause", type=float, default=3.0, help="seconds between peers (default 3)")
-    p.add_argument("--peers", default=",".join(PEERS), help=f"peers in run order (default {','.join(PEERS)})")
+    p.add_argument("--peers", default=",".join(PEERS),
+                   help=f"peers in run order (default {','.join(PEERS)}; also relay-health: the relay with an "
+                        "etcd_health section)")
     p.add_argument("--scrape-timeout", default=None, help="scrape_timeout (default min(10s, interval))")
     p.add_argument("--relay-args", default="", help="extra flags for `relay run`, e.g. '--http-transport httpx'")
     p.add_argument("--json", default="bench_fleet.json", help="write the results here (default bench_fleet.json)")

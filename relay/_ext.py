@@ -7,6 +7,7 @@ in one place with :func:`load`; the C twins sit beside their Python twins:
     relay/batch.py (SeriesTablePy) relay/_series_c.pyx + .pxd      (the series table; its C API)
     relay/textparse/_text_py.py   relay/textparse/_text_c.pyx     (the parser)
     relay/remote/encode.py        relay/remote/_encode_c.pyx      (the WriteRequest encoder)
+    relay/health/_kernel_py.py    relay/health/_kernel_c.pyx      (the health engine's row gather)
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from types import ModuleType
 NO_EXTENSIONS: bool = os.environ.get("RELAY_NO_EXTENSIONS", "") not in ("", "0")
 
 #: every C twin the package has, by full module name (setup.py builds these, --version lists them)
-C_MODULES: tuple[str, ...] = ("relay._series_c", "relay.textparse._text_c", "relay.remote._encode_c")
+C_MODULES: tuple[str, ...] = ("relay._series_c", "relay.textparse._text_c", "relay.remote._encode_c",
+                              "relay.health._kernel_c")
 
 
 def load(module: str) -> ModuleType | None:

@@ -31,7 +31,7 @@ import httpx
 
 from ._exceptions import HTTPError, ParseError, ScrapeError, StatusError
 from .batch import STALE_NAN, Batch, Labels, mix_label_hashes
-from .config import ClusterConfig, Config, ScrapeConfig
+from .config import SCRAPE_PROTOCOLS, ClusterConfig, Config, ScrapeConfig, field_default
 from .discovery import (
     DNSSDProvider,
     EtcdSDProvider,
@@ -66,10 +66,37 @@ PROVIDER_RESTART_PAUSE = 5.0
 
 Sink = Callable[[Batch], None]
 
-ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
+def accept_header(protocols: Sequence[str], escaping: str = "allow-utf-8") -> str:
+    """The Accept header for ``scrape_protocols``, as Prometheus 3 writes it: each format with a
+    weight one tenth below the last (from ``q=0.6``), ``escaping=`` on the 1.0.0 formats, ``*/*``
+    last. PrometheusProto keeps its weight but is left out (the relay parses text formats only)."""
+    weight = len(SCRAPE_PROTOCOLS) + 1
+    parts = []
+    for name in protocols:
+        if name != "PrometheusProto":
+            value = SCRAPE_PROTOCOLS[name]
+            if name in ("PrometheusText1.0.0", "OpenMetricsText1.0.0"):
+                value += f";escaping={escaping}"
+            parts.append(f"{value};q=0.{weight}")
+        weight -= 1
+    parts.append(f"*/*;q=0.{weight}")
+    return ",".join(parts)
+
+
+ACCEPT = accept_header(field_default(ScrapeConfig, "scrape_protocols"))
+_KNOWN_MEDIA_TYPES = ("text/plain", "application/openmetrics-text")
+
+
+def body_content_type(content_type: str | None, fallback: str) -> str | None:
+    """The Content-Type to parse a body as: the response's, or ``fallback_scrape_protocol``'s media
+    type when the response has none, one that does not parse, or one the relay does not know (as
+    Prometheus 3). Without a fallback the response's is kept (a body without one is text 0.0.4)."""
+    if not fallback:
+        return content_type
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in _KNOWN_MEDIA_TYPES and "/" in media:
+        return content_type
+    return SCRAPE_PROTOCOLS[fallback]
 
 SYNTHETIC = (
     "up",
@@ -138,6 +165,7 @@ class ScrapeLoop:
             label_limit=sc.label_limit,
             label_name_length_limit=sc.label_name_length_limit,
             label_value_length_limit=sc.label_value_length_limit,
+            name_validation=sc.metric_name_validation_scheme,
         )
         # Remote write keeps this target's batches whole (one shard, by a hash of the target that
         # a reload keeps, and that is mixed so as not to follow the cluster's target split).
@@ -145,14 +173,15 @@ class ScrapeLoop:
         self._synthetic_ids = [self._synthetic_id(n) for n in SYNTHETIC]
         self._last_ids: array[int] = array("I")
         self._headers = {
-            "Accept": ACCEPT,
-            "Accept-Encoding": "gzip",
+            "Accept": accept_header(sc.scrape_protocols, sc.metric_name_escaping_scheme),
+            "Accept-Encoding": "gzip" if sc.enable_compression else "identity",
             "X-Prometheus-Scrape-Timeout-Seconds": f"{target.scrape_timeout:g}",
         }
         self._request: httpx.Request | None = None  # built once, sent every interval
         self.cancel_scope = anyio.CancelScope()
         self._stale_on_stop = False
         self._stopped = False
+        self.forced_error: str = ""  # set while the job is over its target_limit: every scrape fails
 
     # -- series ------------------------------------------------------------------------------
 
@@ -238,10 +267,14 @@ class ScrapeLoop:
         error: BaseException | None = None
         self.metrics.scrapes.labels(job).inc()
         try:
+            if self.forced_error:
+                raise ScrapeError("target_limit", self.forced_error)
             response = await self._fetch(sc)  # bounded by scrape_timeout
             if response.status_code != 200:
                 raise StatusError(response.status_code, url=target.url)
-            batch = self.parser.parse(response.content, response.headers.get("content-type"), ts_ms)
+            batch = self.parser.parse(response.content,
+                                      body_content_type(response.headers.get("content-type"),
+                                                        sc.fallback_scrape_protocol), ts_ms)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
@@ -275,7 +308,7 @@ class ScrapeLoop:
                 gone = set(self._last_ids).difference(ids)
                 for sid in gone:
                     out.append(sid, STALE_NAN, ts_ms)
-            self._last_ids = ids[:n]
+            self._last_ids = ids[:n] if sc.track_timestamps_staleness else staleness_tracked(batch, n, ts_ms)
             h.health, h.last_error, h.last_reason, h.last_samples = "up", "", "", n
             self.metrics.scraped_samples.labels(job).inc(n)
             added = len(self.parser.series) - series_before
@@ -284,6 +317,16 @@ class ScrapeLoop:
             out.append(sid, value, ts_ms)
         self._emit(out)
         return out
+
+
+def staleness_tracked(batch: Batch, n: int, default_ms: int) -> array[int]:
+    """The ids of the first ``n`` samples that get staleness markers when they vanish: as Prometheus
+    without ``track_timestamps_staleness``, not those exposed with their own timestamp."""
+    ids = batch.ids
+    stamps = batch.timestamps
+    if stamps[:n].count(default_ms) == n:  # the common case (no exposed timestamps): one C-speed pass
+        return ids[:n]
+    return array("I", (sid for sid, t in zip(ids[:n], stamps[:n], strict=True) if t == default_ms))
 
 
 def select_for_member(target: Target, cluster: ClusterConfig) -> bool:
@@ -339,6 +382,7 @@ class ScrapeManager:
         self.config: Config | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.target_errors: dict[str, list[str]] = {}
+        self.over_limit: dict[str, str] = {}  # job -> why its scrapes fail (target_limit)
         self.kubernetes = KubernetesHub(clients)  # watchers shared by the jobs' kubernetes_sd_configs
         metrics.set_series_cache_source(lambda: float(sum(len(lp.parser) for lp in self.loops.values())))
 
@@ -381,6 +425,9 @@ class ScrapeManager:
         self.metrics.targets.labels(name).set(0)
 
     def _start_job(self, sc: ScrapeConfig, old: _Job | None) -> None:
+        # the job's counters exported at 0 from the start, so rate() and increase() in alerts see 0
+        for counter in (self.metrics.scrapes, self.metrics.scraped_samples, self.metrics.missed_intervals):
+            counter.labels(sc.job_name)
         providers: list[Provider] = []
         if sc.static_configs:
             providers.append(StaticProvider(sc.static_configs, sc.job_name))
@@ -516,7 +563,18 @@ class ScrapeManager:
                         count += 1
             job.built = built
             self.metrics.targets.labels(name).set(count)
+            self._target_limit(job.config, count)
         return desired
+
+    def _target_limit(self, sc: ScrapeConfig, count: int) -> None:
+        """``target_limit``: over it, every scrape of the job fails (as Prometheus) until it has fewer."""
+        if sc.target_limit and count > sc.target_limit:
+            message = f"target_limit exceeded (number of targets: {count}, limit: {sc.target_limit})"
+            if self.over_limit.get(sc.job_name) != message:
+                log.warning("job %s: %s: its scrapes fail until it has fewer targets", sc.job_name, message)
+            self.over_limit[sc.job_name] = message
+        else:
+            self.over_limit.pop(sc.job_name, None)
 
     def _sync_all(self) -> None:
         assert self._tg is not None
@@ -535,6 +593,8 @@ class ScrapeManager:
                 loop.stop()
             loop = self.loops[key] = ScrapeLoop(target, self.clients, self.sinks, self.metrics, extra_labels=extra)
             self._tg.start_soon(loop.run)
+        for loop in self.loops.values():
+            loop.forced_error = self.over_limit.get(loop.target.job, "")
 
     def stop_all(self) -> None:
         for loop in self.loops.values():

@@ -790,7 +790,7 @@ def test_dockerfile(docs: list[Doc]) -> None:
     stages = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
     assert stages and all(s == "python:3.11-slim" for s in stages)
     assert "pip install" in text and "COPY relay " in text
-    assert "import relay._series_c, relay.textparse._text_c, relay.remote._encode_c" in text, "the build must fail without the C twins"
+    assert "import relay._series_c, relay.textparse._text_c, relay.remote._encode_c, relay.health._kernel_c" in text, "the build must fail without the C twins"
     assert re.search(r'^ENTRYPOINT \["relay"\]$', text, re.MULTILINE)
     users = re.findall(r"^USER\s+(\d+)", text, re.MULTILINE)
     assert users and int(users[-1]) != 0, "the image must end with a numeric non-root USER"

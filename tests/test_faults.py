@@ -413,7 +413,7 @@ def test_bad_configs_on_reload_keep_the_running_one(stage: Stage, tmp_path: Path
         (bomb.encode(), "global.external_labels.a: must be a string"),
         (good.replace("job_name: a", "job_name: caf\xe9").encode("latin-1"), "relay.yml: config file is not UTF-8 text"),
         ((good + f"    tls_config: {{cert_file: {tmp_path}/gone.crt, key_file: {tmp_path}/gone.key}}\n").encode(),
-         "gone.crt: no such file"),
+         "gone.crt: No such file"),
     ]
     try:
         wait_for(lambda: relay.value("relay_scrapes_total", job="a") >= 1, 30, "job a scraped")

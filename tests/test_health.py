@@ -4,16 +4,23 @@ the engine on members fed through the real parser, the config section and the ou
 from __future__ import annotations
 
 import math
+import time
 
+import anyio
 import orjson
 import pytest
 
 from relay._exceptions import ConfigError
+from relay.batch import Batch
 from relay.config import parse_config
+from relay.devtools.localenv import VictoriaMetrics
 from relay.health import HealthEngine, Override, apply_overrides, default_rules
 from relay.health import promql as pq
 from relay.health.fleet import alerts_response, fleet_response, fleet_rows
 from relay.health.rules import expand_template
+from relay.http.client import ClientPool
+from relay.metrics import SelfMetrics
+from relay.remote.writer import RemoteWriter
 from tests.healthkit import FakeMember, etcd_body, fast, slow
 
 S = 1000  # ms per second
@@ -326,3 +333,150 @@ def test_off_without_the_section_on_with_it() -> None:
     assert not parse_config("scrape_configs: []").etcd_health.enabled
     assert parse_config("etcd_health: {}").etcd_health.enabled
     assert not parse_config("etcd_health: {enabled: false}").etcd_health.enabled
+
+
+# -- ALERTS and ALERTS_FOR_STATE ----------------------------------------------------------
+
+
+def _alert_samples(eng: HealthEngine) -> list[tuple[str, dict[str, str], float, int]]:
+    batch = eng.alert_series()
+    assert batch is not None
+    return sorted(((name, dict(labels), value, ts) for name, labels, value, ts in batch.samples()),
+                  key=lambda s: (s[0], sorted(s[1].items())))
+
+
+def _run_no_leader(eng: HealthEngine, t0: int) -> list[list[tuple[str, dict[str, str], float, int]]]:
+    """Pending (2 rounds), firing (4 more), resolved (1): the alert series after each phase."""
+    ms = [FakeMember(f"m{i}:2379") for i in range(3)]
+    ok, bad = etcd_body(), etcd_body(has_leader=0)
+    out = []
+    t = t0
+    phases: list[tuple[list[bytes | None], int]] = [([ok, ok, bad], 2), ([ok, ok, bad], 4), ([ok, ok, ok], 1)]
+    for bodies, n in phases:
+        t = _feed(eng, ms, bodies, t, n)
+        out.append(_alert_samples(eng))
+    return out
+
+
+def test_alert_series_as_prometheus_writes_them() -> None:
+    eng = _engine()
+    eng.external_labels = (("region", "eu"),)
+    pending, firing, resolved = _run_no_leader(eng, T0)
+    base = {"alertname": "etcdNoLeader", "instance": "m2:2379", "job": "etcd", "region": "eu", "severity": "critical"}
+    active_at = float((T0 + 1) // 1000)  # activeAt of the first evaluation that found it, in whole seconds
+    t_pending, t_firing, t_resolved = T0 + 15 * S + 1, T0 + 5 * 15 * S + 1, T0 + 6 * 15 * S + 1
+    assert pending == [("ALERTS", {**base, "alertstate": "pending"}, 1.0, t_pending),
+                       ("ALERTS_FOR_STATE", base, active_at, t_pending)]
+    assert firing[0] == ("ALERTS", {**base, "alertstate": "firing"}, 1.0, t_firing)
+    assert firing[1][:2] == ("ALERTS", {**base, "alertstate": "pending"}) and math.isnan(firing[1][2])  # stale
+    assert firing[2] == ("ALERTS_FOR_STATE", base, active_at, t_firing)
+    assert [(n, lb) for n, lb, _, _ in resolved] == [("ALERTS", {**base, "alertstate": "firing"}),
+                                                     ("ALERTS_FOR_STATE", base)]
+    assert all(math.isnan(v) and ts == t_resolved for _, _, v, ts in resolved)
+    assert eng.alert_series() is None  # nothing active, nothing gone: nothing to write
+
+
+@pytest.mark.services
+@pytest.mark.anyio
+async def test_alert_series_reach_victoria_metrics(victoria_metrics: VictoriaMetrics) -> None:
+    eng = _engine()
+    t0 = (int(time.time()) // 60 - 10) * 60_000  # ten minutes ago, on a minute
+    batches: list[Batch] = []
+    ms = [FakeMember(f"m{i}:2379", job="alerts-vm") for i in range(3)]
+    ok, bad = etcd_body(), etcd_body(has_leader=0)
+    t = t0
+    phases: list[tuple[list[bytes | None], int]] = [([ok, ok, bad], 6), ([ok, ok, ok], 1)]
+    for bodies, n in phases:
+        for _ in range(n):
+            t = _feed(eng, ms, bodies, t, 1)
+            if (b := eng.alert_series()) is not None:
+                batches.append(b)
+    pool = ClientPool()
+    writer = RemoteWriter(parse_config(f"remote_write:\n  - url: {victoria_metrics.write_url}\n").remote_write[0],
+                          pool, SelfMetrics())
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            for b in batches:
+                writer.push(b)
+            assert await writer.drain(30)
+            tg.cancel_scope.cancel()
+    finally:
+        await pool.aclose()
+    victoria_metrics.flush()
+    firing_at = (t0 + 5 * 15 * S + 1) / 1000
+    rows = victoria_metrics.query('ALERTS{job="alerts-vm"}', time_s=firing_at)
+    assert [r["metric"] for r in rows] == [{"__name__": "ALERTS", "alertname": "etcdNoLeader", "alertstate": "firing",
+                                           "instance": "m2:2379", "job": "alerts-vm", "severity": "critical"}]
+    (state,) = victoria_metrics.query('ALERTS_FOR_STATE{job="alerts-vm"}', time_s=firing_at)
+    assert state["value"][1] == str((t0 + 1) // 1000)
+    pending = victoria_metrics.query('ALERTS{job="alerts-vm", alertstate="pending"}', time_s=(t0 + 15 * S + 1) / 1000)
+    assert len(pending) == 1
+    # the staleness markers end the series: nothing at the resolving evaluation
+    assert victoria_metrics.query('ALERTS{job="alerts-vm"}', time_s=(t0 + 6 * 15 * S + 1) / 1000) == []
+
+
+# -- the kernel's twins ------------------------------------------------------------------------
+
+
+def test_kernel_twins_agree_with_promql() -> None:
+    """The C kernel (when built) and the Python twin give promql's results, bit for bit, on rings
+    with gaps (NaN rows) and counter resets; gather sums and tracks change times alike."""
+    import random
+    from array import array
+
+    from relay import _ext
+    from relay.health import _kernel_py
+
+    twins = [_kernel_py] + ([c] if (c := _ext.load("relay.health._kernel_c")) is not None else [])
+    rnd = random.Random(17)
+    width, rows = 5, 30
+    ts = array("q", [T0 + i * 15 * S + rnd.randrange(-500, 500) for i in range(rows)])
+    data = array("d")
+    level = [0.0] * width
+    for _ in range(rows):
+        for k in range(width):
+            level[k] = 0.0 if rnd.random() < 0.05 else level[k] + rnd.choice((0, 0, 1, 3, 7.5))
+            data.append(math.nan if rnd.random() < 0.1 else level[k])
+    for lo, hi in ((0, rows), (3, 24), (10, 12), (5, 6)):
+        start, end = ts[lo] - 7 * S, ts[hi - 1] + 4 * S
+        for k in range(width):
+            sel = [(ts[i], data[i * width + k]) for i in range(lo, hi) if data[i * width + k] == data[i * width + k]]
+            want = pq.extrapolated_rate([t for t, _ in sel], [v for _, v in sel], start, end)
+            assert {tw.rate(data, width, k, ts, lo, hi, start, end, True) for tw in twins} == {want}
+        cols, les = array("i", [0, 1, 2, 3, 4]), array("d", [0.1, 0.5, 0.5, 2.0, math.inf])
+        got = [tw.quantile(0.99, data, width, cols, les, ts, lo, hi, start, end) for tw in twins]
+        pairs = [(le, r) for c, le in zip(cols, les, strict=True)
+                 if (r := _kernel_py.rate(data, width, c, ts, lo, hi, start, end, True)) is not None]
+        want_q = pq.histogram_quantile(0.99, pairs)
+        assert all(g == want_q or (math.isnan(g) and math.isnan(want_q)) for g in got)
+    values = array("d", [1.0, 2.0, math.nan, 4.0, 8.0])
+    src, dst, first = array("i", [0, 1, 3, 4, 2]), array("i", [0, 1, 1, 2, 3]), array("b", [1, 1, 0, 1, 1])
+    rows_out = []
+    for tw in twins:
+        prev, since = array("d", [1.0, math.nan, 9.0, math.nan]), array("q", [5, 5, 5, 5])
+        row = tw.gather(values, src, dst, first, 4, prev, since, 99)
+        rows_out.append((row.tolist()[:3], math.isnan(row[3]), since.tolist(), prev.tolist()[:3]))
+    assert rows_out[0] == ([1.0, 6.0, 8.0], True, [5, 99, 99, 5], [1.0, 6.0, 8.0])
+    assert all(r == rows_out[0] for r in rows_out)
+
+
+def test_running_fit_matches_predict_linear() -> None:
+    from relay.health.engine import Fit
+    from relay.health.store import RingClass
+
+    ring = RingClass(3_600_000)
+    ring.add_column()
+    fit = Fit(0, 0)
+    for i in range(200):
+        t = T0 + i * 15 * S
+        ring.append(t, (float(1_000_000 + 4096 * (i // 3) + (i % 7) * 512),))
+        if i % 10 == 9:  # an evaluation: the window slides
+            ring.evict(t)
+            lo, hi = ring.rows_in(t - 1_800_000, t)
+            fit.move(ring, lo, hi)
+            ts, vs = ring.select(0, t - 1_800_000, t)
+            want = pq.predict_linear(ts, vs, t, 14_400)
+            assert want is not None
+            assert fit.predict(t, 14_400) == pytest.approx(want, rel=1e-12)
+    assert fit.odd == 0

@@ -131,6 +131,7 @@ class FileSDProvider(Provider):
     async def run(self, send: Send) -> None:
         last_stamp: tuple[tuple[str, float, int], ...] | None = None
         previous: dict[str, list[TargetGroup]] = {}
+        said: dict[str, str] = {}  # file -> the error last logged for it
         since_full = 0.0
         while True:
             stamp = self._stamp()
@@ -142,13 +143,17 @@ class FileSDProvider(Provider):
                     try:
                         # in a worker thread: a large file is parsed while the loop goes on scraping
                         current[f] = await anyio.to_thread.run_sync(read_file_sd, f)
+                        if said.pop(f, None) is not None:
+                            log.info("file_sd for job %s: %s is valid again", self.job, f)
                     except (DiscoveryError, MemoryError) as exc:
                         # Keep what the file said last time it was valid; say why once per change.
-                        errors.append(str(exc) if isinstance(exc, DiscoveryError) else f"{f}: out of memory reading it")
+                        text = str(exc) if isinstance(exc, DiscoveryError) else f"{f}: out of memory reading it"
+                        if said.get(f) != text:
+                            log.error("file_sd for job %s: %s", self.job, text)
+                        said[f] = text
+                        errors.append(text)
                         current[f] = previous.get(f, [])
                 error = "; ".join(errors)  # every file that failed, not just the last
-                if error and error != self.last_error:
-                    log.error("file_sd for job %s: %s", self.job, error)
                 self.last_error = error or None
                 if error:
                     self.failed(error)

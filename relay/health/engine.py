@@ -3,8 +3,9 @@
 ``HealthEngine.ingest`` is a scrape sink (every target's batches, ``up`` included: the relay's own
 scrape result). A batch's series table belongs to one scrape loop, so a table is a member; its
 series are classified once when they appear (the few the rules read get a column), and a batch is
-read through a plan of (position, column) pairs that is reused while the batch's series ids are the
-same as last time (one array comparison). Members are grouped into clusters by their target labels
+read through a plan of (position, slot) pairs that is reused while the batch's series ids are the
+same as last time (one array comparison), by one call of the kernel (``_kernel_c``/``_kernel_py``:
+the row, each slot's latest value and the time it last changed). Members are grouped into clusters by their target labels
 but ``instance`` (the mixin's ``without (instance)``) or by ``group_by``. ``evaluate`` runs every
 rule on every cluster with Prometheus' semantics (``relay.health.promql``) and keeps the alert
 states as Prometheus' alerting rules do (pending, firing after ``for``, gone when the expression
@@ -29,8 +30,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ..batch import Batch
-from . import promql
+from .. import _ext
+from ..batch import STALE_NAN, Batch, SeriesTable
+from . import _kernel_py, promql
 from .rules import Rule, expand_template, go_float
 from .store import RingClass
 
@@ -41,6 +43,8 @@ log = logging.getLogger("relay.health")
 Labels = tuple[tuple[str, str], ...]
 NAN = math.nan
 LOOKBACK = promql.LOOKBACK_MS
+RESEND_DELAY = 60.0  # Prometheus' --rules.alert.resend-delay default
+RESOLVED_RETENTION = 15 * 60.0  # how long Prometheus keeps sending a resolved alert
 
 _SCALARS = {
     "up": "up",
@@ -62,6 +66,9 @@ _HISTOGRAMS = {
 _GRPC_ERRORS = frozenset(
     ("Unknown", "FailedPrecondition", "ResourceExhausted", "Internal", "Unavailable", "DataLoss", "DeadlineExceeded")
 )
+_kernel = _ext.load("relay.health._kernel_c") or _kernel_py
+gather, kernel_rate, kernel_quantile = _kernel.gather, _kernel.rate, _kernel.quantile
+
 _MID = frozenset(("proposals_failed", "leader_changes"))
 _LONG = frozenset(("db_total",))
 _CLASS_OF = {"short": 0, "mid": 1, "long": 2}
@@ -89,9 +96,31 @@ class Member:
     up_ts: int = 0
     leader_log: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=64))
     stats: dict[str, float] = field(default_factory=dict)
+    prev: array[float] = field(default_factory=lambda: array("d"))  # slot -> its latest value (NaN: none)
+    since: array[int] = field(default_factory=lambda: array("q"))  # slot -> ts from which prev has held
+    fit: Fit | None = None
+    gap_ts: int = 0  # timestamp of the newest row that followed a gap longer than the lookback
 
     def nbytes(self) -> int:
-        return sum(r.nbytes() for r in self.rings) + 16 * len(self.slots) + 8 * len(self.sid_slot)
+        return (sum(r.nbytes() for r in self.rings) + 16 * len(self.slots) + 8 * len(self.sid_slot)
+                + 16 * len(self.prev))
+
+    def stable(self, slot: int, ring: RingClass) -> bool:
+        """The slot held one value, not NaN, over every row of ``ring`` (the ring's ``is_constant``,
+        from the slot's change time instead of its column)."""
+        v = self.prev[slot]
+        return v == v and len(ring.ts) > 0 and self.since[slot] <= ring.ts[0]
+
+
+def _group_stable(m: Member, get: Callable[[Sequence[float]], tuple[float, ...]], ring: RingClass) -> bool:
+    """Every slot ``get`` picks is ``stable`` (C-level max and sum over the slots)."""
+    if not ring.ts:
+        return False
+    since = get(m.since)
+    if not since or max(since) > ring.ts[0]:
+        return False
+    total = sum(get(m.prev))
+    return total == total
 
 
 def _getter(indexes: list[int]) -> Callable[[Sequence[float]], tuple[float, ...]]:
@@ -104,18 +133,70 @@ def _getter(indexes: list[int]) -> Callable[[Sequence[float]], tuple[float, ...]
     return cast("Callable[[Sequence[float]], tuple[float, ...]]", operator.itemgetter(*indexes))
 
 
+class Fit:
+    """``predict_linear``'s least squares over one column's window, kept as exact running sums
+    (integers: timestamps in ms, values while they are whole numbers, as a database size is):
+    each evaluation adds the rows that entered the window and takes out those that left it."""
+
+    __slots__ = ("col", "hi", "lo", "n", "odd", "st", "stt", "sty", "sy")
+
+    def __init__(self, col: int, lo: int) -> None:
+        self.col, self.lo, self.hi = col, lo, lo  # absolute rows lo:hi are summed
+        self.n = self.st = self.stt = self.sty = self.sy = 0
+        self.odd = 0  # samples that are not whole numbers: then the sums are not used
+
+    def add(self, t: int, v: float, sign: int) -> None:
+        if v != v:
+            return
+        if not v.is_integer():  # also +-Inf
+            self.odd += sign
+            return
+        y = int(v)
+        self.n += sign
+        self.st += sign * t
+        self.stt += sign * t * t
+        self.sy += sign * y
+        self.sty += sign * t * y
+
+    def move(self, ring: RingClass, lo: int, hi: int) -> None:
+        """Make the sums cover ring rows ``lo:hi`` (indexes into ``ring.ts``)."""
+        a, b, base = ring.base + lo, ring.base + hi, ring.base
+        if a < self.lo or b < self.hi or self.lo < base:  # moved back, or rows gone: start again
+            self.__init__(self.col, a)  # type: ignore[misc]
+        ts, col = ring.ts, self.col
+        for i in range(self.hi, b):
+            self.add(ts[i - base], ring.value(col, i - base), 1)
+        for i in range(self.lo, min(a, b)):
+            self.add(ts[i - base], ring.value(col, i - base), -1)
+        self.lo, self.hi = a, b
+
+    def predict(self, at_ms: int, horizon_s: int) -> float | None:
+        """The fitted value ``horizon_s`` after ``at_ms`` (the intercept at ``at_ms``), exactly rounded."""
+        n = self.n
+        if n < 2:
+            return None
+        sx = self.st - n * at_ms
+        sxx = self.stt - 2 * at_ms * self.st + n * at_ms * at_ms
+        sxy = self.sty - at_ms * self.sy
+        n1 = n * sxy - sx * self.sy
+        d = n * sxx - sx * sx
+        if d == 0:
+            return None
+        return (1000 * n1 * horizon_s * n + self.sy * d - n1 * sx) / (d * n)
+
+
 @dataclass
 class Plan:
-    """How one batch layout (its series ids, in order) becomes a row: a tuple of the single
-    signals' values, then the sums, then NaN (for slots the batch lacks); per class, the row
-    positions of its columns."""
+    """How one batch layout (its series ids, in order) becomes a row in slot order (``gather``:
+    ``row[dst[j]]`` from ``values[src[j]]``, set where ``first[j]``, else added: the gRPC sums);
+    per class, a getter of its columns' slots."""
 
-    single: Callable[[Sequence[float]], tuple[float, ...]]
-    summed: Callable[[Sequence[float]], tuple[float, ...]]
-    ranges: list[tuple[int, int]]
+    src: array[int]
+    dst: array[int]
+    first: array[int]
     per_class: list[Callable[[Sequence[float]], tuple[float, ...]]]
     up_pos: int
-    leader_changes: int  # row position of leader_changes, or -1
+    leader_changes: int  # slot of leader_changes, or -1
 
 
 def _build_plan(member: Member, ids: array[int]) -> None:
@@ -137,22 +218,24 @@ def _build_plan(member: Member, ids: array[int]) -> None:
             singles[s] = pos
             if s == up_row:
                 up_pos = pos
-    order = list(singles) + list(sums)
-    where = {s: i for i, s in enumerate(order)}
-    nan_at = len(order)
-    flat: list[int] = []
-    ranges = []
-    for positions in sums.values():
-        ranges.append((len(flat), len(flat) + len(positions)))
-        flat += positions
+    src, dst, first = array("i"), array("i"), array("b")
+    for s, pos in singles.items():
+        src.append(pos)
+        dst.append(s)
+        first.append(1)
+    for s, positions in sums.items():
+        for j, pos in enumerate(positions):
+            src.append(pos)
+            dst.append(s)
+            first.append(1 if j == 0 else 0)
     lc = member.slots.get(("leader_changes",))
     member.plan = Plan(
-        single=_getter(list(singles.values())),
-        summed=_getter(flat),
-        ranges=ranges,
-        per_class=[_getter([where.get(r, nan_at) for r in cols]) for cols in member.row_cols],
+        src=src,
+        dst=dst,
+        first=first,
+        per_class=[_getter(cols) for cols in member.row_cols],
         up_pos=up_pos,
-        leader_changes=where.get(lc[0], nan_at) if lc is not None else -1,
+        leader_changes=lc[0] if lc is not None else -1,
     )
     member.plan_ids = array("I", ids)
 
@@ -165,6 +248,9 @@ class Index:
     grpc: list[tuple[str, ...]]
     peer_fail: list[tuple[str, ...]]
     versions: list[tuple[str, ...]]
+    grpc_get: Callable[[Sequence[float]], tuple[float, ...]]  # the error sums' slots
+    hist_get: dict[tuple[str, tuple[str, ...]], Callable[[Sequence[float]], tuple[float, ...]]]  # a group's buckets
+    hist_cols: dict[tuple[str, tuple[str, ...]], tuple[array[int], array[float]]]  # ring columns and le, by le
 
 
 def _index(member: Member) -> Index:
@@ -186,7 +272,16 @@ def _index(member: Member) -> Index:
             peer_fail.append(key)
         elif kind == "version":
             versions.append(key)
-    member.index = Index(hist, grpc, peer_fail, versions)
+    for groups in hist.values():
+        for buckets in groups.values():
+            buckets.sort(key=lambda b: b[0])
+    hist_get = {(kind, g): _getter([member.slots[key][0] for _, key in buckets])
+                for kind, groups in hist.items() for g, buckets in groups.items()}
+    hist_cols = {(kind, g): (array("i", [member.slots[key][2] for _, key in buckets]),
+                             array("d", [le for le, _ in buckets]))
+                 for kind, groups in hist.items() for g, buckets in groups.items()}
+    member.index = Index(hist, grpc, peer_fail, versions, _getter([member.slots[k][0] for k in grpc]), hist_get,
+                         hist_cols)
     return member.index
 
 
@@ -196,7 +291,11 @@ class Alert:
     labels: Labels
     active_at: float
     value: float
-    state: str = "pending"
+    state: str = "pending"  # "pending" | "firing" | "inactive" (resolved, kept to be sent as resolved)
+    fired_at: float = 0.0
+    resolved_at: float = 0.0
+    last_sent: float = 0.0
+    valid_until: float = 0.0
 
 
 @dataclass
@@ -232,6 +331,10 @@ class HealthEngine:
         self.eval_seconds = 0.0
         self.ingest_seconds = 0.0
         self.on_alerts = on_alerts
+        self.external_labels: Labels = ()
+        self._alert_table: Any = None
+        self._alert_prev: set[tuple[str, Labels]] = set()
+        self.resolved: dict[tuple[int, Labels], Alert] = {}  # firing alerts that ended, for 15 m
         self._qcache: dict[tuple[Any, ...], float] = {}
         self._qnone: set[tuple[Any, ...]] = set()
 
@@ -281,13 +384,11 @@ class HealthEngine:
         plan = member.plan
         assert plan is not None
         vals = batch.values
-        row = plan.single(vals)
-        if plan.ranges:
-            flat = plan.summed(vals)
-            row = row + tuple([sum(flat[a:b]) for a, b in plan.ranges])
-        row = (*row, NAN)
         ts_ms = batch.timestamps[plan.up_pos] if plan.up_pos >= 0 else (
             batch.timestamps[-1] if len(batch.timestamps) else int(time.time() * 1000))
+        row = gather(vals, plan.src, plan.dst, plan.first, len(member.prev), member.prev, member.since, ts_ms)
+        if ts_ms - member.last_ts > LOOKBACK:
+            member.gap_ts = ts_ms
         member.last_ts = ts_ms
         if plan.up_pos >= 0 and vals[plan.up_pos] == vals[plan.up_pos]:
             member.up_ts = ts_ms
@@ -334,6 +435,8 @@ class HealthEngine:
         member.slots[key] = (row, cls, col)
         member.row_cols[cls].append(row)
         member.body_labels[row] = body
+        member.prev.append(NAN)
+        member.since.append(0)
         member.kinds.add(kind)
         member.plan_ids = None
         member.index = None
@@ -430,12 +533,88 @@ class HealthEngine:
             alert.value = value
             if alert.state == "pending" and now - alert.active_at >= self.rules[key[0]].for_s:
                 alert.state = "firing"
+                alert.fired_at = now
+            self.resolved.pop(key, None)
         for key in [k for k in self.alerts if k not in results]:
-            del self.alerts[key]
+            gone = self.alerts.pop(key)
+            if gone.state == "firing":  # resolved: sent to Alertmanager as such for a while
+                gone.state, gone.resolved_at = "inactive", now
+                self.resolved[key] = gone
+        for key in [k for k, a in self.resolved.items() if now - a.resolved_at > RESOLVED_RETENTION]:
+            del self.resolved[key]
         self.last_eval = now
         self.eval_seconds += time.perf_counter() - t0
 
     # -- outputs -----------------------------------------------------------------------------
+
+    def alert_labels(self, alert: Alert) -> dict[str, str]:
+        """An alert's labels: its series', the rule's, ``alertname``."""
+        rule = self.rules[alert.rule]
+        labels = dict(alert.labels)
+        labels.update(rule.labels)
+        labels["alertname"] = rule.alert
+        return labels
+
+    def notifications(self, now: float, resend_delay: float = RESEND_DELAY) -> list[dict[str, Any]]:
+        """The alerts to send to Alertmanager now (API v2 bodies), as Prometheus' rule manager picks
+        them: firing alerts not sent for ``resend_delay`` (its ``--rules.alert.resend-delay``), and
+        resolved ones (``endsAt`` their resolution) until 15 minutes after; ``endsAt`` of a firing
+        alert is four times max(resend delay, evaluation interval) ahead. External labels are added
+        where the alert lacks them."""
+        out = []
+        delta = max(resend_delay, self.interval)
+        for alert in [*self.alerts.values(), *self.resolved.values()]:
+            if alert.state == "pending":
+                continue
+            if not (alert.resolved_at > alert.last_sent or alert.last_sent + resend_delay < now):
+                continue
+            alert.last_sent = now
+            alert.valid_until = now + 4 * delta
+            labels = self.alert_labels(alert)
+            for k, v in self.external_labels:
+                labels.setdefault(k, v)
+            rule = self.rules[alert.rule]
+            out.append({
+                "labels": dict(sorted(labels.items())),
+                "annotations": {k: expand_template(v, self.alert_labels(alert), alert.value) for k, v in rule.annotations},
+                "startsAt": _rfc3339(alert.fired_at),
+                "endsAt": _rfc3339(alert.resolved_at or alert.valid_until),
+            })
+        return out
+
+    def alert_series(self) -> Batch | None:
+        """The last evaluation's ``ALERTS`` and ``ALERTS_FOR_STATE`` samples, as Prometheus' rule
+        group writes them: for each pending or firing alert, ``ALERTS{alertname, alertstate, the
+        alert's labels} 1`` and ``ALERTS_FOR_STATE{alertname, the alert's labels}`` = its activeAt
+        in whole seconds; a staleness marker for each such series of the evaluation before that is
+        gone now (a resolved alert, or a pending one now firing). External labels are added, as
+        remote write adds them to scraped series. None: nothing to write."""
+        if not self.last_eval:
+            return None
+        if self._alert_table is None or len(self._alert_table) > 4 * len(self._alert_prev) + 1000:
+            self._alert_table = SeriesTable()  # (a new table now and then: old alerts' series go)
+            self._alert_table.shard_key = 0
+        table = self._alert_table
+        ts = int(self.last_eval * 1000)
+        out = Batch(table)
+        now: set[tuple[str, Labels]] = set()
+        for alert in self.alerts.values():
+            rule = self.rules[alert.rule]
+            labels = dict(alert.labels)
+            labels.update(rule.labels)
+            labels["alertname"] = rule.alert
+            labels.update(self.external_labels)
+            for_state = tuple(sorted(labels.items()))
+            labels["alertstate"] = alert.state
+            alerts = tuple(sorted(labels.items()))
+            for name, series, value in (("ALERTS", alerts, 1.0),
+                                        ("ALERTS_FOR_STATE", for_state, float(math.floor(alert.active_at)))):
+                now.add((name, series))
+                out.append(table.add(name, series), value, ts)
+        for name, series in sorted(self._alert_prev - now):
+            out.append(table.add(name, series), STALE_NAN, ts)
+        self._alert_prev = now
+        return out if len(out) else None
 
     def alerts_json(self) -> list[dict[str, Any]]:
         out = []
@@ -490,19 +669,24 @@ def _rate(m: Member, key: tuple[str, ...], at: int, window_ms: int, *, is_rate: 
     got = m.slots.get(key)
     if got is None:
         return None
-    _, cls, col = got
+    slot, cls, col = got
     ring = m.rings[cls]
-    if ring.is_constant(col):  # rate of an unchanged counter: 0 if there are two samples
+    if m.stable(slot, ring):  # rate of an unchanged counter: 0 if there are two samples
         return 0.0 if ring.count_in(at - window_ms, at) >= 2 else None
-    ts, vs = ring.select(col, at - window_ms, at)
-    return promql.extrapolated_rate(ts, vs, at - window_ms, at, is_rate=is_rate)
+    lo, hi = ring.rows_in(at - window_ms, at)
+    return cast("float | None", kernel_rate(ring.data, ring.width, col, ring.ts, lo, hi, at - window_ms, at, is_rate))
 
 
 def _instant(m: Member, key: tuple[str, ...], at: int) -> float | None:
     got = m.slots.get(key)
     if got is None:
         return None
-    _, cls, col = got
+    slot, cls, col = got
+    if m.last_ts <= at:  # the newest row is the member's latest: its value is prev
+        if at - m.last_ts > LOOKBACK:
+            return None
+        v = m.prev[slot]
+        return None if v != v else v
     return m.rings[cls].instant(col, at, LOOKBACK)
 
 
@@ -511,8 +695,7 @@ def _last_over(m: Member, key: tuple[str, ...], at: int, window_ms: int) -> floa
     if got is None:
         return None
     _, cls, col = got
-    ts, vs = m.rings[cls].select(col, at - window_ms, at)
-    return promql.last_over_time(ts, vs)
+    return m.rings[cls].last_in(col, at - window_ms, at)
 
 
 def _window(rule: Rule) -> int:
@@ -557,6 +740,9 @@ def _no_leader(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Result:
 def _leader_changes(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Result:
     w = _window(rule)
     steps = promql.subquery_steps(at, w, max(1, w // 15))
+    assert rule.threshold is not None
+    if steps and _leader_changes_still(c, steps[0], at):  # max() the same at every step: increase 0
+        return [(c.key, 0.0)] if len(steps) >= 2 and rule.threshold <= 0.0 else []
     ts: list[int] = []
     vs: list[float] = []
     for t in steps:
@@ -565,8 +751,26 @@ def _leader_changes(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Resul
             ts.append(t)
             vs.append(max(got))
     inc = promql.extrapolated_rate(ts, vs, at - w, at, is_rate=False)
-    assert rule.threshold is not None
     return [(c.key, inc)] if inc is not None and inc >= rule.threshold else []
+
+
+def _leader_changes_still(c: Cluster, first_step: int, at: int) -> bool:
+    """Every member that has the counter had one value, not NaN, from before the subquery's
+    first step through its last row (within the lookback of ``at``), with no gap in its rows longer
+    than the lookback since that value began: each step's instant value is that value, for every
+    such member."""
+    found = False
+    for m in c.members:
+        got = m.slots.get(("leader_changes",))
+        if got is None:
+            continue
+        slot = got[0]
+        v = m.prev[slot]
+        if (v != v or m.since[slot] > first_step or m.last_ts > at or at - m.last_ts > LOOKBACK
+                or m.gap_ts > m.since[slot]):
+            return False
+        found = True
+    return found
 
 
 def _failed_ratio(eng: HealthEngine, m: Member, key: tuple[str, ...], at: int, w: int) -> float | None:
@@ -575,63 +779,15 @@ def _failed_ratio(eng: HealthEngine, m: Member, key: tuple[str, ...], at: int, w
     if ck in eng._qcache:
         got = eng._qcache[ck]
         return None if got != got and ck in eng._qnone else got
-    value = _failed_ratio_fast(eng, m, key, at, w)
-    if value is None:
-        num = _rate(m, key, at, w)
-        den = _rate(m, ("grpc_all", *key[1:]), at, w)
-        if num is not None and den is not None:
-            value = 100 * num / den if den else (math.nan if num == 0 else math.inf)
+    value = None
+    num = _rate(m, key, at, w)
+    den = _rate(m, ("grpc_all", *key[1:]), at, w)
+    if num is not None and den is not None:
+        value = 100 * num / den if den else (math.nan if num == 0 else math.inf)
     eng._qcache[ck] = math.nan if value is None else value
     if value is None:
         eng._qnone.add(ck)
     return value
-
-
-def _clean(eng: HealthEngine, m: Member, cls: int, lo: int, hi: int) -> bool:
-    """No gap (a failed scrape) and no counter reset (a restart) in rows ``lo:hi`` of a member's
-    gRPC sums: checked once per evaluation on the busiest all-codes sum (a failed scrape leaves
-    every column a gap, a restart resets every counter)."""
-    ck = ("clean", id(m), cls, lo, hi)
-    got = eng._qcache.get(ck)
-    if got is not None:
-        return got == 1.0
-    ring = m.rings[cls]
-    cols = [m.slots[("grpc_all", *k[1:])][2] for k in _index(m).grpc]
-    ok = False
-    if cols:
-        ref = max(cols, key=lambda c: ring.value(c, hi - 1) if ring.value(c, hi - 1) == ring.value(c, hi - 1) else -1)
-        prev = ring.value(ref, lo)
-        ok = True
-        for i in range(lo, hi):
-            v = ring.value(ref, i)
-            if not v >= prev:
-                ok = False
-                break
-            prev = v
-    eng._qcache[ck] = 1.0 if ok else 0.0
-    return ok
-
-
-def _failed_ratio_fast(eng: HealthEngine, m: Member, key: tuple[str, ...], at: int, w: int) -> float | None:
-    """Both sums come from one body: same timestamps, gaps and resets; with no gap or reset in
-    the window (checked on the all-codes sum) and no zero-point cut, both rates have the same
-    extrapolation factor and the ratio is that of the increases. None: use the full path."""
-    _, cls, c_err = m.slots[key]
-    c_all = m.slots[("grpc_all", *key[1:])][2]
-    ring = m.rings[cls]
-    lo, hi = ring.rows_in(at - w, at)
-    if hi - lo < 2 or not _clean(eng, m, cls, lo, hi):
-        return None
-    sampled = (ring.ts[hi - 1] - ring.ts[lo]) / 1000.0
-    to_start = (ring.ts[lo] - (at - w)) / 1000.0
-    incs = []
-    for c in (c_err, c_all):
-        v0 = ring.value(c, lo)
-        inc = ring.value(c, hi - 1) - v0
-        if not inc >= 0 or (inc > 0 and v0 >= 0 and sampled * v0 < to_start * inc):
-            return None
-        incs.append(inc)
-    return 100 * incs[0] / incs[1] if incs[1] else math.nan
 
 
 def _failed_grpc(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Result:
@@ -639,9 +795,12 @@ def _failed_grpc(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Result:
     w = _window(rule)
     assert rule.threshold is not None
     for m in c.members:
-        for key in _index(m).grpc:
+        index = _index(m)
+        if not index.grpc or _group_stable(m, index.grpc_get, m.rings[m.slots[index.grpc[0]][1]]):
+            continue  # no failures in the ring: 0 % (or 0/0) for every method
+        for key in index.grpc:
             got = m.slots[key]
-            if m.rings[got[1]].is_constant(got[2]):  # no failures in the ring: 0 % (or 0/0)
+            if m.stable(got[0], m.rings[got[1]]):  # no failures in the ring: 0 % (or 0/0)
                 continue
             value = _failed_ratio(eng, m, key, at, w)
             if value is not None and value > rule.threshold:
@@ -656,53 +815,14 @@ def _quantile(eng: HealthEngine, m: Member, kind: str, group: tuple[str, ...],
     if got is not None:
         return got
     q = math.nan
-    if not all(m.rings[m.slots[key][1]].is_constant(m.slots[key][2]) for _, key in buckets):
-        pairs = _bucket_increases(m, buckets, at, w)
-        if pairs is None:  # a gap or a reset in the window: every bucket's rate, one by one
-            pairs = [(le, r) for le, key in buckets if (r := _rate(m, key, at, w)) is not None]
-        q = promql.histogram_quantile(0.99, pairs)
-    eng._qcache[ck] = q  # (every bucket unchanged: no observations, NaN)
+    ring = m.rings[m.slots[buckets[0][1]][1]]
+    index = _index(m)
+    if not _group_stable(m, index.hist_get[(kind, group)], ring):  # (every bucket unchanged: no observations)
+        cols, les = index.hist_cols[(kind, group)]
+        lo, hi = ring.rows_in(at - w, at)
+        q = kernel_quantile(0.99, ring.data, ring.width, cols, les, ring.ts, lo, hi, at - w, at)
+    eng._qcache[ck] = q
     return q
-
-
-def _bucket_increases(m: Member, buckets: list[tuple[float, tuple[str, ...]]], at: int,
-                      w: int) -> list[tuple[float, float]] | None:
-    """The fast path of ``histogram_quantile(0.99, rate(b[w]))``: one histogram's buckets come from
-    one body, so they share timestamps, gaps and resets (a restart resets them all); when the
-    ``+Inf`` bucket has no gap and no reset in the window, every bucket's rate is its increase
-    times one extrapolation factor (unless a bucket's zero point cuts the extrapolation: then None),
-    and the quantile, which does not change when every bucket is scaled alike, is taken of the
-    increases. None: use the full path."""
-    inf = [key for le, key in buckets if math.isinf(le)]
-    if len(inf) != 1:
-        return None
-    _, cls, col = m.slots[inf[0]]
-    ring = m.rings[cls]
-    lo, hi = ring.rows_in(at - w, at)
-    n = hi - lo
-    if n < 2:
-        return []
-    top = [ring.value(col, i) for i in range(lo, hi)]
-    prev = top[0]
-    for v in top:
-        if not v >= prev:  # NaN (a gap) or a reset
-            return None
-        prev = v
-    ts = ring.ts
-    sampled = (ts[hi - 1] - ts[lo]) / 1000.0
-    to_start = (ts[lo] - (at - w)) / 1000.0
-    out = []
-    value = ring.value
-    for le, key in buckets:
-        c = m.slots[key][2]
-        v0 = value(c, lo)
-        inc = value(c, hi - 1) - v0
-        if not inc >= 0:
-            return None
-        if inc > 0 and v0 >= 0 and sampled * v0 < to_start * inc:
-            return None  # the zero point is nearer than the range start for this bucket
-        out.append((le, inc))
-    return out
 
 
 def _histogram_rule(kind: str, extra_names: tuple[str, ...]) -> Any:
@@ -755,8 +875,21 @@ def _growth(eng: HealthEngine, c: Cluster, rule: Rule, at: int) -> Result:
         quota = _instant(m, ("quota",), at)
         if got is None or quota is None:
             continue
-        ts, vs = m.rings[got[1]].select(got[2], at - w, at)
-        p = promql.predict_linear(ts, vs, at, 4 * 60 * 60)
+        ring = m.rings[got[1]]
+        if m.stable(got[0], ring) and ring.count_in(at - w, at) >= 2:  # predict_linear of a constant
+            p: float | None = m.prev[got[0]]
+            if p is not None and math.isinf(p):
+                p = math.nan
+        else:
+            if m.fit is None or m.fit.col != got[2]:
+                m.fit = Fit(got[2], 0)
+            lo, hi = ring.rows_in(at - w, at)
+            m.fit.move(ring, lo, hi)
+            if m.fit.odd:
+                ts, vs = ring.select(got[2], at - w, at)
+                p = promql.predict_linear(ts, vs, at, 4 * 60 * 60)
+            else:
+                p = m.fit.predict(at, 4 * 60 * 60)
         if p is not None and p > quota:
             out.append((m.labels, p))
     return out
