@@ -127,6 +127,8 @@ def load(text: str, source: str) -> Any:
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(where, f"invalid YAML: {problem}") from None
+    except RecursionError:  # a document nested thousands deep
+        raise ConfigError(source, "invalid YAML: nested too deeply") from None
 
 
 _PATH_INDEX = re.compile(r"^\[(\d+)\]")

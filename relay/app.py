@@ -475,6 +475,7 @@ class Relay:
                            "/fleet": lambda: self._health_page("fleet")},
                     dropped=self.scraper.dropped_targets,
                     service_discovery=self.service_discovery_page,
+                    on_accept_error=self.metrics.web_accept_errors.inc,
                     query_pages=self.status_pages(),
                 )
                 port = await tg.start(self.web.run)

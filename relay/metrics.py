@@ -68,7 +68,15 @@ class SelfMetrics:
         self.discovery_errors = Counter(
             "relay_discovery_errors", "Discovery refreshes that failed.", ["job", "mechanism"], registry=r
         )
+        self.discovery_dropped = Counter(
+            "relay_discovery_dropped", "Discovered objects refused (e.g. an etcd member whose client URL is not "
+            "http or https), by reason.", ["job", "mechanism", "reason"], registry=r
+        )
         self.config_reloads = Counter("relay_config_reloads", "Config reloads, by result.", ["result"], registry=r)
+        self.web_accept_errors = Counter(
+            "relay_web_accept_errors", "Failed accept() calls on the web listener (out of file descriptors, ...).",
+            registry=r
+        )
         # remote write, per endpoint: labelled remote_name, url (RW below)
         self.rw_highest_timestamp = Gauge(
             "relay_remote_write_highest_timestamp_seconds",

@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("relay.scrape")
+#: A discovery mechanism that raised is started again after this pause (its last targets kept).
+PROVIDER_RESTART_PAUSE = 5.0
 
 Sink = Callable[[Batch], None]
 
@@ -440,6 +442,7 @@ class ScrapeManager:
         assert self._tg is not None
         for i, p in enumerate(providers):
             p.on_error = functools.partial(self._discovery_failed, sc.job_name, p.name)
+            p.on_dropped = functools.partial(self._discovery_dropped, sc.job_name, p.name)
             if isinstance(p, StaticProvider):
                 job.groups[i] = p.groups  # known now: no gap before the first report
             else:
@@ -451,6 +454,10 @@ class ScrapeManager:
     def _discovery_failed(self, job: str, mechanism: str, error: str) -> None:
         if job in self.jobs:
             self.metrics.discovery_errors.labels(job, mechanism).inc()
+
+    def _discovery_dropped(self, job: str, mechanism: str, reason: str, n: int) -> None:
+        if job in self.jobs:
+            self.metrics.discovery_dropped.labels(job, mechanism, reason).inc(n)
 
     # -- what discovery found (the built cache holds every discovered address and its outcome) --
 
@@ -511,8 +518,23 @@ class ScrapeManager:
             self._sync_all()
 
         with job.scope:
-            await provider.run(send)
-            await anyio.sleep_forever()
+            last: str | None = None
+            while True:
+                try:
+                    await provider.run(send)
+                    await anyio.sleep_forever()
+                except Exception as exc:
+                    # Whatever a mechanism's input made it raise: its last groups stay (job.groups),
+                    # the failure is counted and shown, logged once per change, and it starts again.
+                    error = f"{exc.__class__.__name__}: {exc}"[:500]
+                    del exc
+                    provider.last_error = error
+                    provider.failed(error)
+                    if error != last:
+                        log.error("%s discovery for job %s failed, keeping its last targets: %s", provider.name,
+                                  job.config.job_name, error)
+                        last = error
+                await anyio.sleep(PROVIDER_RESTART_PAUSE)
 
     def _desired(self) -> dict[tuple[str, str, Labels], Target]:
         assert self.config is not None

@@ -24,6 +24,9 @@ Faults (``share`` is the fraction of requests hit, drawn from a seeded random ge
   the sender cannot know that the write happened, so it sends it again. Remote write is
   at-least-once; these duplicates are unavoidable and are counted exactly (``duplicate_samples``).
 - ``status``: answer ``status`` (e.g. 500, 429, 400) without forwarding.
+- ``huge_answer``: forward (VictoriaMetrics stores it), then answer 200 with a Content-Length of
+  2 GiB and stream zeros until the sender closes (at most 20 s or 2 GiB): a bounded reader takes
+  what it needs and hangs up.
 
 Every request forwarded and answered 2xx by VictoriaMetrics is decoded, and each sample's
 (series, timestamp) is counted: ``stored_samples`` is what VictoriaMetrics acknowledged,
@@ -34,7 +37,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
+import resource
 import signal
 import socket
 import struct
@@ -53,10 +58,18 @@ import orjson
 from relay.devtools.localenv import LOOPBACK, Service, free_ports, wait_http
 from relay.remote.encode import decompress
 from tests.remote_write_pb import WriteRequest
-from tests.test_faults import peak_rss_mib
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM of a process, in MiB (0 when it cannot be read)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
 
 FAULTS = ("pass", "down", "slow", "reset_mid_request", "close_no_answer", "close_after_response", "reset_after_forward",
-          "status")
+          "status", "huge_answer")
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -170,6 +183,7 @@ class ProxyStats:
     stored_samples: int = 0  # in requests VictoriaMetrics answered 2xx
     unanswered_stored_samples: int = 0  # stored, but the sender never had the answer (reset, or gave up)
     upstream_errors: int = 0
+    huge_answer_bytes: int = 0  # the most of a 2 GiB answer (huge_answer) sent before the sender hung up
 
 
 class ReceiverProxy(Service):
@@ -310,6 +324,16 @@ class ReceiverProxy(Service):
                         self.stats.unanswered_stored_samples += n
                     _reset(writer)
                     return
+                if fault == "huge_answer":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % (2 << 30))
+                    zeros, sent, until = b"0" * (1 << 20), 0, asyncio.get_running_loop().time() + 20
+                    while sent < (2 << 30) and asyncio.get_running_loop().time() < until:
+                        writer.write(zeros)
+                        await writer.drain()
+                        sent += len(zeros)
+                    with self._lock:
+                        self.stats.huge_answer_bytes = max(self.stats.huge_answer_bytes, sent)
+                    return
                 writer.write(response)
                 await writer.drain()
                 if fault == "close_after_response":
@@ -325,11 +349,15 @@ class ReceiverProxy(Service):
 # -- the relay as a subprocess ------------------------------------------------------------------
 
 
+def _limit_files(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+
 class RelayProcess:
     """``relay run`` as a subprocess on loopback, its log in a file (a chatty relay never blocks on a
     full pipe), its summary read from ``--stats-file`` at exit."""
 
-    def __init__(self, config: Path, folder: Path, *extra: str, queue: bool = True) -> None:
+    def __init__(self, config: Path, folder: Path, *extra: str, queue: bool = True, nofile: int = 0) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.stats_file = folder / "stats.json"
@@ -341,7 +369,8 @@ class RelayProcess:
         args += ["--queue-dir", str(folder.parent / "queue")] if queue else ["--queue.memory"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                         cwd=Path(__file__).resolve().parents[1])
+                                         cwd=Path(__file__).resolve().parents[1],
+                                         preexec_fn=functools.partial(_limit_files, nofile) if nofile else None)
         self.peak_rss = 0.0
 
     @property
@@ -393,3 +422,96 @@ class RelayProcess:
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
             self.kill()
+
+
+# -- a hostile HTTP server whose answers are set while it runs -----------------------------------
+
+
+@dataclass
+class Answer:
+    """One path's answer: ``status``, ``body`` (sent with its length), or ``stream_bytes`` bytes of
+    ``fill`` announced with a Content-Length of ``length`` (0: as many as are streamed)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    stream_bytes: int = 0
+    length: int = 0
+    fill: bytes = b"0" * 65536
+
+
+class Stage(Service):
+    """A threaded HTTP/1.1 server on loopback answering each path as set (``answer(path, ...)``);
+    ``require_auth`` (an Authorization header value) makes it answer 401 to any other. Counts
+    requests per path and remembers the last Authorization header it saw."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Answer] = {}
+        self.require_auth: str | None = None
+        self.requests: Counter[str] = Counter()
+        self.last_auth: str | None = None
+        self.streamed = 0
+        self._server: Any = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def answer(self, path: str, **kwargs: Any) -> None:
+        self.answers[path] = Answer(**kwargs)
+
+    def start(self) -> Self:
+        import http.server
+
+        stage = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self) -> None:
+                path = self.path.split("?", 1)[0]
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                stage.requests[path] += 1
+                stage.last_auth = self.headers.get("Authorization")
+                a = stage.answers.get(path, Answer(404, b"not here\n", "text/plain"))
+                if stage.require_auth is not None and stage.last_auth != stage.require_auth:
+                    a = Answer(401, b"unauthorized\n", "text/plain")
+                self.send_response(a.status)
+                self.send_header("Content-Type", a.content_type)
+                if a.stream_bytes:
+                    self.send_header("Content-Length", str(a.length or a.stream_bytes))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    sent = 0
+                    try:
+                        while sent < a.stream_bytes:
+                            self.wfile.write(a.fill)
+                            sent += len(a.fill)
+                    except OSError:
+                        pass
+                    stage.streamed = max(stage.streamed, sent)
+                    self.close_connection = True
+                    return
+                self.send_header("Content-Length", str(len(a.body)))
+                self.end_headers()
+                with contextlib.suppress(OSError):  # a client that stopped reading (a size bound)
+                    self.wfile.write(a.body)
+
+            do_GET = _reply
+            do_POST = _reply
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

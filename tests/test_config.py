@@ -102,6 +102,14 @@ def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{p}:"), str(info.value)
 
 
+def test_config_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    p = tmp_path / "c.yml"
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ConfigError, match="nested too deeply") as info:
+        load_config(p)
+    assert str(info.value).startswith(f"{p}:"), str(info.value)
+
+
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config("/nonexistent/relay.yml")

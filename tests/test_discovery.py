@@ -46,6 +46,39 @@ def test_read_file_sd_errors(tmp_path: Path, content: str, problem: str) -> None
         read_file_sd(str(p))
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("t.json", b'[{"targets": ["a:1"], "labels": {"a": "caf\xe9"}}]', r"not UTF-8 \(byte 0xe9 at offset \d+\)"),
+        ("t.json", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        ("t.yml", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        ("t.yml", b"- targets: ['a:1']\n  labels: {a: &x [1, 2], b: *x}\n", r"\[0\]\.labels\.a: must be a string, got list"),
+        ("t.yml", b"- targets: [[a, b]]\n", r"\[0\]\.targets\[0\]: must be a string, got list"),
+        ("t.yml", b"- targets: ['a:1']\n  labels: {a: {b: c}}\n", "labels.a: must be a string, got dict"),
+    ],
+)
+def test_read_file_sd_hostile_files(tmp_path: Path, name: str, content: bytes, problem: str) -> None:
+    """Whatever the file holds, one DiscoveryError naming the file (never another exception)."""
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(DiscoveryError, match=problem) as info:
+        read_file_sd(str(p))
+    assert str(info.value).startswith(str(p))
+
+
+def test_read_file_sd_refuses_a_file_past_its_limit(tmp_path: Path) -> None:
+    from relay.discovery.file import FILE_LIMIT
+
+    p = tmp_path / "t.json"
+    with open(p, "wb") as f:
+        f.truncate(FILE_LIMIT + 1)  # sparse
+    with pytest.raises(DiscoveryError, match="larger than 64 MiB"):
+        read_file_sd(str(p))
+    p.write_text('[{"targets": ["a:1"], "labels": {"n": 1, "b": true}}]')  # numbers and booleans are fine
+    (g,) = read_file_sd(str(p))
+    assert ("n", "1") in g.labels and ("b", "true") in g.labels
+
+
 async def test_file_sd_picks_up_changes_and_keeps_last_good(tmp_path: Path) -> None:
     p = tmp_path / "t.json"
     p.write_text(json.dumps([{"targets": ["a:1"]}]))

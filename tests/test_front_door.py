@@ -146,6 +146,9 @@ def test_out_of_file_descriptors_is_survived(target: int, tmp_path: Path) -> Non
         while time.monotonic() < deadline and scrapes(base) < after + 2:
             time.sleep(0.3)
         assert scrapes(base) >= after + 2 > before  # scraping goes on after the flood
+        text = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
+        (errors,) = [float(x.split()[1]) for x in text.splitlines() if x.startswith("relay_web_accept_errors_total ")]
+        assert errors >= 1  # each failed accept counted
         text = log.read_text()
         assert text.count("cannot accept connections") == 1, text  # logged once per change of state
         assert "accepting connections again" in text

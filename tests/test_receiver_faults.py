@@ -136,3 +136,45 @@ def test_reset_after_the_receiver_stored_the_write(etcd_cluster: EtcdCluster, vi
     assert r["proxy"].faults["reset_after_forward"] >= 5
     assert r["duplicates"] > 0
     assert_exactly_once(r, duplicates_allowed=True)
+
+
+def test_hostile_receiver_error_text_and_a_2_gib_answer(tmp_path: Path) -> None:
+    """A receiver whose 400 body holds ANSI escapes, control characters, newlines that start a fake
+    log line and 10 KB more: logged as one escaped line of at most ERROR_TEXT_LIMIT characters of it.
+    Then one that answers 200 with a 2 GiB body: the relay reads at most RESPONSE_LIMIT of it,
+    counts the write as sent, and its memory stays where it was."""
+    from relay.remote.writer import ERROR_TEXT_LIMIT
+    from tests.faultproxy import Stage
+    from tests.test_faults import metric_value, wait_for
+
+    hostile = b"\x1b[31mred\x1b[0m\x07\nFAKE 2026-12-01 ERROR relay: injected\r\n" + b"z" * 10_000
+    with Stage() as stage:
+        stage.answer("/metrics", body=b"# TYPE up_test gauge\nup_test 1\n", content_type="text/plain")
+        stage.answer("/api/v1/write", status=400, body=hostile, content_type="text/plain")
+        cfg = tmp_path / "relay.yml"
+        cfg.write_text(
+            "global: {scrape_interval: 1s, scrape_timeout: 800ms}\n"
+            f"scrape_configs:\n  - job_name: t\n    static_configs: [{{targets: ['127.0.0.1:{stage.port}']}}]\n"
+            f"remote_write:\n  - url: http://127.0.0.1:{stage.port}/api/v1/write\n"
+            "    queue_config: {batch_send_deadline: 200ms, min_backoff: 50ms, max_backoff: 500ms}\n"
+        )
+        with RelayProcess(cfg, tmp_path / "run", queue=False) as relay:
+            relay.wait_ready()
+            wait_for(lambda: "HTTP 400, dropping" in relay.log_tail(100_000), 30, "the 400 logged")
+            text = relay.log_path.read_text(errors="replace")
+            (line,) = [x for x in text.splitlines() if "HTTP 400, dropping" in x]
+            assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+            assert "\\x1b[31mred\\x1b[0m\\x07\\nFAKE 2026-12-01 ERROR relay: injected\\r\\nzzz" in line
+            assert not any(x.startswith("FAKE") for x in text.splitlines())
+            assert line.endswith("...") and line.count("z") <= ERROR_TEXT_LIMIT
+            sent = metric_value(relay.metrics(), "relay_remote_write_samples_sent_total")
+            before = relay.sample_rss()
+            stage.answer("/api/v1/write", stream_bytes=2 << 30, length=2 << 30, content_type="text/plain")
+            wait_for(lambda: metric_value(relay.metrics(), "relay_remote_write_samples_sent_total") > sent + 20, 60,
+                     "writes answered with 2 GiB counted as sent")
+            assert relay.proc.poll() is None
+            after = relay.sample_rss()
+            assert after < before + 100, f"peak RSS {before:.0f} -> {after:.0f} MiB"
+            assert stage.requests["/api/v1/write"] >= 4
+            relay.proc.terminate()
+            assert relay.proc.wait(30) == 0

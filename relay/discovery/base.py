@@ -23,12 +23,14 @@ class Provider:
 
     ``last_error`` is the provider's current error (None when healthy; shown on /service-discovery);
     ``on_error``, set by the owner, is called once per failed refresh or watch attempt (it counts
-    ``relay_discovery_errors_total``).
+    ``relay_discovery_errors_total``); ``on_dropped`` likewise counts objects refused
+    (``relay_discovery_dropped_total``).
     """
 
     name = "provider"
     last_error: str | None = None
     on_error: Callable[[str], None] | None = None
+    on_dropped: Callable[[str, int], None] | None = None
 
     async def run(self, send: Send) -> None:
         raise NotImplementedError
@@ -41,6 +43,11 @@ class Provider:
         """One failed attempt: counted (the log line is the provider's, once per change of state)."""
         if self.on_error is not None:
             self.on_error(error)
+
+    def dropped(self, reason: str, n: int) -> None:
+        """``n`` discovered objects refused for ``reason`` (counted in relay_discovery_dropped_total)."""
+        if self.on_dropped is not None:
+            self.on_dropped(reason, n)
 
 
 class DiscoveryError(ValueError):

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from .._exceptions import HTTPError
+from .._exceptions import ConfigError, HTTPError
 from ..config import EtcdSDConfig
 from ..http.client import ClientPool
 from .base import DiscoveryError, Provider, Send, TargetGroup
@@ -38,15 +38,26 @@ def _hex_id(value: Any) -> str:
         return str(value)
 
 
-def members_to_groups(data: dict[str, Any], config: EtcdSDConfig, source: str) -> list[TargetGroup]:
-    """Target groups for the member list JSON of ``/v3/cluster/member/list``."""
+def members_to_groups(data: dict[str, Any], config: EtcdSDConfig, source: str,
+                      dropped: list[str] | None = None) -> list[TargetGroup]:
+    """Target groups for the member list JSON of ``/v3/cluster/member/list``.
+
+    A member whose client URL is not http or https (``unix://``, ``file:``, garbage) is dropped:
+    its URL is appended to ``dropped`` (the caller counts and logs it)."""
     cluster_id = _hex_id(data.get("header", {}).get("cluster_id", ""))
     groups = []
     for m in data.get("members", []):
         client_urls = m.get("clientURLs") or []
         if not client_urls:
             continue  # a member that has not started yet has no client URL
+        if not isinstance(client_urls, list) or not isinstance(client_urls[0], str):
+            got = type(client_urls[0] if isinstance(client_urls, list) else client_urls).__name__
+            raise TypeError(f"clientURLs must be a list of strings, got {got}")
         client = urlsplit(client_urls[0])
+        if client.scheme not in ("http", "https") or not client.hostname:
+            if dropped is not None:
+                dropped.append(client_urls[0])
+            continue
         host = client.hostname or ""
         if ":" in host:
             host = f"[{host}]"
@@ -79,9 +90,13 @@ class EtcdSDProvider(Provider):
         self.job = job
         self.clients = clients
         self.last_error: str | None = None
+        self._last_dropped: tuple[str, ...] = ()
 
     async def fetch(self) -> list[TargetGroup]:
-        client = self.clients.get(self.config.http)
+        try:
+            client = self.clients.get(self.config.http)
+        except ConfigError as exc:  # its certificate files gone (a rotation half done)
+            raise DiscoveryError(str(exc)) from None
         errors = []
         for endpoint in self.config.endpoints:
             try:
@@ -90,12 +105,28 @@ class EtcdSDProvider(Provider):
                 if resp.status_code != 200:
                     errors.append(f"{endpoint}: HTTP {resp.status_code}")
                     continue
-                return members_to_groups(resp.json(), self.config, f"{self.job}/etcd")
+                dropped: list[str] = []
+                groups = members_to_groups(resp.json(), self.config, f"{self.job}/etcd", dropped)
+                self._report_dropped(endpoint, dropped)
+                return groups
             except HTTPError as exc:
                 errors.append(f"{endpoint}: {exc.reason}: {exc}")
-            except (ValueError, TypeError, AttributeError) as exc:  # not JSON, or not a member list's shape
-                errors.append(f"{endpoint}: unexpected member list: {exc.__class__.__name__}: {exc}")
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+                # not JSON, or not a member list's shape
+                errors.append(f"{endpoint}: unexpected member list: {exc.__class__.__name__}: {str(exc)[:200]}")
         raise DiscoveryError("; ".join(errors))
+
+    def _report_dropped(self, endpoint: str, urls: list[str]) -> None:
+        """Members dropped for their client URL: counted every refresh, logged once per change."""
+        if urls:
+            self.dropped("client_url_scheme", len(urls))
+        key = tuple(urls)
+        if key != self._last_dropped:
+            self._last_dropped = key
+            if urls:
+                shown = ", ".join(repr(u[:100]) for u in urls[:5]) + (f" and {len(urls) - 5} more" if len(urls) > 5 else "")
+                log.warning("etcd_sd for job %s: %s: %d members dropped, their client URL is not http or https: %s",
+                            self.job, endpoint, len(urls), shown)
 
     async def run(self, send: Send) -> None:
         while True:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import anyio
 import yaml
@@ -18,12 +17,42 @@ __all__ = ["FileSDProvider", "read_file_sd"]
 log = logging.getLogger("relay.discovery.file")
 
 
+#: A file_sd file of 10,000 targets with labels is about 2 MiB; past this it is not read at all.
+FILE_LIMIT = 64 << 20
+
+_SCALARS = (str, int, float, bool)
+
+
+def _scalar(value: object, where: str) -> str:
+    """A target or label value as a string: scalars only (a list or mapping there, such as a YAML
+    alias bomb, is refused before anything expands it)."""
+    if value is None:
+        return ""
+    if not isinstance(value, _SCALARS):
+        raise DiscoveryError(f"{where}: must be a string, got {type(value).__name__}")
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as written in YAML, as Prometheus reads it
+    return str(value)
+
+
 def read_file_sd(path: str) -> list[TargetGroup]:
-    """Read one file_sd file (JSON or YAML list of ``{targets: [...], labels: {...}}``)."""
+    """Read one file_sd file (JSON or YAML list of ``{targets: [...], labels: {...}}``).
+
+    Every problem of the file is a `DiscoveryError` naming it: unreadable, larger than
+    `FILE_LIMIT`, not UTF-8, not JSON/YAML, nested too deeply, or not of file_sd's shape."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            raw = f.read(FILE_LIMIT + 1) if size <= FILE_LIMIT else b""
     except OSError as exc:
         raise DiscoveryError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if size > FILE_LIMIT or len(raw) > FILE_LIMIT:  # (a file still growing: its size said less)
+        raise DiscoveryError(f"{path}: larger than {FILE_LIMIT >> 20} MiB; not read")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DiscoveryError(f"{path}: not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    del raw
     try:
         data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
@@ -33,6 +62,8 @@ def read_file_sd(path: str) -> list[TargetGroup]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
         raise DiscoveryError(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or 'syntax error'}") from None
+    except RecursionError:
+        raise DiscoveryError(f"{path}: nested too deeply") from None
     if data is None:
         return []
     if not isinstance(data, list):
@@ -47,8 +78,8 @@ def read_file_sd(path: str) -> list[TargetGroup]:
         labels = g.get("labels") or {}
         if not isinstance(labels, dict):
             raise DiscoveryError(f"{path}[{i}].labels: must be a mapping")
-        targets = tuple(str(t) for t in g.get("targets") or [])
-        lbl = {str(k): str(v) for k, v in labels.items()}
+        targets = tuple(_scalar(t, f"{path}[{i}].targets[{j}]") for j, t in enumerate(g.get("targets") or []))
+        lbl = {_scalar(k, f"{path}[{i}].labels"): _scalar(v, f"{path}[{i}].labels.{k}") for k, v in labels.items()}
         lbl["__meta_filepath"] = path
         groups.append(TargetGroup(source=f"{path}:{i}", targets=targets, labels=tuple(sorted(lbl.items()))))
     return groups
@@ -110,15 +141,17 @@ class FileSDProvider(Provider):
                 errors: list[str] = []
                 for f in self._files():
                     try:
-                        current[f] = read_file_sd(f)
+                        # in a worker thread: a large file is parsed while the loop goes on scraping
+                        current[f] = await anyio.to_thread.run_sync(read_file_sd, f)
                         if said.pop(f, None) is not None:
                             log.info("file_sd for job %s: %s is valid again", self.job, f)
-                    except DiscoveryError as exc:
+                    except (DiscoveryError, MemoryError) as exc:
                         # Keep what the file said last time it was valid; say why once per change.
-                        if said.get(f) != str(exc):
-                            log.error("file_sd for job %s: %s", self.job, exc)
-                        said[f] = str(exc)
-                        errors.append(str(exc))
+                        text = str(exc) if isinstance(exc, DiscoveryError) else f"{f}: out of memory reading it"
+                        if said.get(f) != text:
+                            log.error("file_sd for job %s: %s", self.job, text)
+                        said[f] = text
+                        errors.append(text)
                         current[f] = previous.get(f, [])
                 error = "; ".join(errors)  # every file that failed, not just the last
                 self.last_error = error or None

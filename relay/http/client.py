@@ -147,6 +147,10 @@ def build_ssl_context(tls: TLSConfig, where: str = "tls_config") -> ssl.SSLConte
     return ctx
 
 
+#: The most of a password_file or credentials_file read (a token is a few KiB at most).
+SECRET_LIMIT = 1 << 16
+
+
 class FileAuth:
     """Basic or Authorization-header auth whose secret may live in a file re-read when it changes.
 
@@ -166,7 +170,7 @@ class FileAuth:
             mtime = os.stat(path).st_mtime
             if self._cached is None or self._cached[0] != mtime:
                 with open(path, encoding="utf-8") as f:
-                    self._cached = (mtime, f.read().strip())
+                    self._cached = (mtime, f.read(SECRET_LIMIT).strip())  # a secret, not a data file
         except (OSError, UnicodeDecodeError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise CredentialsError(f"cannot read {where} {path}: {detail}") from None

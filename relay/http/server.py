@@ -91,6 +91,7 @@ class WebServer:
         pages: Mapping[str, Callable[[], Response]] | None = None,
         dropped: Callable[[str | None], tuple[list[dict[str, Any]], dict[str, int]]] | None = None,
         service_discovery: Callable[[str | None, int], bytes] | None = None,
+        on_accept_error: Callable[[], object] | None = None,
         query_pages: Mapping[str, Callable[[dict[str, list[str]]], Response]] | None = None,
     ) -> None:
         self.host = host
@@ -111,6 +112,7 @@ class WebServer:
         self.bound_port = 0
         self.connections = 0
         self.accept_errors = 0
+        self.on_accept_error = on_accept_error  # counts relay_web_accept_errors_total
         self._slots = anyio.Semaphore(max_connections)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -133,6 +135,8 @@ class WebServer:
             except OSError as exc:
                 self._slots.release()
                 self.accept_errors += 1
+                if self.on_accept_error is not None:
+                    self.on_accept_error()
                 reason = exc.strerror or str(exc)
                 if failing != reason:
                     failing = reason

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import httpx
 
-from .._exceptions import HTTPError
+from .._exceptions import ConfigError, HTTPError
 from ..batch import Batch, Family, SeriesTable
 from ..config import RemoteWriteConfig
 from ..http.client import ClientPool
@@ -75,6 +75,23 @@ DROP_TOO_OLD = "too_old"  # older than queue_config.sample_age_limit when being 
 #: A receiver's response body is read up to this much (the first 512 bytes are logged); the rest
 #: is not read and the connection is closed.
 RESPONSE_LIMIT = 65_536
+#: How much of a receiver's error text is logged (escaped: see `receiver_text`).
+ERROR_TEXT_LIMIT = 512
+
+
+def receiver_text(body: bytes, limit: int = ERROR_TEXT_LIMIT) -> str:
+    """A receiver's error body, fit for one log line: UTF-8 (bad bytes as U+FFFD), control
+    characters, ANSI escapes and newlines escaped (``\\x1b``, ``\\n``), at most ``limit``
+    characters of it, then ``...`` when there was more."""
+    text = body[: limit * 4].decode("utf-8", "replace").strip()
+    out = []
+    for ch in text[:limit]:
+        if ch.isprintable() and ch != "\\":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out) + ("..." if len(text) > limit or len(body) > limit * 4 else "")
+
 
 RETRY = "retry"
 DROP = "drop"
@@ -536,7 +553,14 @@ class RemoteWriter:
             block.attempts += 1
             wait: float | None = None
             t0 = time.perf_counter()
-            client = self.clients.get(self.config.http)  # once per attempt: may check certificate files
+            try:
+                client = self.clients.get(self.config.http)  # once per attempt: may check certificate files
+            except ConfigError as exc:  # its certificate files gone (a rotation half done): retried
+                self._log_once(f"{label}: cannot build the client, will retry: {exc}")
+                self.metrics.rw_samples_failed.labels(*self.metric_labels).inc(block.samples)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, q.max_backoff)
+                continue
             timeout = self.config.remote_timeout
             request = client.build_request("POST", self._url, content=data, headers=self._headers,
                                            timeout=timeout)
@@ -554,7 +578,7 @@ class RemoteWriter:
                         self.highest_sent_ts = block.highest
                         self.metrics.rw_highest_sent_timestamp.labels(*self.metric_labels).set(block.highest / 1000)
                     return
-                message = resp.content[:512].decode("utf-8", "replace").strip()
+                message = receiver_text(resp.content)
                 if verdict == DROP:
                     self._log_once(f"{label}: HTTP {resp.status_code}, dropping {n} samples: {message}")
                     self._drop(DROP_HTTP_4XX, n)
