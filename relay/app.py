@@ -25,7 +25,7 @@ from .http.client import ClientPool
 from .http.pages import PAGE_SIZE, JobDiscovery, service_discovery_html
 from .http.server import Response, WebServer
 from .http.webconfig import load_web_config
-from .metrics import SelfMetrics
+from .metrics import SelfMetrics, watch_loop_lag
 from .remote.writer import RemoteWriter
 from .scrape import ScrapeManager
 
@@ -209,7 +209,7 @@ class Relay:
         """Re-read the config file; on any error keep the running config and return the error.
 
         The file is read, parsed and checked in a worker thread (the loop goes on scraping), then
-        applied on the loop. One reload at a time."""
+        applied on the loop in slices (ScrapeManager.apply_async). One reload at a time."""
         async with self._reload_lock:
             try:
                 config = await anyio.to_thread.run_sync(self._load_for_reload)
@@ -221,7 +221,7 @@ class Relay:
                 self.metrics.config_reloads.labels("failure").inc()
                 log.error("config reload failed, keeping the running config: %s: %s", exc.__class__.__name__, exc)
                 return f"{self.options.config_file}: {exc.__class__.__name__}: {exc}"
-            return self._apply(config)
+            return await self._apply(config)
 
     def _load_for_reload(self) -> Config:
         config = check_config(self.options.config_file, self.options.cluster)
@@ -229,9 +229,9 @@ class Relay:
             probe_queue_dir(self.options.queue_dir)
         return config
 
-    def _apply(self, config: Config) -> str | None:
+    async def _apply(self, config: Config) -> str | None:
         retired = self._sync_writers(config)
-        self.scraper.apply(config)
+        await self.scraper.apply_async(config)
         self.config = config
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded from %s", self.options.config_file)
@@ -292,6 +292,7 @@ class Relay:
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> dict[str, Any]:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(watch_loop_lag, self.metrics)
             self._sync_writers(self.config)
             port = 0
             if self.options.listen is not None:

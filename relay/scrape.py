@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -63,6 +63,12 @@ __all__ = [
 log = logging.getLogger("relay.scrape")
 
 Sink = Callable[[Batch], None]
+
+SLICE_SECONDS = 0.02
+"""A large sync (a reload, a discovery update of many targets) lets the event loop go after this
+much work, so that no target waits longer than about this for its scrape."""
+CHECK_EVERY = 64
+"""Targets between two looks at the clock during a sync."""
 
 ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -338,6 +344,9 @@ class ScrapeManager:
         self._tg: anyio.abc.TaskGroup | None = None
         self.target_errors: dict[str, list[str]] = {}
         self.kubernetes = KubernetesHub(clients)  # watchers shared by the jobs' kubernetes_sd_configs
+        self._sync_lock = anyio.Lock()
+        self._stopped = False
+        self._sync_wanted = anyio.Event()
         metrics.set_series_cache_source(lambda: float(sum(len(lp.parser) for lp in self.loops.values())))
 
     @property
@@ -352,26 +361,67 @@ class ScrapeManager:
     async def run(self, config: Config, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = self.kubernetes.tg = tg
-            self.apply(config)
+            await self.apply_async(config)
+            tg.start_soon(self._syncer)
             task_status.started()
             await anyio.sleep_forever()
 
     def apply(self, config: Config) -> None:
-        """Switch to ``config``: jobs whose config is unchanged keep their discovery and loops."""
+        """Switch to ``config`` in one step (tests, small configs): see :meth:`apply_async`."""
+        for _ in self._switch_jobs(config):
+            pass
+        for _ in self._sync_steps():
+            pass
+
+    async def apply_async(self, config: Config) -> None:
+        """Switch to ``config``: jobs whose config is unchanged keep their discovery and loops.
+
+        Done in slices of at most SLICE_SECONDS of work with the event loop let go between them
+        (a reload of thousands of jobs must not stall the scrapes); returns once the new targets
+        run. One sync at a time (with discovery updates)."""
+        async with self._sync_lock:
+            await self._run_sliced(self._switch_jobs(config))
+            await self._run_sliced(self._sync_steps())
+
+    def _request_sync(self) -> None:
+        """A discovery update: the syncer task applies it (and any that come meanwhile) soon."""
+        self._sync_wanted.set()
+
+    async def _syncer(self) -> None:
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted = anyio.Event()
+            async with self._sync_lock:
+                await self._run_sliced(self._sync_steps())
+
+    @staticmethod
+    async def _run_sliced(steps: Iterator[None]) -> None:
+        """Run ``steps`` (a generator yielding at its checkpoints), letting the loop go whenever a
+        slice has taken SLICE_SECONDS."""
+        clock = time.perf_counter
+        until = clock() + SLICE_SECONDS
+        for _ in steps:
+            if clock() > until:
+                await anyio.sleep(0)
+                until = clock() + SLICE_SECONDS
+
+    def _switch_jobs(self, config: Config) -> Iterator[None]:
+        """Drop the jobs gone, start the new and the changed ones; yields every CHECK_EVERY jobs."""
         assert self._tg is not None
         self.config = config
         wanted = {sc.job_name: sc for sc in config.scrape_configs}
         for name in list(self.jobs):
             if name not in wanted:
                 self._drop_job(name)
-        for name, sc in wanted.items():
+        for n, (name, sc) in enumerate(wanted.items(), 1):
+            if n % CHECK_EVERY == 0:
+                yield
             old = self.jobs.get(name)
             if old is None:
                 self._start_job(sc, None)
             elif old.config != sc:
                 old.scope.cancel()
                 self._start_job(sc, old)
-        self._sync_all()
 
     def _drop_job(self, name: str) -> None:
         job = self.jobs.pop(name)
@@ -459,22 +509,35 @@ class ScrapeManager:
             job.waiting.discard(index)
             if not job.waiting:
                 job.carry = None
-            self._sync_all()
+            self._request_sync()
 
         with job.scope:
             await provider.run(send)
             await anyio.sleep_forever()
 
     def _desired(self) -> dict[tuple[str, str, Labels], Target]:
+        """The targets all jobs' discovery gives now, in one step (see :meth:`_desired_steps`)."""
+        out: dict[tuple[str, str, Labels], Target] = {}
+        for _ in self._desired_steps(out):
+            pass
+        return out
+
+    def _desired_steps(self, desired: dict[tuple[str, str, Labels], Target]) -> Iterator[None]:
+        """Fill ``desired`` with the targets all jobs' discovery gives now; yields every
+        CHECK_EVERY addresses (a checkpoint for :meth:`_run_sliced`)."""
         assert self.config is not None
-        desired: dict[tuple[str, str, Labels], Target] = {}
-        self.target_errors = {}
-        for name, job in self.jobs.items():
+        cluster = self.config.cluster
+        errors: dict[str, list[str]] = {}
+        n = 0
+        for name, job in list(self.jobs.items()):
             count = 0
             built: dict[tuple[str, int], tuple[TargetGroup, Target | str | None]] = {}
             for groups in [*job.groups.values(), job.carry or []]:
                 for g in groups:
                     for addr in g.targets:
+                        n += 1
+                        if n % CHECK_EVERY == 0:
+                            yield
                         key = (addr, id(g))  # the entry holds g: its id is not reused meanwhile
                         known = job.built.get(key)
                         if known is not None and known[0] is g:
@@ -486,35 +549,62 @@ class ScrapeManager:
                                 t = str(exc)
                         built[key] = (g, t)
                         if isinstance(t, str):
-                            self.target_errors.setdefault(name, []).append(t)
+                            errors.setdefault(name, []).append(t)
                             continue
-                        if t is None or not select_for_member(t, self.config.cluster):
+                        if t is None or not select_for_member(t, cluster):
                             continue
                         desired.setdefault(t.key, t)
                         count += 1
             job.built = built
             self.metrics.targets.labels(name).set(count)
-        return desired
+        self.target_errors = errors
 
     def _sync_all(self) -> None:
+        """Bring the loops to what discovery gives now, in one step."""
+        for _ in self._sync_steps():
+            pass
+
+    def _sync_steps(self) -> Iterator[None]:
+        """Bring the loops to what discovery gives now: stop the gone, start the new; yields at
+        checkpoints (every CHECK_EVERY targets), so that a large change can be cut into slices."""
         assert self._tg is not None
-        desired = self._desired()
-        for key in list(self.loops):
+        desired: dict[tuple[str, str, Labels], Target] = {}
+        yield from self._desired_steps(desired)
+        for n, key in enumerate(list(self.loops), 1):
+            if n % CHECK_EVERY == 0:
+                yield
             if key not in desired:
-                self.loops.pop(key).stop()
+                loop = self.loops.pop(key, None)
+                if loop is not None:
+                    loop.stop()
         extra = self.extra_labels
-        for key, target in desired.items():
+        # scrape_settings of each distinct config once per sync (by id; the entry holds the config)
+        settings: dict[int, tuple[ScrapeConfig, ScrapeConfig]] = {}
+
+        def settings_of(sc: ScrapeConfig) -> ScrapeConfig:
+            got = settings.get(id(sc))
+            if got is None:
+                got = settings[id(sc)] = (sc, scrape_settings(sc))
+            return got[1]
+
+        for n, (key, target) in enumerate(desired.items(), 1):
+            if n % CHECK_EVERY == 0:
+                yield
+            if self._stopped:
+                return
             loop = self.loops.get(key)
-            same = loop is not None and scrape_settings(loop.target.config) == scrape_settings(target.config)
-            if loop is not None and same and loop.extra_labels == extra:
-                loop.target = target  # the same target; what discovery says of it may have changed
-                continue
+            if loop is not None and loop.extra_labels == extra:
+                old_sc, new_sc = loop.target.config, target.config
+                if old_sc is new_sc or settings_of(old_sc) == settings_of(new_sc):
+                    loop.target = target  # the same target; what discovery says of it may have changed
+                    continue
             if loop is not None:
                 loop.stop()
             loop = self.loops[key] = ScrapeLoop(target, self.clients, self.sinks, self.metrics, extra_labels=extra)
             self._tg.start_soon(loop.run)
 
     def stop_all(self) -> None:
+        self._stopped = True  # a sync under way (in slices) starts nothing more
         for loop in self.loops.values():
             loop.stop(stale=False)
         for job in self.jobs.values():
