@@ -69,6 +69,10 @@ SLICE_SECONDS = 0.02
 much work, so that no target waits longer than about this for its scrape."""
 CHECK_EVERY = 64
 """Targets between two looks at the clock during a sync."""
+FORGET_FACTOR = 1.5
+FORGET_SLACK = 1024
+"""A target's series cache (and table) is cut back to its last scrape's series once it holds more
+than FORGET_FACTOR times them plus FORGET_SLACK: a churning target costs about two scrapes' series."""
 
 ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -148,6 +152,9 @@ class ScrapeLoop:
         self.parser.series.shard_key = mix_label_hashes((target.stable_hash(),))
         self._synthetic_ids = [self._synthetic_id(n) for n in SYNTHETIC]
         self._last_ids: array[int] = array("I")
+        self._good = 0  # samples of the last good scrape, dropped ones included
+        self._size_mark = 0  # max(cache, table) after the last scrape
+        self.forgotten = 0  # times the series cache was cut back to the live series (_forget)
         self._headers = {
             "Accept": ACCEPT,
             "Accept-Encoding": "gzip",
@@ -271,6 +278,10 @@ class ScrapeLoop:
                 out.append(sid, STALE_NAN, ts_ms)
             self._last_ids = array("I")
             values = (0.0, duration, 0.0, 0.0, 0.0)
+            size = max(len(self.parser), len(self.parser.series))
+            if size - self._size_mark > FORGET_SLACK and size > 2 * self._good + FORGET_SLACK:
+                self._forget(array("I"))  # new series in a failed scrape, and many: churn (Prometheus
+                # forces a flush at twice the last good size too)
         else:
             out = batch
             ids = batch.ids
@@ -283,11 +294,32 @@ class ScrapeLoop:
             h.health, h.last_error, h.last_reason, h.last_samples = "up", "", "", n
             self.metrics.scraped_samples.labels(job).inc(n)
             added = len(self.parser.series) - series_before
-            values = (1.0, duration, float(n + self.parser.last_dropped), float(n), float(added))
+            scraped = n + self.parser.last_dropped
+            values = (1.0, duration, float(scraped), float(n), float(added))
+            self._good = scraped
         for sid, value in zip((up_id, dur_id, scraped_id, post_id, added_id), values, strict=True):
             out.append(sid, value, ts_ms)
         self._emit(out)
+        if batch is not None and max(len(self.parser), len(self.parser.series)) > (
+                FORGET_FACTOR * (self._good + len(SYNTHETIC)) + FORGET_SLACK):
+            self._forget(self._last_ids)
+        self._size_mark = max(len(self.parser), len(self.parser.series))
         return out
+
+    def _forget(self, live: array[int]) -> None:
+        """Forget every series but ``live`` (this scrape's) and the synthetic ones, as Prometheus'
+        scrape cache forgets entries not seen in the last scrape: the parser's cache keeps only
+        theirs and a new series table holds only them (renumbered). Batches already out keep the
+        old table; remote write and etcd health take the new one as a new table of the target.
+        Only when the target's series churn (more series kept than FORGET_FACTOR times a scrape's):
+        a target whose series stay the same never pays for it."""
+        keep = array("I", live)
+        keep.extend(self._synthetic_ids)
+        table, remap = self.parser.series.subset(keep)
+        self.parser.retain(remap, table)
+        self._last_ids = array("I", [remap[sid] for sid in self._last_ids])
+        self._synthetic_ids = [remap[sid] for sid in self._synthetic_ids]
+        self.forgotten += 1
 
 
 def select_for_member(target: Target, cluster: ClusterConfig) -> bool:

@@ -10,6 +10,7 @@ they catch the regression, not a slow machine.
 from __future__ import annotations
 
 import time
+from array import array
 from pathlib import Path
 
 import anyio
@@ -87,3 +88,112 @@ def test_body_size_limit_defaults_to_16_mib() -> None:
     glob = parse_config("global: {body_size_limit: 0}\n" + job)
     assert glob.global_config.body_size_limit == 0 and glob.scrape_configs[0].body_size_limit == 0
     assert parse_config("global: {body_size_limit: 2MB}\n" + job).scrape_configs[0].body_size_limit == 2 << 20
+
+
+class ChurnServer:
+    """A loopback HTTP server whose every answer has ``stable`` series that stay and ``churn``
+    series never seen before (a new ``id`` label each time), plus a metric relabel drop target."""
+
+    def __init__(self, stable: int, churn: int) -> None:
+        import http.server
+        import threading
+
+        self.stable, self.churn, self.served = stable, churn, 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                n = owner.served
+                owner.served += 1
+                lines = [f'stable{{i="{i}"}} {i}' for i in range(owner.stable)]
+                lines += [f'churn{{id="{n}-{i}"}} 1' for i in range(owner.churn)]
+                lines += [f'go_dropped{{id="{n}-{i}"}} 1' for i in range(owner.churn // 2)]
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ChurnServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_series_cache_forgets_a_churning_targets_old_series() -> None:
+    from relay.batch import Batch
+    from relay.http.client import ClientPool
+    from relay.metrics import SelfMetrics
+    from relay.scrape import ScrapeLoop
+    from relay.target import build_target
+
+    sc = parse_config("scrape_configs:\n  - job_name: churn\n    metric_relabel_configs:\n"
+                      "      - {source_labels: [__name__], regex: 'go_.*', action: drop}\n").scrape_configs[0]
+    stable, churn, scrapes = 200, 3000, 12
+    got: list[Batch] = []
+    pool = ClientPool()
+    with ChurnServer(stable, churn) as server:
+        target = build_target(f"127.0.0.1:{server.port}", {}, sc)
+        assert target is not None
+        loop = ScrapeLoop(target, pool, [got.append], SelfMetrics())
+        per_scrape = stable + churn + churn // 2  # series a scrape sees, dropped ones included
+        sizes = []
+        try:
+            with anyio.fail_after(120):
+                for _ in range(scrapes):
+                    await loop.scrape_once()
+                    assert loop.health.health == "up", loop.health.last_error
+                    sizes.append((len(loop.parser), len(loop.parser.series)))
+        finally:
+            await pool.aclose()
+    # without forgetting the cache would hold every series ever sent: 12 scrapes' worth
+    assert loop.forgotten >= scrapes // 3, (loop.forgotten, sizes)
+    assert max(c for c, _ in sizes) <= 2 * per_scrape + 1100, sizes
+    assert max(t for _, t in sizes) <= 2 * (stable + churn) + 1100, sizes
+    # what went out stays right: each batch resolves through its own table; the stable series keep
+    # their values, the last scrape's churn series are there, and the ones gone got stale markers
+    last = got[-1]
+    names: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for name, labels, value, _ in last.samples():
+        names.setdefault(name, []).append((dict(labels), value))
+    assert len(names["stable"]) == stable and sorted(v for _, v in names["stable"]) == [float(i) for i in range(stable)]
+    live = [lb["id"] for lb, v in names["churn"] if v == 1]
+    stale = [lb["id"] for lb, v in names["churn"] if v != v]
+    assert len(live) == churn and {i.split("-")[0] for i in live} == {str(scrapes - 1)}
+    assert len(stale) == churn and {i.split("-")[0] for i in stale} == {str(scrapes - 2)}
+    assert "go_dropped" not in names and names["up"][0][1] == 1.0
+    assert names["scrape_series_added"][0][1] == churn
+
+
+def test_series_table_subset_is_the_same_in_both_twins() -> None:
+    from relay import _ext
+    from relay.batch import SeriesTablePy
+
+    twins: list[type] = [SeriesTablePy]
+    c = _ext.load("relay._series_c")
+    if c is not None:
+        twins.append(c.SeriesTable)
+    results = []
+    for cls in twins:
+        table = cls()
+        table.shard_key = 7
+        for i in range(300):
+            table.add(f"m{i % 7}", (("a", str(i)), ("job", "x")))
+        new, remap = table.subset(array("I", [5, 3, 3, 299, 100000]))
+        assert len(new) == 3 and new.shard_key == 7
+        assert [remap[i] for i in (3, 5, 299)] == [0, 1, 2] and remap[0] == -1 and len(remap) == 300
+        assert new.resolve(2) == table.resolve(299)
+        assert new.add("m5", (("a", "5"), ("job", "x"))) == 1  # found, not added again
+        results.append(new.columns())
+    assert all(r == results[0] for r in results)
