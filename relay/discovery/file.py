@@ -109,7 +109,11 @@ class FileSDProvider(Provider):
                 errors: list[str] = []
                 for f in self._files():
                     try:
-                        current[f] = read_file_sd(f)
+                        # in a worker thread: a file of 100,000 targets takes a while to read
+                        groups = await anyio.to_thread.run_sync(read_file_sd, f)
+                        # the same groups as last time: the same objects, which the scrape
+                        # manager knows (it relabels only group objects it has not seen)
+                        current[f] = previous[f] if groups == previous.get(f) else groups
                     except DiscoveryError as exc:
                         # Keep what the file said last time it was valid; say why once per change.
                         log.error("file_sd for job %s: %s", self.job, exc)
