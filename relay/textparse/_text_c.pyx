@@ -31,6 +31,7 @@ cdef extern from "Python.h":
 
 import array as _array_module  # cpython.array needs the array module imported
 import sys
+import threading as _threading
 
 from relay.textparse import _text_py as _py
 from relay._exceptions import ParseError, ScrapeError
@@ -422,6 +423,15 @@ cdef object _IS_OM = _py.is_openmetrics
 cdef object _LABEL_MERGE = LabelMerge
 cdef int32_t DROPPED = _py.DROPPED
 
+cdef extern from "pythread.h":
+    unsigned long PyThread_get_thread_ident() nogil
+
+# A parse in a worker thread (ScrapeLoop sends large bodies there) lets go of the GIL every
+# YIELD_LINES + 1 lines, so that the event loop's thread runs meanwhile (CPython hands the GIL to a
+# waiting thread when it is released); on the main thread it never does.
+cdef Py_ssize_t YIELD_LINES = 0xFFF
+cdef unsigned long _MAIN_THREAD = <unsigned long>_threading.main_thread().ident
+
 
 cdef str _text(const unsigned char *p, Py_ssize_t n):
     """Bytes of the body as text for a message (as the Python twin's ``.decode(errors='replace')``)."""
@@ -808,6 +818,9 @@ cdef class Parser:
         cdef bint cold = self._keys.count == 0  # nothing to hit: go straight to the forward scan
         while pos < n:
             lineno += 1
+            if (lineno & YIELD_LINES) == 0 and PyThread_get_thread_ident() != _MAIN_THREAD:
+                with nogil:  # in a worker thread (a large body): let the event loop's thread run
+                    pass
             eol = <const unsigned char *>memchr(buf + pos, 10, n - pos)
             end = (eol - buf) if eol != NULL else n
             p = pos
@@ -1344,6 +1357,9 @@ cdef class Parser:
         sample = checker.sample
         while pos < n:
             lineno += 1
+            if (lineno & YIELD_LINES) == 0 and PyThread_get_thread_ident() != _MAIN_THREAD:
+                with nogil:  # in a worker thread (a large body): let the event loop's thread run
+                    pass
             eol = <const unsigned char *>memchr(buf + pos, 10, n - pos)
             end = (eol - buf) if eol != NULL else n
             p = pos
