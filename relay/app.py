@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import math
 import os
+import platform
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -16,14 +20,18 @@ from typing import IO, Any
 import anyio
 import orjson
 
+from . import __version__
 from ._exceptions import ConfigError
 from .batch import Batch
+from .buildinfo import build_info, c_extensions, revision
 from .config import ClusterConfig, Config, HTTPClientConfig, load_config, validate_cluster
 from .health import HealthEngine, apply_overrides, default_rules
 from .health.fleet import alerts_response, fleet_response
+from .http import ui
 from .http.client import ClientPool
 from .http.pages import PAGE_SIZE, JobDiscovery, service_discovery_html
-from .http.server import Response, WebServer
+from .http.server import HTML_HEADERS, Response, WebServer, listens_everywhere
+from .http.status import api_ok, build_info_json, redact_config, rfc3339, targets_metadata
 from .http.webconfig import load_web_config
 from .metrics import SelfMetrics, watch_loop_lag
 from .remote.writer import RemoteWriter
@@ -80,6 +88,8 @@ class RelayOptions:
     queue_max_bytes: int = 1 << 30
     web_max_connections: int = 512
     web_read_timeout: float = 10.0
+    flags: tuple[tuple[str, str], ...] = ()  # every flag and its value, for /api/v1/status/flags
+    auto_reload_interval: float = 0.0  # --config.auto-reload-interval: 0 = off
 
 
 def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
@@ -90,11 +100,15 @@ def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
         config = replace(config, cluster=cluster)
     pool = ClientPool(fast=False)
     seen: set[HTTPClientConfig] = set()  # each distinct setting once: a TLS context costs ~25 ms
+    errors: list[ConfigError] = []
 
     def validate(http: HTTPClientConfig, where: str) -> None:
         if http not in seen:
-            pool.validate(http, where)
             seen.add(http)
+            try:
+                pool.validate(http, where)
+            except ConfigError as exc:  # every one is reported, each at its line of the file
+                errors.append(exc.located(config.source, config.line_of(exc.where)))
 
     for i, sc in enumerate(config.scrape_configs):
         validate(sc.http, f"scrape_configs[{i}]")
@@ -106,7 +120,17 @@ def check_config(path: str, cluster: ClusterConfig | None = None) -> Config:
             validate(k.http, f"scrape_configs[{i}].kubernetes_sd_configs[{j}]")
     for i, rw in enumerate(config.remote_write):
         validate(rw.http, f"remote_write[{i}]")
+    if errors:
+        error = ConfigError.group(errors)
+        error.warnings = config.warnings
+        raise error
     return config
+
+
+def log_config_warnings(config: Config) -> None:
+    """One warning line per key of the config accepted without effect."""
+    for text in config.warnings:
+        log.warning("%s", text)
 
 
 def probe_queue_dir(path: str) -> None:
@@ -147,6 +171,11 @@ class Relay:
         self._stop = anyio.Event()
         self._reload_lock = anyio.Lock()
         self.started = time.time()
+        self.last_config_time = self.started
+        self.reload_success = True
+        self.config_text, self.config_digest = self._read_config_files(config)
+        self._tried_digest = self.config_digest  # the auto-reload tries each content once
+        self.metrics.config_loaded(True, self.started)
 
     # -- sinks and writers -------------------------------------------------------------------
 
@@ -212,22 +241,67 @@ class Relay:
         applied on the loop in slices (ScrapeManager.apply_async). One reload at a time."""
         async with self._reload_lock:
             try:
-                config = await anyio.to_thread.run_sync(self._load_for_reload)
+                config, text = await anyio.to_thread.run_sync(self._load_for_reload)
             except ConfigError as exc:
-                self.metrics.config_reloads.labels("failure").inc()
+                self._reload_failed()
                 log.error("config reload failed, keeping the running config: %s", exc)
                 return str(exc)
             except Exception as exc:  # whatever the file makes the parser raise (RecursionError, ...)
-                self.metrics.config_reloads.labels("failure").inc()
+                self._reload_failed()
                 log.error("config reload failed, keeping the running config: %s: %s", exc.__class__.__name__, exc)
                 return f"{self.options.config_file}: {exc.__class__.__name__}: {exc}"
-            return await self._apply(config)
+            error = await self._apply(config)
+            if error is None:
+                self.config_text = text
+                self.config_digest = self._tried_digest = self._read_config_files(config)[1]
+                self.reload_success = True
+                self.last_config_time = time.time()
+                self.metrics.config_loaded(True, self.last_config_time)
+            return error
 
-    def _load_for_reload(self) -> Config:
+    def _reload_failed(self) -> None:
+        self.metrics.config_reloads.labels("failure").inc()
+        self.reload_success = False
+        self.metrics.config_loaded(False, time.time())
+
+    def _load_for_reload(self) -> tuple[Config, str]:
+        text = self._read_text(self.options.config_file)  # before: a change after it makes the watcher reload again
         config = check_config(self.options.config_file, self.options.cluster)
         if config.remote_write and self.options.queue_dir is not None:
             probe_queue_dir(self.options.queue_dir)
-        return config
+        return config, text
+
+    @staticmethod
+    def _read_text(path: str) -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def _read_config_files(self, config: Config) -> tuple[str, str]:
+        """The config file's text and a digest of it and of the scrape_config_files it read."""
+        h = hashlib.sha256()
+        text = ""
+        for i, path in enumerate((self.options.config_file, *config.scrape_config_files)):
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                data = f"unreadable: {exc.strerror}".encode()
+            if i == 0:
+                text = data.decode("utf-8", "replace")
+            h.update(path.encode() + b"\0" + hashlib.sha256(data).digest())
+        return text, h.hexdigest()
+
+    async def _auto_reload(self, interval: float) -> None:
+        """--config.auto-reload-interval: reload when the files' content changed (each new content
+        is tried once: a broken edit is logged once, not every interval)."""
+        while True:
+            await anyio.sleep(interval)
+            _, digest = await anyio.to_thread.run_sync(self._read_config_files, self.config)
+            if digest != self.config_digest and digest != self._tried_digest:
+                self._tried_digest = digest
+                log.info("config file %s changed, reloading", self.options.config_file)
+                await self.reload()
 
     async def _apply(self, config: Config) -> str | None:
         retired = self._sync_writers(config)
@@ -235,10 +309,19 @@ class Relay:
         self.config = config
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded from %s", self.options.config_file)
+        log_config_warnings(config)
         for w in retired:
             assert self._tg is not None
-            self._tg.start_soon(w.drain, self.options.drain_timeout)
+            self._tg.start_soon(self._retire, w)
         return None
+
+    async def _retire(self, w: RemoteWriter) -> None:
+        """Send what a removed endpoint holds, then drop its series from /metrics (as Prometheus
+        unregisters a stopped queue's), so that its frozen highest-sent timestamp does not read as
+        an ever-growing lag; kept when a current endpoint has the same remote_name and url."""
+        await w.drain(self.options.drain_timeout)
+        if all(x.metric_labels != w.metric_labels for x in self.writers.values()):
+            w.forget_metrics()
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -277,6 +360,76 @@ class Relay:
                                      offset, counts))
         return service_discovery_html(jobs)
 
+    def status_pages(self) -> dict[str, Callable[[dict[str, list[str]]], Response]]:
+        """/config and /api/v1/status/*, /api/v1/targets/metadata (relay.http.status)."""
+        return {
+            "/config": self._config_page,
+            "/status": lambda q: Response(200, ui.status_page(build_info_json(build_info()), self.runtime_info(),
+                                                              dict(self.options.flags)),
+                                          "text/html; charset=utf-8", HTML_HEADERS),
+            "/api/v1/status/config": lambda q: api_ok({"yaml": redact_config(self.config_text)}),
+            "/api/v1/status/flags": lambda q: api_ok(dict(self.options.flags)),
+            "/api/v1/status/buildinfo": lambda q: api_ok(build_info_json(build_info())),
+            "/api/v1/status/runtimeinfo": lambda q: api_ok(self.runtime_info()),
+            "/api/v1/targets/metadata": lambda q: targets_metadata(
+                ((dict(loop.target.labels), getattr(loop, "metadata", None) or {}) for loop in self.scraper.loops.values()),
+                q),
+        }
+
+    def _config_page(self, query: dict[str, list[str]]) -> Response:
+        text = redact_config(self.config_text)
+        if query.get("format", [""])[0] == "html":
+            return Response(200, ui.config_page(text), "text/html; charset=utf-8", HTML_HEADERS)
+        return Response(200, text.encode(), "text/plain; charset=utf-8")
+
+    def runtime_info(self) -> dict[str, Any]:
+        """/api/v1/status/runtimeinfo: Prometheus' fields (the Go ones as their nearest Python
+        counterpart: goroutineCount = tasks on the event loop, GOMAXPROCS = CPUs), and ours."""
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:
+            tasks = 0
+        corrupt = sum(s.queue.corrupt_records for w in self.writers.values() for s in (*w.shards, *w.draining))
+        return {
+            "startTime": rfc3339(self.started),
+            "CWD": os.getcwd(),
+            "hostname": socket.gethostname(),
+            "serverTime": rfc3339(time.time()),
+            "reloadConfigSuccess": self.reload_success,
+            "lastConfigTime": rfc3339(self.last_config_time),
+            "corruptionCount": corrupt,
+            "goroutineCount": tasks,
+            "GOMAXPROCS": os.cpu_count() or 1,
+            "GOMEMLIMIT": 0,
+            "GOGC": "",
+            "GODEBUG": "",
+            "storageRetention": "",
+            "configFile": self.options.config_file,
+            "queueDir": self.options.queue_dir or "",
+            "pythonVersion": platform.python_version(),
+            "cExtensions": c_extensions(),
+        }
+
+    def _startup_line(self, port: int) -> None:
+        """One line saying what runs (a warning when the C extensions are off)."""
+        ext = c_extensions()
+        listen = "no web listener"
+        if self.options.listen is not None:
+            host = self.options.listen[0]
+            listen = f"{host}:{port}" if host else f":{port} (all interfaces)"
+        n_targets = len(self.scraper.loops)
+        line = (f"relay {__version__} (revision {revision()[:12]}) running: C extensions "
+                f"{'on' if ext else 'OFF (pure Python, many times slower: RELAY_NO_EXTENSIONS or a build without a compiler)'}, "
+                f"config {self.options.config_file}, listening on {listen}, data directory "
+                f"{self.options.queue_dir or '(none: queue in memory)'}, {len(self.config.scrape_configs)} jobs, "
+                f"{n_targets} targets, {len(self.config.remote_write)} remote_write endpoints")
+        (log.info if ext else log.warning)(line)
+        if self.options.listen is not None and listens_everywhere(self.options.listen[0]):
+            log.warning("listening on every interface (port %d): /metrics, /config, /targets and the API are open to "
+                        "every machine that can reach this one%s", port,
+                        "" if self.web_config is not None and self.web_config.users is not None
+                        else "; no basic auth (--web.config.file)")
+
     # -- running -----------------------------------------------------------------------------
 
     async def _signals(self) -> None:
@@ -311,14 +464,15 @@ class Relay:
                            "/fleet": lambda: self._health_page("fleet")},
                     dropped=self.scraper.dropped_targets,
                     service_discovery=self.service_discovery_page,
+                    query_pages=self.status_pages(),
                 )
                 port = await tg.start(self.web.run)
             await tg.start(self.scraper.run, self.config)
             tg.start_soon(self._signals)
+            if self.options.auto_reload_interval > 0:
+                tg.start_soon(self._auto_reload, self.options.auto_reload_interval)
             self._ready = True
-            where = f", listening on {self.options.listen[0]}:{port}" if self.options.listen else ""
-            log.info("relay running: %d jobs, %d remote_write endpoints%s", len(self.config.scrape_configs),
-                     len(self.config.remote_write), where)
+            self._startup_line(port)
             task_status.started(port)
             if self.options.duration > 0:
                 with anyio.move_on_after(self.options.duration):

@@ -13,25 +13,38 @@ write_relabel_configs, queue_config, tls_config, basic_auth, authorization), our
 ``etcd_health`` (enabled, group_by, evaluation_interval (default: global.evaluation_interval, 15s),
 overrides of the etcd mixin's rules, alertmanagers).
 
+Prometheus 3's keys: ``scrape_protocols``, ``fallback_scrape_protocol``, ``enable_compression``,
+``target_limit``, ``track_timestamps_staleness``, ``metric_name_validation_scheme``,
+``metric_name_escaping_scheme``, ``always_scrape_classic_histograms`` are implemented; the keys the
+relay does not act on are refused (``rule_files``, ``alerting``, ``remote_read`` as agent mode;
+discovery mechanisms it lacks) or accepted with a warning (see the tables below ``Config``).
+YAML is read by :mod:`relay._yaml` (scalars as written, lines, ``%{NAME}`` environment variables).
+
 Every error is a :class:`ConfigError` whose message names the key path and the problem, e.g.
-``scrape_configs[0].scrape_timeout: "5x" is not a duration (like 15s, 1m, 500ms)``.
-Relative file paths are resolved against the config file's folder, as Prometheus does.
+``scrape_configs[0].scrape_timeout: "5x" is not a duration (like 15s, 1m, 500ms)``; a file's
+errors are all found and raised together (``ConfigErrors``), each with ``FILE:LINE:`` when read
+from a file. Relative file paths are resolved against the config file's folder, as Prometheus does.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import yaml
-
+from . import _yaml
 from ._exceptions import ConfigError
+from .config_http import OAuth2Config, ProxyConfig, SigV4Config, read_oauth2, read_proxy, read_sigv4
 from .relabel import RelabelConfig, parse_relabel_configs
+
+log = logging.getLogger("relay.config")
+_T = TypeVar("_T")
 
 __all__ = [
     "AlertmanagerConfig",
@@ -47,10 +60,13 @@ __all__ = [
     "HTTPClientConfig",
     "HTTPSDConfig",
     "KubernetesSDConfig",
+    "OAuth2Config",
+    "ProxyConfig",
     "QueueConfig",
     "RemoteWriteConfig",
     "ScrapeConfig",
     "Secret",
+    "SigV4Config",
     "StaticConfig",
     "TLSConfig",
     "load_config",
@@ -128,19 +144,33 @@ def field_default(cls: type, name: str) -> Any:
     raise TypeError(f"{cls.__name__} has no field {name!r}")
 
 
+class _Report:
+    """What reading one config file found: every error (so check-config shows them all at once) and
+    the warnings for keys accepted without effect."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+        self.warnings: list[tuple[str, int, str, str]] = []  # (file, line, key path, text); file "": not placed
+
+
 class _Section:
     """Reads one mapping of the YAML, tracking which keys were used so unknown keys are errors.
 
     ``of`` is the dataclass the section becomes: a key that is absent takes the default of the
     field of the same name, so each default is written once, in the dataclass. A reader is given
     an explicit ``default`` only where the value comes from elsewhere (inherited from ``global``).
+
+    With a ``report`` (parse_config), a bad value is recorded there and reading goes on with the
+    default, so that one run finds every error; without one, the first error is raised.
     """
 
-    def __init__(self, raw: object, where: str, *, base: Path, of: type | None = None) -> None:
+    def __init__(self, raw: object, where: str, *, base: Path, of: type | None = None,
+                 report: _Report | None = None) -> None:
+        self.report = report
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
-            raise ConfigError(where, f"must be a mapping, got {type(raw).__name__}")
+            raise ConfigError(where, f"must be a mapping, got {_kind(raw)}")
         self.raw: Mapping[str, Any] = raw
         self.where = where
         self.base = base
@@ -149,7 +179,7 @@ class _Section:
 
     def view(self, of: type) -> _Section:
         """The same mapping read into another dataclass (keys used by either count as used)."""
-        other = _Section(self.raw, self.where, base=self.base, of=of)
+        other = _Section(self.raw, self.where, base=self.base, of=of, report=self.report)
         other.used = self.used
         return other
 
@@ -163,6 +193,43 @@ class _Section:
     def at(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
 
+    # -- errors and warnings ---------------------------------------------------------------------
+
+    def fail(self, exc: ConfigError) -> None:
+        """Record ``exc`` (or raise it when there is no report)."""
+        if self.report is None:
+            raise exc
+        self.report.errors.append(exc)
+
+    def bad(self, key: str, problem: str, default: Any = _UNSET) -> Any:
+        """An error at ``key``; reading goes on with the key's default."""
+        self.fail(ConfigError(self.at(key), problem))
+        return self.default(key, default)
+
+    def guard(self, read: Callable[[], _T], fallback: _T) -> _T:
+        """``read()``, or ``fallback`` when it raised a ConfigError (recorded)."""
+        try:
+            return read()
+        except ConfigError as exc:
+            self.fail(exc)
+            return fallback
+
+    def warn(self, key: str, text: str) -> None:
+        if self.report is None:
+            log.warning("%s: %s", self.at(key), text)
+        else:
+            self.report.warnings.append(("", 0, self.at(key), text))
+
+    def ok(self) -> bool:
+        """No error recorded so far under this section."""
+        if self.report is None:
+            return True
+        prefix = self.where
+        return not any(e.where == prefix or e.where.startswith((prefix + ".", prefix + "["))
+                       for e in self.report.errors)
+
+    # -- typed readers ---------------------------------------------------------------------------
+
     def get(self, key: str) -> Any:
         self.used.add(key)
         return self.raw.get(key)
@@ -171,12 +238,18 @@ class _Section:
         return key in self.raw and self.raw[key] is not None
 
     def text(self, key: str, default: str | _Unset = _UNSET) -> str:
+        """A string; a YAML bool, number or date is taken as written (``regex: true`` is "true")."""
         v = self.get(key)
         if v is None:
             return self.default(key, default)
-        if not isinstance(v, str | int | float) or isinstance(v, bool):
-            raise ConfigError(self.at(key), f"must be a string, got {type(v).__name__}")
-        return str(v)
+        if isinstance(v, str):
+            return v
+        written = _yaml.source_text(self.raw, key)
+        if written is not None:
+            return written
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return str(v)
+        return self.bad(key, f"must be a string, got {_kind(v)}", default)
 
     def optional_text(self, key: str) -> str | None:
         """A string, or the field's default (None) when absent; an empty string counts as absent."""
@@ -188,14 +261,15 @@ class _Section:
         v = self.get(key)
         if v is None:
             return self.default(key, default)
-        if not isinstance(v, str):
-            raise ConfigError(self.at(key), "must be a string")
-        return Secret(v)
+        written = v if isinstance(v, str) else _yaml.source_text(self.raw, key)
+        if written is None:
+            return self.bad(key, f"must be a string, got {_kind(v)}", default)
+        return Secret(written)
 
     def path(self, key: str, default: _Unset | None = _UNSET) -> str | None:
         if self.get(key) is None:
             return self.default(key, default)
-        v = self.text(key)
+        v = self.text(key, "")
         if not v:
             return None
         p = Path(v)
@@ -205,8 +279,10 @@ class _Section:
         v = self.get(key)
         if v is None:
             return self.default(key, default)
+        if isinstance(v, str) and v in _YAML11_BOOLS:  # yaml.v2 also reads y/Y/n/N as booleans
+            return _YAML11_BOOLS[v]
         if not isinstance(v, bool):
-            raise ConfigError(self.at(key), f"must be true or false, got {v!r}")
+            return self.bad(key, f"must be true or false, got {v!r}", default)
         return v
 
     def integer(self, key: str, default: int | _Unset = _UNSET, *, minimum: int = 0) -> int:
@@ -214,67 +290,158 @@ class _Section:
         if v is None:
             return self.default(key, default)
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(self.at(key), f"must be an integer, got {v!r}")
+            return self.bad(key, f"must be an integer, got {v!r}", default)
         if v < minimum:
-            raise ConfigError(self.at(key), f"must be at least {minimum}, got {v}")
+            return self.bad(key, f"must be at least {minimum}, got {v}", default)
         return v
 
     def duration(self, key: str, default: float | _Unset = _UNSET) -> float:
         v = self.get(key)
-        return self.default(key, default) if v is None else parse_duration(v, self.at(key))
+        if v is None:
+            return self.default(key, default)
+        return self.guard(lambda: parse_duration(v, self.at(key)), self.default(key, default))
 
     def size(self, key: str, default: int | _Unset = _UNSET) -> int:
         v = self.get(key)
-        return self.default(key, default) if v is None else parse_size(v, self.at(key))
+        if v is None:
+            return self.default(key, default)
+        return self.guard(lambda: parse_size(v, self.at(key)), self.default(key, default))
 
     def seq(self, key: str) -> list[Any]:
         v = self.get(key)
         if v is None:
             return []
         if not isinstance(v, list):
-            raise ConfigError(self.at(key), f"must be a list, got {type(v).__name__}")
+            self.fail(ConfigError(self.at(key), f"must be a list, got {_kind(v)}"))
+            return []
         return v
 
-    def str_map(self, key: str, *, label_names: bool = False) -> dict[str, str]:
+    def item_text(self, key: str, items: list[Any], i: int) -> str | None:
+        """Item ``i`` of list ``items`` (the value of ``key``) as a string, as written; None if it is none."""
+        v = items[i]
+        if isinstance(v, str):
+            return v
+        return _yaml.source_text(items, i)
+
+    def str_map(self, key: str, *, label_names: str = "") -> dict[str, str]:
+        """A mapping of string to string (values as written); ``label_names``: the name validation
+        scheme ("legacy" or "utf8") the keys must follow, "" for any key."""
         v = self.get(key)
         if v is None:
             return {}
         if not isinstance(v, Mapping):
-            raise ConfigError(self.at(key), f"must be a mapping, got {type(v).__name__}")
+            self.fail(ConfigError(self.at(key), f"must be a mapping, got {_kind(v)}"))
+            return {}
         out: dict[str, str] = {}
         for k, val in v.items():
-            if label_names and not _LABEL_NAME_RE.match(str(k)):
-                raise ConfigError(f"{self.at(key)}.{k}", "is not a valid label name")
-            if val is None or isinstance(val, Mapping | list):
-                raise ConfigError(f"{self.at(key)}.{k}", "must be a string")
-            out[str(k)] = str(val)
+            where = f"{self.at(key)}.{k}"
+            if label_names and not valid_label_name(str(k), label_names):
+                self.fail(ConfigError(where, f"{k!r} is not a valid label name" + (
+                    " (metric_name_validation_scheme: legacy allows [a-zA-Z_][a-zA-Z0-9_]*)"
+                    if label_names == "legacy" else "")))
+                continue
+            written = val if isinstance(val, str) else _yaml.source_text(v, k)
+            if written is None:
+                self.fail(ConfigError(where, f"must be a string, got {_kind(val)}"))
+                continue
+            out[str(k)] = written
         return out
 
-    def relabel_configs(self, key: str) -> tuple[RelabelConfig, ...]:
-        return parse_relabel_configs(self.get(key) or [], self.at(key))
+    def relabel_configs(self, key: str, name_validation: str = "utf8") -> tuple[RelabelConfig, ...]:
+        """Every rule checked on its own, so that each bad rule is reported."""
+        raw = self.get(key)
+        if not isinstance(raw, list):
+            return self.guard(lambda: parse_relabel_configs(raw, self.at(key),
+                                                            name_validation=_scheme(name_validation)), ())
+        out: list[RelabelConfig] = []
+        for i, item in enumerate(raw):
+            try:
+                out += parse_relabel_configs([item], self.at(key),
+                                             name_validation=_scheme(name_validation))
+            except ConfigError as exc:  # its where says [0]: the rule's own index instead
+                one = f"{self.at(key)}[0]"
+                where = f"{self.at(key)}[{i}]{exc.where[len(one):]}" if exc.where.startswith(one) else exc.where
+                self.fail(ConfigError(where, exc.problem))
+        return tuple(out)
 
     def section(self, key: str, of: type | None = None) -> _Section:
-        return _Section(self.get(key), self.at(key), base=self.base, of=of)
+        raw = self.get(key)
+        try:
+            return _Section(raw, self.at(key), base=self.base, of=of, report=self.report)
+        except ConfigError as exc:
+            self.fail(exc)
+            return _Section({}, self.at(key), base=self.base, of=of, report=self.report)
 
     def sections(self, key: str, of: type) -> Iterator[_Section]:
         """The mappings of list ``key`` one by one (each read before the next is checked), into ``of``."""
         for i, s in enumerate(self.seq(key)):
-            yield _Section(s, f"{self.at(key)}[{i}]", base=self.base, of=of)
+            try:
+                yield _Section(s, f"{self.at(key)}[{i}]", base=self.base, of=of, report=self.report)
+            except ConfigError as exc:
+                self.fail(exc)
+
+    def each(self, key: str, of: type, read: Callable[[_Section], _T]) -> tuple[_T, ...]:
+        """``read`` of each mapping of list ``key``; an item with an error is left out (and reported)."""
+        out: list[_T] = []
+        for s in self.sections(key, of):
+            try:
+                out.append(read(s))
+            except ConfigError as exc:
+                self.fail(exc)
+        return tuple(out)
 
     def done(self, ignored: tuple[str, ...] = ()) -> None:
+        """Each key not read is an unknown key (with the known key it is likely a typo of)."""
+        import difflib
+
         for key in self.raw:
             if key not in self.used and key not in ignored:
-                raise ConfigError(self.at(str(key)), "unknown key")
+                near = difflib.get_close_matches(str(key), sorted(self.used), n=1, cutoff=0.8)
+                self.fail(ConfigError(self.at(str(key)), f"unknown key (did you mean {near[0]}?)" if near
+                                      else "unknown key"))
+
+
+_YAML11_BOOLS = {"y": True, "Y": True, "n": False, "N": False}
+
+
+def _kind(v: object) -> str:
+    """A value's YAML kind, for messages."""
+    if isinstance(v, Mapping):
+        return "a mapping"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, bool):
+        return f"a boolean ({v!r})"
+    return type(v).__name__
+
+
+def valid_label_name(name: str, scheme: str) -> bool:
+    """Prometheus' label name rule for ``metric_name_validation_scheme`` ``legacy`` or ``utf8``."""
+    return bool(_LABEL_NAME_RE.match(name)) if scheme == "legacy" else name != ""
+
+
+def _scheme(name: str) -> Literal["legacy", "utf8"]:
+    return "legacy" if name == "legacy" else "utf8"
+
+
+TLS_VERSIONS = ("TLS10", "TLS11", "TLS12", "TLS13")
 
 
 @dataclass(frozen=True)
 class TLSConfig:
+    """``tls_config``, as Prometheus' (prometheus/common): a CA, a client certificate and key, each
+    inline (PEM) or in a file; ``min_version`` (default TLS12) and ``max_version``: TLS10..TLS13."""
+
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
     server_name: str | None = None
     insecure_skip_verify: bool = False
     min_version: str | None = None
+    max_version: str | None = None
+    ca: str | None = field(default=None, repr=False)  # inline PEM
+    cert: str | None = field(default=None, repr=False)
+    key: Secret | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -293,12 +460,16 @@ class Authorization:
 
 @dataclass(frozen=True)
 class HTTPClientConfig:
-    """The TLS and auth settings of an HTTP client; equal settings share one client."""
+    """The TLS, auth and proxy settings of an HTTP client; equal settings share one client.
+    ``oauth2``, ``sigv4`` and ``proxy``: see relay.config_http."""
 
     tls_config: TLSConfig = TLSConfig()
     basic_auth: BasicAuth | None = None
     authorization: Authorization | None = None
     follow_redirects: bool = True
+    oauth2: OAuth2Config | None = None
+    sigv4: SigV4Config | None = None
+    proxy: ProxyConfig = ProxyConfig()  # noqa: RUF009 - frozen, so shared safely
 
 
 @dataclass(frozen=True)
@@ -367,6 +538,20 @@ class ScrapeConfig:
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0
     keep_dropped_targets: int = 1000  # per job, for /api/v1/targets (0 = all, as Prometheus' default)
+    # Prometheus 3's scrape keys (see _scrape_p3): the Accept header's formats in order of preference,
+    # the format of a body without a usable Content-Type, gzip asked for or not, the most targets
+    # the job may have (0: no limit), staleness markers for series exposed with timestamps, the name
+    # rules, and the classic-histogram keys (the relay scrapes only classic histograms).
+    scrape_protocols: tuple[str, ...] = ("OpenMetricsText1.0.0", "OpenMetricsText0.0.1", "PrometheusText1.0.0",
+                                         "PrometheusText0.0.4")
+    fallback_scrape_protocol: str = ""
+    enable_compression: bool = True
+    target_limit: int = 0
+    track_timestamps_staleness: bool = False
+    metric_name_validation_scheme: str = "utf8"
+    metric_name_escaping_scheme: str = "allow-utf-8"
+    always_scrape_classic_histograms: bool = False
+    convert_classic_histograms_to_nhcb: bool = False
     relabel_configs: tuple[RelabelConfig, ...] = ()
     metric_relabel_configs: tuple[RelabelConfig, ...] = ()
     static_configs: tuple[StaticConfig, ...] = ()
@@ -412,6 +597,12 @@ class GlobalConfig:
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0
     keep_dropped_targets: int = 1000
+    scrape_protocols: tuple[str, ...] = ()  # (): not given, each job takes ScrapeConfig's default
+    target_limit: int = 0
+    metric_name_validation_scheme: str = "utf8"
+    metric_name_escaping_scheme: str = ""  # "": from the validation scheme, as Prometheus
+    always_scrape_classic_histograms: bool = False
+    convert_classic_histograms_to_nhcb: bool = False
 
 
 @dataclass(frozen=True)
@@ -459,16 +650,264 @@ class Config:
     source: str = ""
     scrape_config_files: tuple[str, ...] = ()  # the files the globs matched, read at load
     etcd_health: EtcdHealthConfig = EtcdHealthConfig()
+    # "FILE:LINE: key: has no effect: why", one per key accepted without effect (logged at start)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    # the line of a key path in the file (for errors found after parsing, like unreadable certificates)
+    line_of: Callable[[str], int] = field(default_factory=lambda: _no_line, compare=False, repr=False)
 
 
-# Keys of a Prometheus config that carry no meaning for a relay and are accepted silently.
-_IGNORED_TOP = ("alerting", "rule_files", "remote_read", "storage", "tracing")
-_IGNORED_GLOBAL = ("query_log_file", "rule_query_offset")
-_IGNORED_SCRAPE = ("enable_http2", "scrape_protocols", "fallback_scrape_protocol", "track_timestamps_staleness")
-_IGNORED_RW = ("metadata_config", "send_exemplars", "send_native_histograms", "enable_http2", "protobuf_message")
+def _no_line(where: str) -> int:
+    return 0
+
+
+# -- Prometheus keys the relay does not implement: refused (why, what instead) or warned about -----
+#
+# Each key of Prometheus 3's config that the relay does not act on is in one of these tables. A key
+# whose value is inert (absent, false, 0, empty) has no consequence and passes silently; any
+# other value is refused (REFUSE) or accepted with a warning "has no effect: <why>" (WARN), logged
+# at start and printed by check-config. Keys left to other parts (oauth2, sigv4, proxies,
+# metadata_config, send_exemplars, sample_age_limit) are not here.
+
+_AGENT = ("the relay scrapes and remote-writes as Prometheus' agent mode does, and agent mode refuses it "
+          "(\"field {key} is not allowed in agent mode\")")
+_REFUSE_TOP = {
+    "rule_files": _AGENT + "; evaluate recording and alerting rules where the samples are stored "
+                  "(the etcd mixin's alerts: etcd_health)",
+    "alerting": _AGENT + "; for the etcd mixin's alerts use etcd_health.alertmanagers",
+    "remote_read": _AGENT + "; query the remote storage directly",
+}
+_WARN_TOP = {
+    "storage": "the relay stores no samples (its remote-write queue: --queue-dir, --queue-max-bytes)",
+    "tracing": "the relay exports no traces",
+    "runtime": "a Go runtime setting (gogc)",
+    "otlp": "the relay has no OTLP receiver",
+}
+_NO_NATIVE = "the relay scrapes text formats only, which carry no native histograms"
+_WARN_GLOBAL = {
+    "query_log_file": "the relay answers no PromQL queries",
+    "rule_query_offset": "the relay evaluates no rule groups",
+    "scrape_failure_log_file": "scrape failures are on /targets and in relay_scrape_failures_total",
+    "scrape_native_histograms": _NO_NATIVE,
+    "convert_classic_histograms_to_nhcb": "classic histograms are sent as their _bucket, _sum and _count series",
+    "extra_scrape_metrics": "the relay adds up, scrape_duration_seconds, scrape_samples_scraped, "
+                            "scrape_samples_post_metric_relabeling and scrape_series_added only",
+}
+_HTTP1 = "the relay speaks HTTP/1.1 only (etcd's client port takes HTTP/2 for gRPC)"
+_WARN_SCRAPE = {
+    **{k: v for k, v in _WARN_GLOBAL.items() if k not in ("query_log_file", "rule_query_offset")},
+    "native_histogram_bucket_limit": _NO_NATIVE,
+    "native_histogram_min_bucket_factor": _NO_NATIVE,
+}
+_FILE_OR_HTTP_SD = ("is not supported by the relay: write the targets to files for file_sd_configs, or serve "
+                    "them for http_sd_configs (or use static_configs, dns_sd_configs, etcd_sd_configs or "
+                    "kubernetes_sd_configs)")
+_REFUSE_SCRAPE = {
+    **{f"{name}_sd_configs": _FILE_OR_HTTP_SD for name in (
+        "aws", "azure", "consul", "digitalocean", "docker", "dockerswarm", "ec2", "ecs", "elasticache",
+        "eureka", "gce", "hetzner", "ionos", "kuma", "lightsail", "linode", "marathon", "msk", "nerve",
+        "nomad", "oci", "openstack", "outscale", "ovhcloud", "puppetdb", "rds", "scaleway", "serverset",
+        "stackit", "triton", "uyuni", "vultr")},
+    "http_headers": "is not supported yet (custom request headers of scrapes)",
+}
+_WARN_RW = {
+    "send_native_histograms": _NO_NATIVE,
+    "round_robin_dns": "the relay connects to the first address the resolver gives",
+    "failed_request_logging": "a Remote-Write 2.0 setting; failed sends are logged with their reason",
+}
+_REFUSE_RW = {
+    "azuread": "is not supported by the relay; Azure AD issues tokens by OAuth 2.0 client credentials (oauth2)",
+    "google_iam": "is not supported by the relay",
+}
+_WARN_QUEUE = {"max_retries": "removed from Prometheus; a recoverable failure is retried with "
+                              "min_backoff..max_backoff until it succeeds or the queue drops it"}
+
+# Keys left to other parts of the relay (HTTP client and remote write), accepted here for now.
+_IGNORED_RW = ("metadata_config", "send_exemplars")
+
+
+def _inert(value: object) -> bool:
+    """Absent, false, zero or empty: a value that asks for nothing."""
+    if value is None or value is False or value == "":
+        return True
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value == 0
+    return isinstance(value, list | Mapping) and not value
+
+
+def _not_implemented(sec: _Section, warn: Mapping[str, str], refuse: Mapping[str, str] | None = None) -> None:
+    """Refuse or warn about each key of ``refuse``/``warn`` that ``sec`` sets to something not inert."""
+    for key, why in (refuse or {}).items():
+        if key in sec.raw and not _inert(sec.get(key)):
+            sec.fail(ConfigError(sec.at(key), why))
+    for key, why in warn.items():
+        if key in sec.raw and not _inert(sec.get(key)):
+            sec.warn(key, f"has no effect: {why}")
+
+
+SCRAPE_PROTOCOLS = {
+    "PrometheusProto": "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited",
+    "PrometheusText0.0.4": "text/plain;version=0.0.4",
+    "PrometheusText1.0.0": "text/plain;version=1.0.0",
+    "OpenMetricsText0.0.1": "application/openmetrics-text;version=0.0.1",
+    "OpenMetricsText1.0.0": "application/openmetrics-text;version=1.0.0",
+}
+"""Prometheus' ``scrape_protocols`` names and the media types they stand for."""
+NAME_VALIDATION_SCHEMES = ("utf8", "legacy")
+NAME_ESCAPING_SCHEMES = ("allow-utf-8", "underscores", "dots", "values")
+
+
+def _protocol(sec: _Section, key: str, value: object, where: str) -> str | None:
+    """One scrape protocol name, checked (None after an error was recorded)."""
+    if isinstance(value, str) and value in SCRAPE_PROTOCOLS:
+        return value
+    names = ", ".join(sorted(SCRAPE_PROTOCOLS))
+    near = [n for n in SCRAPE_PROTOCOLS if isinstance(value, str) and n.lower() == value.lower()]
+    sec.fail(ConfigError(where, f"unknown scrape protocol {value!r}" + (
+        f" (names are case sensitive: {near[0]})" if near else f"; one of {names}")))
+    return None
+
+
+def _scrape_protocols(sec: _Section, inherited: tuple[str, ...]) -> tuple[str, ...]:
+    """``scrape_protocols``: checked as Prometheus checks it; PrometheusProto is skipped with a
+    warning (the relay parses text formats only), so a list needs at least one text format."""
+    if "scrape_protocols" not in sec.raw or sec.raw["scrape_protocols"] is None:
+        sec.used.add("scrape_protocols")
+        return inherited
+    items = sec.seq("scrape_protocols")
+    where = sec.at("scrape_protocols")
+    if not items:
+        if isinstance(sec.raw["scrape_protocols"], list):
+            sec.fail(ConfigError(where, "cannot be empty"))
+        return inherited
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, v in enumerate(items):
+        name = _protocol(sec, "scrape_protocols", v, f"{where}[{i}]")
+        if name is None:
+            continue
+        if name.lower() in seen:
+            sec.fail(ConfigError(f"{where}[{i}]", f"{name} is given twice"))
+            continue
+        seen.add(name.lower())
+        out.append(name)
+    if "PrometheusProto" in out:
+        sec.warn("scrape_protocols", "PrometheusProto is skipped: the relay parses text formats only "
+                 "(the others are asked for in the order given)")
+        if len(out) == 1:
+            sec.fail(ConfigError(where, "needs a text format besides PrometheusProto (the relay parses "
+                                 "PrometheusText1.0.0, PrometheusText0.0.4, OpenMetricsText1.0.0, OpenMetricsText0.0.1)"))
+    return tuple(out) or inherited
+
+
+def _fallback_protocol(sec: _Section) -> str:
+    v = sec.get("fallback_scrape_protocol")
+    if v is None or v == "":
+        return ""
+    name = _protocol(sec, "fallback_scrape_protocol", v, sec.at("fallback_scrape_protocol"))
+    if name == "PrometheusProto":
+        sec.fail(ConfigError(sec.at("fallback_scrape_protocol"), "PrometheusProto cannot be parsed by the relay "
+                             "(text formats only): use PrometheusText0.0.4 or OpenMetricsText1.0.0"))
+        return ""
+    return name or ""
+
+
+def _name_schemes(sec: _Section, validation: str, escaping: str, *, job: bool) -> tuple[str, str]:
+    """``metric_name_validation_scheme`` and ``metric_name_escaping_scheme``, as Prometheus 3 sets them:
+    a job takes the global ones when it sets neither; an unset escaping follows the validation
+    (legacy: underscores, utf8: allow-utf-8); allow-utf-8 needs utf8."""
+    v_raw = sec.get("metric_name_validation_scheme")
+    e_raw = sec.get("metric_name_escaping_scheme")
+    v_given = v_raw not in (None, "")
+    if v_given:
+        if v_raw in NAME_VALIDATION_SCHEMES:
+            validation = v_raw
+        else:
+            sec.fail(ConfigError(sec.at("metric_name_validation_scheme"),
+                                 f"{v_raw!r} is not one of {', '.join(NAME_VALIDATION_SCHEMES)}"))
+    if e_raw not in (None, ""):
+        if e_raw in NAME_ESCAPING_SCHEMES:
+            escaping = e_raw
+        else:
+            sec.fail(ConfigError(sec.at("metric_name_escaping_scheme"),
+                                 f"{e_raw!r} is not one of {', '.join(NAME_ESCAPING_SCHEMES)}"))
+            escaping = ""
+    elif v_given or not job:
+        escaping = ""  # from this section's validation scheme (a job that sets neither keeps the global one)
+    if not escaping and job:
+        escaping = "underscores" if validation == "legacy" else "allow-utf-8"
+    if escaping == "allow-utf-8" and validation != "utf8":
+        sec.fail(ConfigError(sec.at("metric_name_escaping_scheme"), "allow-utf-8 asks targets for UTF-8 names, "
+                             "which metric_name_validation_scheme: legacy refuses (use underscores, dots or values)"))
+    return validation, escaping
+
+
+def _scrape_p3(sec: _Section, glob: GlobalConfig) -> dict[str, Any]:
+    """The Prometheus 3 keys of a scrape config (and its refused and no-effect keys), as
+    ScrapeConfig fields; each default comes from ``global`` where Prometheus inherits it."""
+    validation, escaping = _name_schemes(sec, glob.metric_name_validation_scheme, glob.metric_name_escaping_scheme,
+                                         job=True)
+    out = {
+        "scrape_protocols": _scrape_protocols(sec, glob.scrape_protocols or sec.default("scrape_protocols")),
+        "fallback_scrape_protocol": _fallback_protocol(sec),
+        "enable_compression": sec.flag("enable_compression"),
+        "target_limit": sec.integer("target_limit", glob.target_limit),
+        "track_timestamps_staleness": sec.flag("track_timestamps_staleness"),
+        "metric_name_validation_scheme": validation,
+        "metric_name_escaping_scheme": escaping,
+        "always_scrape_classic_histograms": sec.flag("always_scrape_classic_histograms",
+                                                     glob.always_scrape_classic_histograms),
+        "convert_classic_histograms_to_nhcb": sec.flag("convert_classic_histograms_to_nhcb",
+                                                       glob.convert_classic_histograms_to_nhcb),
+    }
+    _not_implemented(sec, {k: v for k, v in _WARN_SCRAPE.items() if k != "convert_classic_histograms_to_nhcb"},
+                     _REFUSE_SCRAPE)
+    if out["convert_classic_histograms_to_nhcb"] and not glob.convert_classic_histograms_to_nhcb:
+        sec.warn("convert_classic_histograms_to_nhcb", f"has no effect: {_WARN_GLOBAL['convert_classic_histograms_to_nhcb']}")
+    return out
+
+
+def _global_p3(g: _Section) -> dict[str, Any]:
+    """The Prometheus 3 keys of ``global`` (and its no-effect keys), as GlobalConfig fields."""
+    validation, escaping = _name_schemes(g, g.default("metric_name_validation_scheme"), "", job=False)
+    out = {
+        "scrape_protocols": _scrape_protocols(g, ()),
+        "target_limit": g.integer("target_limit"),
+        "metric_name_validation_scheme": validation,
+        "metric_name_escaping_scheme": escaping,
+        "always_scrape_classic_histograms": g.flag("always_scrape_classic_histograms"),
+        "convert_classic_histograms_to_nhcb": g.flag("convert_classic_histograms_to_nhcb"),
+    }
+    _not_implemented(g, _WARN_GLOBAL)
+    return out
+
+
+def _remote_write_p3(sec: _Section) -> None:
+    """The refused and no-effect keys of a remote_write entry."""
+    message = sec.get("protobuf_message")
+    if message not in (None, "", "prometheus.WriteRequest"):
+        sec.fail(ConfigError(sec.at("protobuf_message"), f"{message!r}: the relay sends Remote-Write 1.0 "
+                             "(prometheus.WriteRequest) only"))
+    _not_implemented(sec, _WARN_RW, _REFUSE_RW)
+
+
+def _top_p3(top: _Section) -> None:
+    """The top-level keys agent mode refuses (when not empty, as agent mode) and the no-effect ones."""
+    for key, why in _REFUSE_TOP.items():
+        value = top.get(key)
+        if key == "alerting" and isinstance(value, Mapping):
+            value = [v for k in ("alertmanagers", "alert_relabel_configs") if (v := value.get(k))]
+        if value not in (None, [], {}):
+            top.fail(ConfigError(key, "is not allowed: " + why.format(key=key)))
+    _not_implemented(top, _WARN_TOP)
+
+
+def _http2(sec: _Section) -> None:
+    """``enable_http2``: the relay never speaks HTTP/2; true is accepted with a warning."""
+    _not_implemented(sec, {"enable_http2": _HTTP1})
 
 
 def _tls(sec: _Section) -> TLSConfig:
+    """``tls_config``, checked as prometheus/common checks it (files are read by check_config)."""
     out = TLSConfig(
         ca_file=sec.path("ca_file"),
         cert_file=sec.path("cert_file"),
@@ -476,15 +915,28 @@ def _tls(sec: _Section) -> TLSConfig:
         server_name=sec.optional_text("server_name"),
         insecure_skip_verify=sec.flag("insecure_skip_verify"),
         min_version=sec.optional_text("min_version"),
+        max_version=sec.optional_text("max_version"),
+        ca=sec.optional_text("ca"),
+        cert=sec.optional_text("cert"),
+        key=sec.secret("key") or None,
     )
-    for inline in ("ca", "cert", "key"):
-        if sec.has(inline):
-            raise ConfigError(sec.at(inline), f"inline certificates are not supported; use {inline}_file")
     sec.done()
-    if bool(out.cert_file) != bool(out.key_file):
-        raise ConfigError(sec.where, "cert_file and key_file must be given together")
-    if out.min_version not in (None, "TLS12", "TLS13"):
-        raise ConfigError(sec.at("min_version"), f"{out.min_version!r} is not one of TLS12, TLS13")
+    for inline in ("ca", "cert", "key"):
+        if getattr(out, inline) and getattr(out, f"{inline}_file"):
+            sec.fail(ConfigError(sec.at(inline), f"at most one of {inline} and {inline}_file"))
+    has_cert, has_key = bool(out.cert or out.cert_file), bool(out.key or out.key_file)
+    if has_cert != has_key:
+        sec.fail(ConfigError(sec.at("key_file" if has_cert else "cert_file"),
+                             "is required: a client certificate (cert or cert_file) needs its key (key or key_file)"
+                             if has_cert else "is required: a client key (key or key_file) needs its certificate "
+                             "(cert or cert_file)"))
+    for k in ("min_version", "max_version"):
+        v = getattr(out, k)
+        if v is not None and v not in TLS_VERSIONS:
+            sec.fail(ConfigError(sec.at(k), f"{v!r} is not one of {', '.join(TLS_VERSIONS)}"))
+            out = replace(out, min_version=None) if k == "min_version" else replace(out, max_version=None)
+    if out.min_version and out.max_version and out.max_version < out.min_version:
+        sec.fail(ConfigError(sec.at("max_version"), f"{out.max_version} is below min_version ({out.min_version})"))
     return out
 
 
@@ -514,10 +966,21 @@ def _http_client(sec: _Section) -> HTTPClientConfig:
         auth = Authorization(
             credentials=sec.secret("bearer_token", None), credentials_file=sec.path("bearer_token_file", None)
         )
-    if basic is not None and auth is not None:
-        raise ConfigError(sec.where, "at most one of basic_auth and authorization")
+    oauth2 = sigv4 = None
+    if sec.has("oauth2"):
+        oauth2 = read_oauth2(sec.section("oauth2", OAuth2Config), lambda s: _tls(s.section("tls_config", TLSConfig)))
+    if sec.has("sigv4"):
+        sigv4 = read_sigv4(sec.section("sigv4", SigV4Config))
+    proxy = read_proxy(sec)
+    given = [k for k, v in (("basic_auth", basic), ("authorization", auth), ("oauth2", oauth2), ("sigv4", sigv4))
+             if v is not None]
+    if len(given) > 1:
+        raise ConfigError(sec.where, f"at most one of {' and '.join(given)} (give one of basic_auth, "
+                          "authorization or bearer_token, oauth2, sigv4)")
+    _http2(sec)
     return HTTPClientConfig(
-        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.flag("follow_redirects")
+        tls_config=tls, basic_auth=basic, authorization=auth, follow_redirects=sec.flag("follow_redirects"),
+        oauth2=oauth2, sigv4=sigv4, proxy=proxy,
     )
 
 
@@ -532,9 +995,11 @@ def _check_target(target: object, where: str) -> str:
     return target
 
 
-def _static(sec: _Section) -> StaticConfig:
-    targets = tuple(_check_target(t, f"{sec.at('targets')}[{i}]") for i, t in enumerate(sec.seq("targets")))
-    labels = tuple(sorted(sec.str_map("labels", label_names=True).items()))
+def _static(sec: _Section, scheme: str = "utf8") -> StaticConfig:
+    items = sec.seq("targets")
+    targets = tuple(t for i in range(len(items)) if (t := sec.guard(functools.partial(
+        _check_target, sec.item_text("targets", items, i) or items[i], f"{sec.at('targets')}[{i}]"), "")))
+    labels = tuple(sorted(sec.str_map("labels", label_names=scheme).items()))
     sec.done()
     return StaticConfig(targets=targets, labels=labels)
 
@@ -632,7 +1097,7 @@ def _http_sd(sec: _Section) -> HTTPSDConfig:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(sec.at("url"), f"{url!r} is not an http(s) URL with a host" if url else "is required")
     out = HTTPSDConfig(url=url, refresh_interval=sec.duration("refresh_interval"), http=_http_client(sec))
-    sec.done(("enable_http2",))
+    sec.done()
     if out.refresh_interval <= 0:
         raise ConfigError(sec.at("refresh_interval"), "must be greater than 0")
     return out
@@ -659,29 +1124,37 @@ def _scrape_config_files(top: _Section, key: str) -> list[str]:
     return files
 
 
-def _scrape_file(path: str, glob: GlobalConfig, seen: set[str]) -> list[ScrapeConfig]:
-    """The ``scrape_configs`` of one scrape config file; relative paths in it are relative to it."""
+def _scrape_file(path: str, glob: GlobalConfig, seen: set[str], report: _Report) -> list[ScrapeConfig]:
+    """The ``scrape_configs`` of one scrape config file; relative paths in it are relative to it.
+    Its errors and warnings go to ``report``, placed in that file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        raw = yaml.safe_load(text)
     except OSError as exc:
         raise ConfigError(path, f"cannot read scrape config file: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(path, "scrape config file is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
-        raise ConfigError(where, f"invalid YAML: {getattr(exc, 'problem', None) or 'syntax error'}") from None
+    raw = _yaml.load(_yaml.expand_percent(text, path), path)
     if isinstance(raw, list):
         raise ConfigError(path, "must be a mapping with a scrape_configs list (as in Prometheus), not a bare list")
+    mine = _Report()
     try:
-        sec = _Section(raw, "", base=Path(path).resolve().parent)
-        items = sec.seq("scrape_configs")
-        sec.done()
+        sec = _Section(raw, "", base=Path(path).resolve().parent, report=mine)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc.where}" if exc.where else path, exc.problem) from None
-    return [_scrape(_Section(s, f"{path}: scrape_configs[{i}]", base=sec.base, of=ScrapeConfig), glob, seen)
-            for i, s in enumerate(items)]
+        raise ConfigError(path, exc.problem) from None
+    out: list[ScrapeConfig] = []
+    for i, s in enumerate(sec.seq("scrape_configs")):
+        try:
+            out.append(_scrape(_Section(s, f"scrape_configs[{i}]", base=sec.base, of=ScrapeConfig, report=mine),
+                               glob, seen))
+        except ConfigError as exc:
+            mine.errors.append(exc)
+    sec.done()
+    report.errors += [ConfigError(f"{path}: {e.where}" if e.where else path, e.problem, file=path,
+                                  line=_yaml.line_of(raw, e.where)) for e in mine.errors]
+    report.warnings += [(path, _yaml.line_of(raw, w), w, text) for _, _, w, text in mine.warnings]
+    return out
+
+
 # -- kubernetes_sd_configs ------------------------------------------------------------------------
 
 K8S_ROLES = ("endpoints", "endpointslice", "pod", "service", "node", "ingress")
@@ -759,12 +1232,12 @@ def _kubernetes_sd(sec: _Section) -> KubernetesSDConfig:
     attach_node, attach_ns = meta.flag("node", False), meta.flag("namespace", False)
     meta.done()
     http = _http_client(sec)
-    sec.done(("enable_http2",))
+    sec.done()
     if api and kubeconfig:
         raise ConfigError(sec.where, "cannot use 'kubeconfig_file' and 'api_server' simultaneously")
     if http != HTTPClientConfig() and not api:
         raise ConfigError(sec.where, "tls_config, basic_auth and authorization need an explicit api_server "
-                          "(kubeconfig_file and in-cluster mode bring their own)")
+                          "(kubeconfig_file and in-cluster mode bring their own; oauth2, sigv4 and the proxy keys need it too)")
     if own and (api or kubeconfig):
         raise ConfigError(sec.at("namespaces.own_namespace"), "works only in-cluster (not with api_server or kubeconfig_file)")
     return KubernetesSDConfig(role=role, api_server=api, kubeconfig_file=kubeconfig, namespaces=names,
@@ -781,24 +1254,32 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
     seen.add(job)
     interval = sec.duration("scrape_interval", glob.scrape_interval)
     timeout = sec.duration("scrape_timeout", min(glob.scrape_timeout, interval))
-    if interval <= 0:
-        raise ConfigError(sec.at("scrape_interval"), "must be greater than 0")
-    if timeout <= 0 or timeout > interval:
-        raise ConfigError(sec.at("scrape_timeout"), f"must be greater than 0 and at most scrape_interval ({interval:g}s)")
+    if sec.ok():  # (a bad interval or timeout read as its default would only add a confusing error)
+        if interval <= 0:
+            sec.fail(ConfigError(sec.at("scrape_interval"), "must be greater than 0"))
+        elif timeout <= 0 or timeout > interval:
+            sec.fail(ConfigError(sec.at("scrape_timeout"),
+                                 f"must be greater than 0 and at most scrape_interval ({interval:g}s)"))
     scheme = sec.text("scheme")
     if scheme not in ("http", "https"):
-        raise ConfigError(sec.at("scheme"), f"{scheme!r} is not http or https")
+        scheme = sec.bad("scheme", f"{scheme!r} is not http or https")
     path = sec.text("metrics_path")
     if not path.startswith("/"):
-        raise ConfigError(sec.at("metrics_path"), f"{path!r} must start with /")
+        path = sec.bad("metrics_path", f"{path!r} must start with /")
     params_raw = sec.get("params") or {}
-    if not isinstance(params_raw, Mapping):
-        raise ConfigError(sec.at("params"), "must be a mapping of name to list of values")
     params = []
+    if not isinstance(params_raw, Mapping):
+        sec.fail(ConfigError(sec.at("params"), "must be a mapping of name to list of values"))
+        params_raw = {}
     for k, v in params_raw.items():
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise ConfigError(f"{sec.at('params')}.{k}", "must be a list of strings")
-        params.append((str(k), tuple(v)))
+        values = [x if isinstance(x, str) else _yaml.source_text(v, i) for i, x in enumerate(v)] \
+            if isinstance(v, list) else [None]
+        if not all(isinstance(x, str) for x in values):
+            sec.fail(ConfigError(f"{sec.at('params')}.{k}", "must be a list of strings"))
+            continue
+        params.append((str(k), tuple(x for x in values if x is not None)))
+    p3 = _scrape_p3(sec, glob)
+    names = p3["metric_name_validation_scheme"]
     out = ScrapeConfig(
         job_name=job,
         scrape_interval=interval,
@@ -814,19 +1295,18 @@ def _scrape(sec: _Section, glob: GlobalConfig, seen: set[str]) -> ScrapeConfig:
         label_name_length_limit=sec.integer("label_name_length_limit", glob.label_name_length_limit),
         label_value_length_limit=sec.integer("label_value_length_limit", glob.label_value_length_limit),
         keep_dropped_targets=sec.integer("keep_dropped_targets", glob.keep_dropped_targets),
-        relabel_configs=sec.relabel_configs("relabel_configs"),
-        metric_relabel_configs=sec.relabel_configs("metric_relabel_configs"),
-        static_configs=tuple(_static(s) for s in sec.sections("static_configs", StaticConfig)),
-        file_sd_configs=tuple(_file_sd(s) for s in sec.sections("file_sd_configs", FileSDConfig)),
-        etcd_sd_configs=tuple(_etcd_sd(s) for s in sec.sections("etcd_sd_configs", EtcdSDConfig)),
-        dns_sd_configs=tuple(_dns_sd(s) for s in sec.sections("dns_sd_configs", DNSSDConfig)),
-        http_sd_configs=tuple(_http_sd(s) for s in sec.sections("http_sd_configs", HTTPSDConfig)),
-        kubernetes_sd_configs=tuple(
-            _kubernetes_sd(s) for s in sec.sections("kubernetes_sd_configs", KubernetesSDConfig)
-        ),
-        http=_http_client(sec),
+        relabel_configs=sec.relabel_configs("relabel_configs", names),
+        metric_relabel_configs=sec.relabel_configs("metric_relabel_configs", names),
+        static_configs=sec.each("static_configs", StaticConfig, lambda s: _static(s, names)),
+        file_sd_configs=sec.each("file_sd_configs", FileSDConfig, _file_sd),
+        etcd_sd_configs=sec.each("etcd_sd_configs", EtcdSDConfig, _etcd_sd),
+        dns_sd_configs=sec.each("dns_sd_configs", DNSSDConfig, _dns_sd),
+        http_sd_configs=sec.each("http_sd_configs", HTTPSDConfig, _http_sd),
+        kubernetes_sd_configs=sec.each("kubernetes_sd_configs", KubernetesSDConfig, _kubernetes_sd),
+        http=sec.guard(lambda: _http_client(sec), HTTPClientConfig()),
+        **p3,
     )
-    sec.done(_IGNORED_SCRAPE)
+    sec.done()
     return out
 
 
@@ -841,7 +1321,8 @@ def _queue(sec: _Section) -> QueueConfig:
         max_backoff=sec.duration("max_backoff"),
         retry_on_http_429=sec.flag("retry_on_http_429"),
     )
-    sec.done(("max_retries", "sample_age_limit"))
+    _not_implemented(sec, _WARN_QUEUE)
+    sec.done(("sample_age_limit",))
     if out.min_shards > out.max_shards:
         raise ConfigError(sec.at("min_shards"), f"must be at most max_shards ({out.max_shards})")
     if out.min_backoff > out.max_backoff:
@@ -868,32 +1349,34 @@ _RESERVED_HEADERS = frozenset(
 )
 
 
-def _remote_write(sec: _Section, names: set[str]) -> RemoteWriteConfig:
+def _remote_write(sec: _Section, names: set[str], scheme: str = "utf8") -> RemoteWriteConfig:
     url = sec.text("url", "")  # "": absent; the field has no default
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = url if "@" not in parts.netloc else url.replace(parts.netloc, "<secret>@" + parts.netloc.rpartition("@")[2])
         raise ConfigError(sec.at("url"), f"{shown!r} is not an http(s) URL" if url else "is required")
     headers = sec.str_map("headers")
-    for h in headers:
+    for h in list(headers):
         if h.lower() in _RESERVED_HEADERS:
-            raise ConfigError(f"{sec.at('headers')}.{h}", "is a reserved header and cannot be set")
+            sec.fail(ConfigError(f"{sec.at('headers')}.{h}", "is a reserved header and cannot be set"))
+            del headers[h]
     name = sec.text("name")
     if name:
         if name in names:
-            raise ConfigError(sec.at("name"), f"{name!r} is used by another remote_write")
+            sec.fail(ConfigError(sec.at("name"), f"{name!r} is used by another remote_write"))
         names.add(name)
+    _remote_write_p3(sec)
     out = RemoteWriteConfig(
         url=url,
         name=name,
         remote_timeout=sec.duration("remote_timeout"),
         headers=tuple(headers.items()),
-        write_relabel_configs=sec.relabel_configs("write_relabel_configs"),
-        queue_config=_queue(sec.section("queue_config", QueueConfig)),
-        http=_http_client(sec),
+        write_relabel_configs=sec.relabel_configs("write_relabel_configs", scheme),
+        queue_config=sec.guard(lambda: _queue(sec.section("queue_config", QueueConfig)), QueueConfig()),
+        http=sec.guard(lambda: _http_client(sec), HTTPClientConfig()),
     )
     if "@" in parts.netloc and (out.http.basic_auth is not None or out.http.authorization is not None):
-        raise ConfigError(sec.at("url"), "has credentials (user:password@) and basic_auth or authorization is set too")
+        sec.fail(ConfigError(sec.at("url"), "has credentials (user:password@) and basic_auth or authorization is set too"))
     sec.done(_IGNORED_RW)
     return out
 
@@ -952,7 +1435,7 @@ def _etcd_health(sec: _Section, evaluation_interval: float) -> EtcdHealthConfig:
         managers.append(AlertmanagerConfig(targets=targets, scheme=scheme, path_prefix=a.text("path_prefix"),
                                            api_version=version, timeout=a.duration("timeout"),
                                            http=_http_client(a)))
-        a.done(("enable_http2", "follow_redirects"))
+        a.done()
         if not targets:
             raise ConfigError(a.at("static_configs"), "needs at least one target")
     # a section written means on, unless it says enabled: false
@@ -974,46 +1457,82 @@ def validate_cluster(c: ClusterConfig, where: str) -> None:
         raise ConfigError(f"{where}.replica_label", f"{c.replica_label!r} is not a valid label name")
 
 
+def _external_labels(g: _Section, scheme: str) -> tuple[tuple[str, str], ...]:
+    """``global.external_labels``, each value with ``$NAME``/``${NAME}`` expanded as Prometheus does."""
+    labels = g.str_map("external_labels", label_names=scheme)
+    out = {}
+    for name, value in labels.items():
+        expanded: str | None = g.guard(functools.partial(_yaml.expand_dollar, value, f"{g.at('external_labels')}.{name}"),
+                                       None)
+        if expanded is not None:
+            out[name] = expanded
+    return tuple(sorted(out.items()))
+
+
 def parse_config(text: str, *, source: str = "<config>", base: Path | None = None) -> Config:
-    """Parse config YAML text. Raises ConfigError naming the key path and the problem."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(where, f"invalid YAML: {problem}") from None
-    top = _Section(raw, "", base=base or Path.cwd(), of=Config)
+    """Parse config YAML text. Raises ConfigError naming the key path and the problem.
+
+    Every error of the text is found: several are raised together as a ConfigErrors. When
+    ``source`` names a file, each error and warning says ``FILE:LINE:`` too."""
+    file = "" if source == "<config>" else source
+    raw = _yaml.load(_yaml.expand_percent(text, file), source)
+    report = _Report()
+    top = _Section(raw, "", base=base or Path.cwd(), of=Config, report=report)
     g = top.section("global", GlobalConfig)
+    p3 = _global_p3(g)
     glob = GlobalConfig(
         scrape_interval=g.duration("scrape_interval"),
         scrape_timeout=g.duration("scrape_timeout", 0.0),  # 0: not given, see below
-        external_labels=tuple(sorted(g.str_map("external_labels", label_names=True).items())),
+        external_labels=_external_labels(g, p3["metric_name_validation_scheme"]),
         sample_limit=g.integer("sample_limit"),
         body_size_limit=g.size("body_size_limit"),
         label_limit=g.integer("label_limit"),
         label_name_length_limit=g.integer("label_name_length_limit"),
         label_value_length_limit=g.integer("label_value_length_limit"),
         keep_dropped_targets=g.integer("keep_dropped_targets"),
+        **p3,
     )
     evaluation_interval = g.duration("evaluation_interval", 15.0)
-    g.done(_IGNORED_GLOBAL)
+    g.done()
     if glob.scrape_timeout == 0:  # as Prometheus: the default (10s), but never more than the interval
         glob = replace(glob, scrape_timeout=min(g.default("scrape_timeout"), glob.scrape_interval))
     if glob.scrape_interval <= 0:
-        raise ConfigError("global.scrape_interval", "must be greater than 0")
+        g.fail(ConfigError("global.scrape_interval", "must be greater than 0"))
+        glob = replace(glob, scrape_interval=g.default("scrape_interval"))
     if glob.scrape_timeout > glob.scrape_interval:
-        raise ConfigError("global.scrape_timeout", "must be at most global.scrape_interval")
+        g.fail(ConfigError("global.scrape_timeout", "must be at most global.scrape_interval"))
+        glob = replace(glob, scrape_timeout=glob.scrape_interval)
     jobs: set[str] = set()
-    scrapes = tuple(_scrape(s, glob, jobs) for s in top.sections("scrape_configs", ScrapeConfig))
+    scrapes = top.each("scrape_configs", ScrapeConfig, lambda s: _scrape(s, glob, jobs))
     rw_names: set[str] = set()
-    writes = tuple(_remote_write(s, rw_names) for s in top.sections("remote_write", RemoteWriteConfig))
-    cluster = _cluster(top.section("cluster", ClusterConfig))
-    files = _scrape_config_files(top, "scrape_config_files")
-    scrapes += tuple(s for f in files for s in _scrape_file(f, glob, jobs))
-    health = (_etcd_health(top.section("etcd_health"), evaluation_interval) if top.get("etcd_health") is not None
-              else EtcdHealthConfig(evaluation_interval=evaluation_interval))
-    top.done(_IGNORED_TOP)
+    writes = top.each("remote_write", RemoteWriteConfig,
+                      lambda s: _remote_write(s, rw_names, glob.metric_name_validation_scheme))
+    cluster = top.guard(lambda: _cluster(top.section("cluster", ClusterConfig)), ClusterConfig())
+    no_files: list[str] = []
+    files = top.guard(lambda: _scrape_config_files(top, "scrape_config_files"), no_files)
+    for f in files:
+        none: list[ScrapeConfig] = []
+        scrapes += tuple(top.guard(functools.partial(_scrape_file, f, glob, jobs, report), none))
+    health = (top.guard(lambda: _etcd_health(top.section("etcd_health"), evaluation_interval),
+                        EtcdHealthConfig(evaluation_interval=evaluation_interval))
+              if top.get("etcd_health") is not None else EtcdHealthConfig(evaluation_interval=evaluation_interval))
+    _top_p3(top)
+    top.done()
+
+    def line_of(where: str) -> int:
+        return _yaml.line_of(raw, where)
+
+    order = {f: i for i, f in enumerate(dict.fromkeys([file, *files]))}
+    placed = [ConfigError(where, text, file=wfile or file, line=line if wfile else line_of(where))
+              for wfile, line, where, text in report.warnings]
+    placed.sort(key=lambda w: (order.get(w.file, len(order)), w.line))
+    warnings = tuple(str(w) for w in placed)
+    if report.errors:
+        located = [e.located(file, line_of(e.where)) for e in report.errors]
+        located.sort(key=lambda e: (order.get(e.file, len(order)), e.line))
+        error = ConfigError.group(located)
+        error.warnings = warnings  # check-config shows them too
+        raise error
     return Config(
         global_config=glob,
         scrape_configs=scrapes,
@@ -1022,6 +1541,8 @@ def parse_config(text: str, *, source: str = "<config>", base: Path | None = Non
         source=source,
         scrape_config_files=tuple(files),
         etcd_health=health,
+        warnings=warnings,
+        line_of=line_of,
     )
 
 

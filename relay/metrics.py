@@ -3,6 +3,12 @@
 One :class:`SelfMetrics` per running relay, each with its own registry, so that several relays in
 one process (tests) do not clash. Labels are per job and per remote-write endpoint, never per
 target, so a fleet of 10,000 targets does not make the relay's own /metrics huge.
+
+Every remote-write metric has the labels ``remote_name`` and ``url`` (as Prometheus'
+``prometheus_remote_storage_*``: the endpoint's ``name``, or a short hash when it has none; the URL
+with any ``user:password@`` shown as ``<secret>@``). Beside them, prometheus-client's process and
+platform collectors (``process_*``, ``python_info``), ``relay_build_info`` and the config reload
+gauges, so that Prometheus' own alerts port over with a rename (README: "Self-metrics").
 """
 
 from __future__ import annotations
@@ -11,9 +17,20 @@ import time
 from collections.abc import Callable
 
 import anyio
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
-__all__ = ["LOOP_LAG_BUCKETS", "SelfMetrics", "watch_loop_lag"]
+from .buildinfo import build_info
+
+__all__ = ["LOOP_LAG_BUCKETS", "RW", "SelfMetrics", "watch_loop_lag"]
+
+RW = ["remote_name", "url"]  # the labels of every remote-write metric
 
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -21,6 +38,18 @@ LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class SelfMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        info = build_info()
+        self.build_info = Gauge("relay_build_info", "A metric with a constant 1 labelled by version, git revision, "
+                                "Python version and whether the C extensions are in use.", list(info), registry=r)
+        self.build_info.labels(**info).set(1)
+        self.config_last_reload_successful = Gauge(
+            "relay_config_last_reload_successful", "Whether the last config (re)load succeeded (1) or failed (0).",
+            registry=r)
+        self.config_last_reload_success_timestamp = Gauge(
+            "relay_config_last_reload_success_timestamp_seconds", "When the config was last loaded successfully.",
+            registry=r)
         self.scrapes = Counter("relay_scrapes", "Scrapes attempted.", ["job"], registry=r)
         self.scrape_failures = Counter(
             "relay_scrape_failures", "Scrapes that failed, by reason.", ["job", "reason"], registry=r
@@ -58,32 +87,56 @@ class SelfMetrics:
             buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
-        # remote write, per endpoint
-        self.rw_samples_sent = Counter("relay_remote_write_samples_sent", "Samples sent.", ["url"], registry=r)
+        # remote write, per endpoint: labelled remote_name, url (RW below)
+        self.rw_highest_timestamp = Gauge(
+            "relay_remote_write_highest_timestamp_seconds",
+            "Timestamp of the newest sample handed to remote write (all endpoints).", registry=r)
+        self.rw_highest_sent_timestamp = Gauge(
+            "relay_remote_write_queue_highest_sent_timestamp_seconds",
+            "Timestamp of the newest sample an endpoint accepted (2xx); the lag is "
+            "relay_remote_write_highest_timestamp_seconds minus this.", RW, registry=r)
+        self.rw_samples_sent = Counter("relay_remote_write_samples_sent", "Samples sent.", RW, registry=r)
         self.rw_samples_failed = Counter(
-            "relay_remote_write_samples_failed", "Samples in sends that failed and will be retried.", ["url"], registry=r
+            "relay_remote_write_samples_failed", "Samples in sends that failed and will be retried.", RW, registry=r
         )
         self.rw_samples_retried = Counter(
-            "relay_remote_write_samples_retried", "Samples sent again after a failed send.", ["url"], registry=r
+            "relay_remote_write_samples_retried", "Samples sent again after a failed send.", RW, registry=r
         )
         self.rw_samples_dropped = Counter(
-            "relay_remote_write_samples_dropped", "Samples dropped, by reason.", ["url", "reason"], registry=r
+            "relay_remote_write_samples_dropped", "Samples dropped, by reason.", [*RW, "reason"], registry=r
         )
-        self.rw_bytes_sent = Counter("relay_remote_write_bytes_sent", "Compressed bytes sent.", ["url"], registry=r)
+        self.rw_bytes_sent = Counter("relay_remote_write_bytes_sent", "Compressed bytes sent.", RW, registry=r)
         self.rw_queue_bytes = Gauge(
-            "relay_remote_write_queue_bytes", "Encoded bytes waiting to be sent.", ["url"], registry=r
+            "relay_remote_write_queue_bytes", "Encoded bytes waiting to be sent.", RW, registry=r
+        )
+        self.rw_queue_max_bytes = Gauge(
+            "relay_remote_write_queue_max_bytes", "The queue's bound (--queue-max-bytes); past it the oldest "
+            "blocks are dropped.", RW, registry=r
         )
         self.rw_pending_samples = Gauge(
-            "relay_remote_write_pending_samples", "Samples accepted and not yet sent.", ["url"], registry=r
+            "relay_remote_write_pending_samples", "Samples accepted and not yet sent.", RW, registry=r
         )
-        self.rw_shards = Gauge("relay_remote_write_shards", "Shards currently running.", ["url"], registry=r)
+        self.rw_shards = Gauge("relay_remote_write_shards", "Shards currently running.", RW, registry=r)
         self.rw_send_latency = Histogram(
             "relay_remote_write_send_duration_seconds",
             "Duration of one remote-write request.",
-            ["url"],
+            RW,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self._highest_appended = 0.0
+
+    def appended(self, timestamp_ms: int) -> None:
+        """A batch whose newest sample is ``timestamp_ms`` went to remote write."""
+        seconds = timestamp_ms / 1000
+        if seconds > self._highest_appended:
+            self._highest_appended = seconds
+            self.rw_highest_timestamp.set(seconds)
+
+    def config_loaded(self, ok: bool, when: float) -> None:
+        self.config_last_reload_successful.set(1 if ok else 0)
+        if ok:
+            self.config_last_reload_success_timestamp.set(when)
 
     def set_series_cache_source(self, fn: Callable[[], float]) -> None:
         self.series_cache.set_function(fn)

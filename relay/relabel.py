@@ -22,7 +22,8 @@ Where this differs from Prometheus, on purpose or by necessity:
 * RE2 (C++) differs from Go's ``regexp`` in a few corners: ``\\C`` and non-ASCII group names, which RE2
   takes, are refused as Go refuses them; a regex whose compiled program exceeds RE2's 8 MiB memory budget
   (``\\pL{1000}``) is refused, where Go would compile it; Unicode tables follow RE2's Unicode version;
-* YAML scalars that are not strings are refused for string keys (quote them), except integers;
+* YAML scalars that are not strings are taken as written for string keys when the config reader
+  kept their text (``regex: true`` is ``"true"``, as yaml.v2 reads it); else refused, except numbers;
 * a ``labelmap`` whose replacement expands to ``""`` sets nothing (Prometheus would add a label with an
   empty name).
 
@@ -422,12 +423,23 @@ class RelabelConfig:
     name_validation: NameValidation = "legacy"
 
 
-def _as_str(value: object, where: str) -> str:
+def _as_str(value: object, where: str, written: str | None = None) -> str:
+    """A string key's value; a YAML bool or number is taken as written (``written``, the source
+    text the config reader kept), as Go's yaml.v2 does: ``regex: true`` is ``"true"``."""
     if value is None:
         return ""  # like Go's yaml.v2: an explicit null sets the zero value
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if isinstance(value, str):
+        return value
+    if written is not None:
+        return written
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(where, f"must be a string (quote it in YAML), got {type(value).__name__} {value!r}")
     return str(value)
+
+
+def _written(raw: Mapping[object, object], key: str) -> str | None:
+    texts = getattr(raw, "texts", None)  # relay._yaml.YamlMap: the source text of non-string scalars
+    return texts.get(key) if isinstance(texts, dict) else None
 
 
 def _first_set(*fields: tuple[str, bool]) -> str:
@@ -465,14 +477,14 @@ def _parse_one(raw: object, where: str, scheme: NameValidation) -> RelabelConfig
     else:
         raise ConfigError(at("source_labels"), f"must be a list of label names, got {sources_raw!r}")
 
-    separator = _as_str(raw["separator"], at("separator")) if "separator" in raw else _DEFAULT_SEPARATOR
+    separator = _as_str(raw["separator"], at("separator"), _written(raw, "separator")) if "separator" in raw else _DEFAULT_SEPARATOR
     replacement = (
-        _as_str(raw["replacement"], at("replacement")) if "replacement" in raw else _DEFAULT_REPLACEMENT
+        _as_str(raw["replacement"], at("replacement"), _written(raw, "replacement")) if "replacement" in raw else _DEFAULT_REPLACEMENT
     )
-    target = _as_str(raw.get("target_label"), at("target_label"))
+    target = _as_str(raw.get("target_label"), at("target_label"), _written(raw, "target_label"))
 
     regex_given = "regex" in raw
-    regex_source = _as_str(raw["regex"], at("regex")) if regex_given else _DEFAULT_REGEX
+    regex_source = _as_str(raw["regex"], at("regex"), _written(raw, "regex")) if regex_given else _DEFAULT_REGEX
     try:
         regex = compile_regex(regex_source)
     except ValueError as exc:

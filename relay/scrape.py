@@ -31,7 +31,7 @@ import httpx
 
 from ._exceptions import HTTPError, ParseError, ScrapeError, StatusError
 from .batch import STALE_NAN, Batch, Labels, mix_label_hashes
-from .config import ClusterConfig, Config, ScrapeConfig
+from .config import SCRAPE_PROTOCOLS, ClusterConfig, Config, ScrapeConfig, field_default
 from .discovery import (
     DNSSDProvider,
     EtcdSDProvider,
@@ -78,10 +78,38 @@ FORGET_SLACK = 1024
 """A target's series cache (and table) is cut back to its last scrape's series once it holds more
 than FORGET_FACTOR times them plus FORGET_SLACK: a churning target costs about two scrapes' series."""
 
-ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
-    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
+
+def accept_header(protocols: Sequence[str], escaping: str = "allow-utf-8") -> str:
+    """The Accept header for ``scrape_protocols``, as Prometheus 3 writes it: each format with a
+    weight one tenth below the last (from ``q=0.6``), ``escaping=`` on the 1.0.0 formats, ``*/*``
+    last. PrometheusProto keeps its weight but is left out (the relay parses text formats only)."""
+    weight = len(SCRAPE_PROTOCOLS) + 1
+    parts = []
+    for name in protocols:
+        if name != "PrometheusProto":
+            value = SCRAPE_PROTOCOLS[name]
+            if name in ("PrometheusText1.0.0", "OpenMetricsText1.0.0"):
+                value += f";escaping={escaping}"
+            parts.append(f"{value};q=0.{weight}")
+        weight -= 1
+    parts.append(f"*/*;q=0.{weight}")
+    return ",".join(parts)
+
+
+ACCEPT = accept_header(field_default(ScrapeConfig, "scrape_protocols"))
+_KNOWN_MEDIA_TYPES = ("text/plain", "application/openmetrics-text")
+
+
+def body_content_type(content_type: str | None, fallback: str) -> str | None:
+    """The Content-Type to parse a body as: the response's, or ``fallback_scrape_protocol``'s media
+    type when the response has none, one that does not parse, or one the relay does not know (as
+    Prometheus 3). Without a fallback the response's is kept (a body without one is text 0.0.4)."""
+    if not fallback:
+        return content_type
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in _KNOWN_MEDIA_TYPES and "/" in media:
+        return content_type
+    return SCRAPE_PROTOCOLS[fallback]
 
 SYNTHETIC = (
     "up",
@@ -150,6 +178,7 @@ class ScrapeLoop:
             label_limit=sc.label_limit,
             label_name_length_limit=sc.label_name_length_limit,
             label_value_length_limit=sc.label_value_length_limit,
+            name_validation=sc.metric_name_validation_scheme,
         )
         # Remote write keeps this target's batches whole (one shard, by a hash of the target that
         # a reload keeps, and that is mixed so as not to follow the cluster's target split).
@@ -160,14 +189,15 @@ class ScrapeLoop:
         self._size_mark = 0  # max(cache, table) after the last scrape
         self.forgotten = 0  # times the series cache was cut back to the live series (_forget)
         self._headers = {
-            "Accept": ACCEPT,
-            "Accept-Encoding": "gzip",
+            "Accept": accept_header(sc.scrape_protocols, sc.metric_name_escaping_scheme),
+            "Accept-Encoding": "gzip" if sc.enable_compression else "identity",
             "X-Prometheus-Scrape-Timeout-Seconds": f"{target.scrape_timeout:g}",
         }
         self._request: httpx.Request | None = None  # built once, sent every interval
         self.cancel_scope = anyio.CancelScope()
         self._stale_on_stop = False
         self._stopped = False
+        self.forced_error: str = ""  # set while the job is over its target_limit: every scrape fails
 
     # -- series ------------------------------------------------------------------------------
 
@@ -253,15 +283,17 @@ class ScrapeLoop:
         error: BaseException | None = None
         self.metrics.scrapes.labels(job).inc()
         try:
+            if self.forced_error:
+                raise ScrapeError("target_limit", self.forced_error)
             response = await self._fetch(sc)  # bounded by scrape_timeout
             if response.status_code != 200:
                 raise StatusError(response.status_code, url=target.url)
             body = response.content
+            content_type = body_content_type(response.headers.get("content-type"), sc.fallback_scrape_protocol)
             if len(body) >= PARSE_IN_THREAD:  # a large body: parsed off the event loop's thread
-                batch = await anyio.to_thread.run_sync(self.parser.parse, body, response.headers.get("content-type"),
-                                                       ts_ms)
+                batch = await anyio.to_thread.run_sync(self.parser.parse, body, content_type, ts_ms)
             else:
-                batch = self.parser.parse(body, response.headers.get("content-type"), ts_ms)
+                batch = self.parser.parse(body, content_type, ts_ms)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
@@ -299,7 +331,7 @@ class ScrapeLoop:
                 gone = set(self._last_ids).difference(ids)
                 for sid in gone:
                     out.append(sid, STALE_NAN, ts_ms)
-            self._last_ids = ids[:n]
+            self._last_ids = ids[:n] if sc.track_timestamps_staleness else staleness_tracked(batch, n, ts_ms)
             h.health, h.last_error, h.last_reason, h.last_samples = "up", "", "", n
             self.metrics.scraped_samples.labels(job).inc(n)
             added = len(self.parser.series) - series_before
@@ -311,7 +343,7 @@ class ScrapeLoop:
         self._emit(out)
         if batch is not None and max(len(self.parser), len(self.parser.series)) > (
                 FORGET_FACTOR * (self._good + len(SYNTHETIC)) + FORGET_SLACK):
-            self._forget(self._last_ids)
+            self._forget(batch.ids[: self.health.last_samples])  # this scrape's (not its stale markers)
         self._size_mark = max(len(self.parser), len(self.parser.series))
         return out
 
@@ -329,6 +361,16 @@ class ScrapeLoop:
         self._last_ids = array("I", [remap[sid] for sid in self._last_ids])
         self._synthetic_ids = [remap[sid] for sid in self._synthetic_ids]
         self.forgotten += 1
+
+
+def staleness_tracked(batch: Batch, n: int, default_ms: int) -> array[int]:
+    """The ids of the first ``n`` samples that get staleness markers when they vanish: as Prometheus
+    without ``track_timestamps_staleness``, not those exposed with their own timestamp."""
+    ids = batch.ids
+    stamps = batch.timestamps
+    if stamps[:n].count(default_ms) == n:  # the common case (no exposed timestamps): one C-speed pass
+        return ids[:n]
+    return array("I", (sid for sid, t in zip(ids[:n], stamps[:n], strict=True) if t == default_ms))
 
 
 def select_for_member(target: Target, cluster: ClusterConfig) -> bool:
@@ -384,6 +426,7 @@ class ScrapeManager:
         self.config: Config | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.target_errors: dict[str, list[str]] = {}
+        self.over_limit: dict[str, str] = {}  # job -> why its scrapes fail (target_limit)
         self.kubernetes = KubernetesHub(clients)  # watchers shared by the jobs' kubernetes_sd_configs
         self._sync_lock = anyio.Lock()
         self._stopped = False
@@ -598,7 +641,18 @@ class ScrapeManager:
                         count += 1
             job.built = built
             self.metrics.targets.labels(name).set(count)
+            self._target_limit(job.config, count)
         self.target_errors = errors
+
+    def _target_limit(self, sc: ScrapeConfig, count: int) -> None:
+        """``target_limit``: over it, every scrape of the job fails (as Prometheus) until it has fewer."""
+        if sc.target_limit and count > sc.target_limit:
+            message = f"target_limit exceeded (number of targets: {count}, limit: {sc.target_limit})"
+            if self.over_limit.get(sc.job_name) != message:
+                log.warning("job %s: %s: its scrapes fail until it has fewer targets", sc.job_name, message)
+            self.over_limit[sc.job_name] = message
+        else:
+            self.over_limit.pop(sc.job_name, None)
 
     def _sync_all(self) -> None:
         """Bring the loops to what discovery gives now, in one step."""
@@ -643,6 +697,8 @@ class ScrapeManager:
                 loop.stop()
             loop = self.loops[key] = ScrapeLoop(target, self.clients, self.sinks, self.metrics, extra_labels=extra)
             self._tg.start_soon(loop.run)
+        for loop in self.loops.values():
+            loop.forced_error = self.over_limit.get(loop.target.job, "")
 
     def stop_all(self) -> None:
         self._stopped = True  # a sync under way (in slices) starts nothing more

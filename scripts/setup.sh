@@ -11,10 +11,10 @@ extras="demo"
 required_apt=""
 for e in "$@"; do
   extras="$extras,$e"
-  if [ "$e" = test ]; then required_apt="victoria-metrics prometheus etcd-server dnsmasq"; fi
+  if [ "$e" = test ]; then required_apt="victoria-metrics prometheus etcd-server dnsmasq tinyproxy chromium"; fi
 done
 
-wanted_apt="victoria-metrics prometheus etcd-server dnsmasq gcc python3-dev python3-venv"
+wanted_apt="victoria-metrics prometheus etcd-server dnsmasq tinyproxy chromium gcc python3-dev python3-venv"
 missing=""
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in $wanted_apt; do

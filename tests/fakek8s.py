@@ -15,7 +15,11 @@ What it serves, as kube-apiserver does (JSON only):
 - faults: a bearer ``token`` (401 without it), :attr:`forbidden` ``(verb, resource)`` pairs (403
   with the real message), :meth:`drop_watches` (cuts every open stream mid-chunk), ``silent``
   (watch streams that send headers and then nothing), ``garbage`` (the next N watch streams start
-  with a line that is not JSON), ``down`` (every request gets a reset connection).
+  with a line that is not JSON), ``down`` (every request gets a reset connection);
+  :meth:`end_watches` ends every open stream cleanly (its last chunk), as the real server does at
+  a watch's timeout, so that clients watch again from their last resourceVersion.
+
+:attr:`gone` lists the resource of every 410 sent (as a status or as an ERROR event).
 
 :func:`kubeadm_objects` builds what a kubeadm cluster with N control-plane nodes holds.
 """
@@ -119,6 +123,8 @@ class FakeK8s:
         self.garbage = 0
         self.down = False
         self.epoch = 0  # bumped by drop_watches: open streams stop
+        self.end_epoch = 0  # bumped by end_watches: open streams end cleanly
+        self.gone: list[str] = []
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.open_watches = 0
         self._server: ThreadingHTTPServer | None = None
@@ -178,6 +184,11 @@ class FakeK8s:
     def drop_watches(self) -> None:
         with self.cond:
             self.epoch += 1
+            self.cond.notify_all()
+
+    def end_watches(self) -> None:
+        with self.cond:
+            self.end_epoch += 1
             self.cond.notify_all()
 
     def count(self, resource: str, *, watch: bool) -> int:
@@ -303,6 +314,8 @@ class FakeK8s:
         rv_text = q.get("resourceVersion", "")
         rv = int(rv_text) if rv_text.isdigit() else 0
         if rv and rv < self.compacted and self.gone_mode == "status":
+            with self.cond:
+                self.gone.append(resource)
             self._send_json(h, 410, _status(410, "Expired", f"too old resource version: {rv} ({self.compacted})"))
             return
         h.send_response(200)
@@ -321,7 +334,8 @@ class FakeK8s:
         bookmarks = q.get("allowWatchBookmarks") == "true" and self.bookmark_interval
         next_bookmark = time.monotonic() + (self.bookmark_interval or 0)
         with self.cond:
-            epoch = self.epoch
+            epoch, end_epoch = self.epoch, self.end_epoch
+            ended = False
             self.open_watches += 1
             garbage = self.garbage > 0
             if garbage:
@@ -331,6 +345,8 @@ class FakeK8s:
             if garbage:
                 chunk(b'{"type": "ADDED", "object": {"metadata": \n')
             if rv and rv < self.compacted:
+                with self.cond:
+                    self.gone.append(resource)
                 line({"type": "ERROR", "object": _status(410, "Expired", f"too old resource version: {rv} "
                                                           f"({self.compacted})")})
                 chunk(b"")
@@ -349,6 +365,9 @@ class FakeK8s:
                             h.close_connection = True
                             h.connection.shutdown(socket.SHUT_RDWR)
                             return
+                        if self.end_epoch != end_epoch:
+                            ended = True  # as at its timeout, below
+                            break
                         now = time.monotonic()
                         if now >= deadline and not silent:
                             break
@@ -359,7 +378,7 @@ class FakeK8s:
                             break
                         self.cond.wait(0.1)
                     current_rv = self.rv
-                if time.monotonic() >= deadline and not silent:
+                if ended or (time.monotonic() >= deadline and not silent):
                     chunk(b"")
                     return
                 for erv, res, typ, obj in pending:

@@ -81,7 +81,9 @@ def test_prometheus_config_loads_unchanged() -> None:
          "scrape_configs[0].etcd_sd_configs[0].endpoints:"),
         ("scrape_configs:\n  - job_name: a\n    body_size_limit: lots\n", "scrape_configs[0].body_size_limit:"),
         ("cluster: {members_count: 2, member_num: 2}\n", "cluster.member_num:"),
-        ("global:\n  external_labels: {'bad-name': x}\n", "global.external_labels.bad-name:"),
+        ("global:\n  metric_name_validation_scheme: legacy\n  external_labels: {'bad-name': x}\n",
+         "global.external_labels.bad-name:"),
+        ("global:\n  external_labels: {'': x}\n", "global.external_labels.:"),
     ],
 )
 def test_bad_config_names_the_key(text: str, where: str) -> None:
@@ -148,11 +150,13 @@ scrape_configs:
     file_sd_configs: [{files: [targets.json]}]
     etcd_sd_configs: [{endpoints: ["http://127.0.0.1:2379"]}]
     dns_sd_configs: [{names: [_etcd-client._tcp.example.org]}]
-    http_sd_configs: [{url: "http://127.0.0.1:8080/sd"}]
+    http_sd_configs: [{url: "http://127.0.0.1:8080/sd", oauth2: {client_id: c, token_url: "http://127.0.0.1:1/t"}}]
     kubernetes_sd_configs: [{role: pod}]
 remote_write:
   - url: http://127.0.0.1:8428/api/v1/write
     authorization: {}
+  - url: http://127.0.0.1:8428/api/v1/write
+    sigv4: {}
 etcd_health:
   alertmanagers: [{static_configs: [{targets: ["127.0.0.1:9093"]}]}]
 """

@@ -70,7 +70,8 @@ def test_http_sd_reader(tmp_path: Path) -> None:
         ("url: ftp://x/", "url", r"not an http\(s\) URL"),
         ("url: http:///x", "url", r"not an http\(s\) URL"),
         ("refresh_interval: 1m", "url", "is required"),
-        ("url: http://x/\n        oauth2: {}", "oauth2", "unknown key"),
+        ("url: http://x/\n        oauth2: {}", "oauth2.client_id", "is required"),
+        ("url: http://x/\n        oauth2: {client_id: a, token_url: 'http://t/', x: 1}", "oauth2.x", "unknown key"),
     ]:
         with pytest.raises(ConfigError, match=problem) as exc:
             parse_config(_one(f"    http_sd_configs:\n      - {sd}\n"))

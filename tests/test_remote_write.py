@@ -61,6 +61,7 @@ def decode(body: bytes) -> list[tuple[dict[str, str], list[tuple[float, int]]]]:
 def test_classify_status() -> None:
     assert [classify_status(s, True) for s in (200, 204, 400, 404, 429, 500, 503)] == [
         "ok", "ok", "drop", "drop", "retry", "retry", "retry"]
+    assert [classify_status(s, True) for s in (401, 403, 407, 413)] == ["retry", "retry", "retry", "drop"]
     assert classify_status(429, False) == "drop"
 
 
@@ -119,8 +120,8 @@ async def test_500_then_200_is_retried_and_delivered_once() -> None:
     writer = RemoteWriter(cfg, MockPool(handler), metrics)
     assert await run_writer(writer, make_batches(10, 1, "r", 1_700_000_000_000))
     assert len(calls) == 3 and writer.sent_samples == 10 and writer.dropped == {}
-    assert metrics.rw_samples_retried.labels(writer.label)._value.get() == 20
-    assert metrics.rw_samples_failed.labels(writer.label)._value.get() == 20
+    assert metrics.rw_samples_retried.labels(*writer.metric_labels)._value.get() == 20
+    assert metrics.rw_samples_failed.labels(*writer.metric_labels)._value.get() == 20
 
 
 async def test_429_honours_retry_after() -> None:
@@ -438,3 +439,43 @@ def test_url_credentials_with_basic_auth_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         rw_config("ftp://u:hunter2@127.0.0.1:1/w")
     assert "hunter2" not in str(info.value) and "<secret>@" in str(info.value)
+
+
+@pytest.mark.parametrize("queue", ["memory", "disk"])
+async def test_highest_timestamps_appended_and_sent(queue: str, tmp_path: Any) -> None:
+    """The PrometheusRemoteWriteBehind pair: the newest timestamp handed over, and per endpoint the
+    newest one a 2xx accepted (a 4xx drop does not count as sent)."""
+    verdicts: list[int] = [200]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(verdicts[0])
+
+    metrics = SelfMetrics()
+    cfg = rw_config("http://u:p@127.0.0.1:1/w", "    name: primary\n    queue_config: {batch_send_deadline: 50ms}\n")
+    writer = RemoteWriter(cfg, MockPool(handler), metrics, queue_dir=tmp_path if queue == "disk" else None)
+    assert writer.metric_labels == ("primary", "http://<secret>@127.0.0.1:1/w")
+    sent = metrics.rw_highest_sent_timestamp.labels(*writer.metric_labels)
+    assert sent._value.get() == 0
+    assert await run_writer(writer, make_batches(5, 3, "r", 1_700_000_000_000))
+    assert metrics.rw_highest_timestamp._value.get() == 1_700_000_002.0
+    assert sent._value.get() == 1_700_000_002.0
+    verdicts[0] = 400
+    assert await run_writer(writer, make_batches(5, 1, "r", 1_700_000_010_000))
+    assert writer.dropped == {"http_4xx": 5}
+    assert metrics.rw_highest_timestamp._value.get() == 1_700_000_010.0 and sent._value.get() == 1_700_000_002.0
+
+
+async def test_forget_metrics_removes_an_endpoints_series() -> None:
+    from prometheus_client import generate_latest
+
+    metrics = SelfMetrics()
+    keep = RemoteWriter(rw_config("http://127.0.0.1:1/keep"), MockPool(lambda r: httpx.Response(200)), metrics)
+    gone = RemoteWriter(rw_config("http://127.0.0.1:1/gone"), MockPool(lambda r: httpx.Response(400)), metrics)
+    for w in (keep, gone):
+        assert await run_writer(w, make_batches(3, 1, "r", 1_700_000_000_000))
+    assert b"/gone" in generate_latest(metrics.registry) and gone.dropped == {"http_4xx": 3}
+    gone.forget_metrics()
+    text = generate_latest(metrics.registry).decode()
+    assert "/gone" not in text
+    assert f'relay_remote_write_samples_sent_total{{remote_name="{keep.remote_name}",url="http://127.0.0.1:1/keep"}} 3.0' in text
+    gone.forget_metrics()  # twice is harmless

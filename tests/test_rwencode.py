@@ -686,3 +686,19 @@ def test_a_table_without_an_arena_is_encoded_from_its_encoded_sequence(twin: Twi
 
     plain = Batch(Plain(), batch.ids, batch.values, batch.timestamps)  # type: ignore[arg-type]
     assert twin.encode(plain) == twin.encode(batch)
+
+
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=50))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_max_timestamp_twins(stamps: list[int]) -> None:
+    """The newest timestamp of a batch (remote write's lag metrics): both twins, None when empty."""
+    table = SeriesTable()
+    sid = table.add("up", ())
+    batch = Batch(table)
+    for ts in stamps:
+        batch.append(sid, 1.0, ts)
+    want = max(stamps) if stamps else None
+    assert rwencode.max_timestamp_py(batch) == want
+    if not NO_EXTENSIONS:
+        assert importlib.import_module("relay.remote._encode_c").max_timestamp(batch) == want
+    assert rwencode.max_timestamp(batch) == want

@@ -101,6 +101,8 @@ class EtcdSDProvider(Provider):
         while True:
             try:
                 groups = await self.fetch()
+                if self.last_error is not None:
+                    log.info("etcd_sd for job %s: the member list answers again", self.job)
                 self.last_error = None
                 send(groups)
             except DiscoveryError as exc:

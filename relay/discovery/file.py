@@ -100,6 +100,7 @@ class FileSDProvider(Provider):
     async def run(self, send: Send) -> None:
         last_stamp: tuple[tuple[str, float, int], ...] | None = None
         previous: dict[str, list[TargetGroup]] = {}
+        said: dict[str, str] = {}  # file -> the error last logged for it
         since_full = 0.0
         while True:
             stamp = self._stamp()
@@ -114,9 +115,13 @@ class FileSDProvider(Provider):
                         # the same groups as last time: the same objects, which the scrape
                         # manager knows (it relabels only group objects it has not seen)
                         current[f] = previous[f] if groups == previous.get(f) else groups
+                        if said.pop(f, None) is not None:
+                            log.info("file_sd for job %s: %s is valid again", self.job, f)
                     except DiscoveryError as exc:
                         # Keep what the file said last time it was valid; say why once per change.
-                        log.error("file_sd for job %s: %s", self.job, exc)
+                        if said.get(f) != str(exc):
+                            log.error("file_sd for job %s: %s", self.job, exc)
+                        said[f] = str(exc)
                         errors.append(str(exc))
                         current[f] = previous.get(f, [])
                 error = "; ".join(errors)  # every file that failed, not just the last

@@ -288,6 +288,9 @@ class Watcher:
         self.listeners: set[Callable[[], None]] = set()
         self.error_listeners: set[Callable[[str], None]] = set()  # each failed list or watch attempt
         self.state = ""  # the current error, "" when healthy
+        # The current error came from a stream's content (a malformed event, a silent stream): a
+        # new stream that opens is not yet a recovery, its first good line (or clean end) is.
+        self._content_error = False
         self.lists = 0
         self.watches = 0
         self.events = 0
@@ -357,7 +360,8 @@ class Watcher:
                         parsed = None
                     raise _Failure(_status_message(resp.status_code, parsed, "watch", self.what))
                 self.watches += 1
-                self._set_state("")
+                if not self._content_error:
+                    self._set_state("")
                 opened = True
                 buf = b""
                 async for chunk in resp.aiter_bytes():
@@ -368,9 +372,15 @@ class Watcher:
                     for line in lines:
                         if line.strip():
                             rv = self.rv = self._apply(line, rv)
+                            self._recovered()
                 if buf.strip():
                     rv = self.rv = self._apply(buf, rv)
+                self._recovered()  # a clean end
+        except _Failure:
+            self._content_error = opened
+            raise
         except HTTPTimeout as exc:
+            self._content_error = opened
             if exc.phase != "read":
                 raise _Failure(f"watch {self.what}: {exc}") from None
             raise _Failure(f"watch {self.what}: the stream sent nothing for {idle:g} s") from None
@@ -378,6 +388,11 @@ class Watcher:
             if opened:
                 raise _Dropped(f"watch {self.what}: {exc.__class__.__name__}: {exc}") from None
             raise _Failure(f"watch {self.what}: {exc.__class__.__name__}: {exc}") from None
+
+    def _recovered(self) -> None:
+        if self._content_error:
+            self._content_error = False
+            self._set_state("")
 
     def _apply(self, line: bytes, rv: str) -> str:
         try:
@@ -411,6 +426,7 @@ class Watcher:
             try:
                 if self.rv is None:
                     self.rv = await self._list()
+                    self._content_error = False
                     self._set_state("")
                     self.synced.set()
                     self._changed()

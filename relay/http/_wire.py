@@ -12,7 +12,11 @@ head, one pass over the header lines, and body chunks handed to the caller as th
 
 The body side (chunked decoding, gzip, limits) is in `relay.http.fetch`.
 
-What it does not do (use httpx's default transport for these): HTTP/2, proxies, ``Expect:
+Forward proxies (``proxy=ProxyRoute``, see `relay.http.proxy`): an http target is asked of the proxy
+in absolute form, an https one through a ``CONNECT`` tunnel; a proxy that cannot be reached, refuses
+the tunnel or asks for credentials is a `ProxyError` (reason "proxy").
+
+What it does not do (use httpx's default transport for these): HTTP/2, ``Expect:
 100-continue``, upgrades. It never offers ``h2`` in ALPN: etcd's client port treats HTTP/2 as gRPC.
 
 Errors are the relay's (`relay._exceptions.HTTPError` and its subclasses), each raised where
@@ -38,8 +42,9 @@ import anyio.abc
 import httpx
 from anyio.streams.tls import TLSAttribute, TLSStream
 
-from .._exceptions import ConnectError, ConnectionClosed, HTTPTimeout, ProtocolError, TLSError
+from .._exceptions import ConnectError, ConnectionClosed, HTTPTimeout, ProtocolError, ProxyError, TLSError
 from .fetch import EMPTY, ChunkDecoder
+from .proxy import Proxy, ProxyRoute
 
 __all__ = ["FastTransport"]
 
@@ -91,7 +96,9 @@ class _ConnectionLost(Exception):
     """A reused connection failed before any byte of the response arrived (the peer closed it)."""
 
 
-_Key = tuple[bytes, bytes, int, str]  # scheme, host, port, TLS server name ("" for http)
+# scheme, host, port, TLS server name ("" for http), proxy ("" direct); a proxied http request's
+# host and port are the proxy's (its connections serve every target)
+_Key = tuple[bytes, bytes, int, str, str]
 
 
 def _timeouts(request: httpx.Request) -> dict[str, float | None]:
@@ -125,8 +132,10 @@ class FastTransport(httpx.AsyncBaseTransport):
         max_keepalive_per_host: int = 4,
         keepalive_expiry: float = 60.0,
         server_hostname: str | None = None,
+        proxy: ProxyRoute | None = None,
     ) -> None:
         self._ssl_context = ssl_context
+        self._proxy = proxy
         if ssl_context is not None:
             ssl_context.set_alpn_protocols(["http/1.1"])
         self._max_keepalive = max(0, max_keepalive_per_host)
@@ -146,7 +155,7 @@ class FastTransport(httpx.AsyncBaseTransport):
         return self._ssl_context
 
     async def _acquire(
-        self, key: _Key, request: httpx.Request, timeouts: dict[str, float | None]
+        self, key: _Key, request: httpx.Request, timeouts: dict[str, float | None], proxy: Proxy | None
     ) -> _Connection:
         now = time.monotonic()
         if now >= self._next_sweep:
@@ -158,22 +167,29 @@ class FastTransport(httpx.AsyncBaseTransport):
                 if conn.expires > now and not conn.is_stale():
                     return conn
                 await conn.aclose()
-        return await self._connect(key, request, timeouts.get("connect"))
+        return await self._connect(key, request, timeouts.get("connect"), proxy)
 
-    async def _connect(self, key: _Key, request: httpx.Request, timeout: float | None) -> _Connection:
-        """TCP connect, then the TLS handshake for https: each failure says which step failed."""
-        scheme, _, port, sni = key
+    async def _connect(
+        self, key: _Key, request: httpx.Request, timeout: float | None, proxy: Proxy | None = None
+    ) -> _Connection:
+        """TCP connect (to the proxy, and CONNECT through it for https), then the TLS handshake
+        for https: each failure says which step failed."""
+        scheme, _, port, sni, _ = key
         host = request.url.host
         url = _safe_url(request)
         deadline = anyio.current_time() + timeout if timeout is not None else math.inf
         phase = "connect"
         with anyio.CancelScope(deadline=deadline) as scope:
-            try:
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
-            except socket.gaierror as exc:
-                raise ConnectError(f"cannot resolve {host}: {exc.strerror or exc}", url=url) from exc
-            except (*_NETWORK_ERRORS, anyio.EndOfStream) as exc:
-                raise ConnectError(_describe(f"cannot connect to {host}:{port}", exc), url=url) from exc
+            if proxy is None:
+                try:
+                    stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
+                except socket.gaierror as exc:
+                    raise ConnectError(f"cannot resolve {host}: {exc.strerror or exc}", url=url) from exc
+                except (*_NETWORK_ERRORS, anyio.EndOfStream) as exc:
+                    raise ConnectError(_describe(f"cannot connect to {host}:{port}", exc), url=url) from exc
+            else:
+                phase = "proxy"
+                stream = await _proxy_stream(proxy, request, scheme == b"https", url)
             if scheme == b"https":
                 phase = "tls"
                 try:
@@ -191,6 +207,9 @@ class FastTransport(httpx.AsyncBaseTransport):
                         ) from exc
                     raise
         if scope.cancelled_caught:
+            if phase == "proxy":
+                assert proxy is not None
+                raise ProxyError(f"timed out connecting to {host}:{port} through proxy {proxy.shown}", url=url)
             what = "connecting to" if phase == "connect" else "in the TLS handshake with"
             raise HTTPTimeout(f"timed out {what} {host}:{port}", phase=phase, url=url)
         return _Connection(stream)
@@ -242,9 +261,17 @@ class FastTransport(httpx.AsyncBaseTransport):
             if scheme == b"https"
             else ""
         )
-        key = (scheme, url.raw_host, port, sni)
+        proxy = self._proxy.choose(url) if self._proxy is not None else None
+        if proxy is None:
+            key: _Key = (scheme, url.raw_host, port, sni, "")
+            head, close = _request_head(request)
+        elif scheme == b"http":  # absolute form to the proxy, over the proxy's connections
+            key = (scheme, proxy.host.encode(), proxy.port, "", proxy.shown)
+            head, close = _request_head(request, url.raw_scheme + b"://" + url.netloc + url.raw_path, proxy.auth)
+        else:  # a tunnel per target connection
+            key = (scheme, url.raw_host, port, sni, proxy.shown)
+            head, close = _request_head(request)
         timeouts = _timeouts(request)
-        head, close = _request_head(request)
         body = await _request_body(request)
         if isinstance(body, bytes):
             # A small body goes out with the head in one write.
@@ -252,17 +279,23 @@ class FastTransport(httpx.AsyncBaseTransport):
         else:
             data = [head, *(piece for piece in body if piece)]
 
-        conn = await self._acquire(key, request, timeouts)
+        conn = await self._acquire(key, request, timeouts, proxy)
         try:
-            return await _exchange(self, key, conn, request, data, close, timeouts)
+            response = await _exchange(self, key, conn, request, data, close, timeouts)
         except _ConnectionLost:
             # The peer closed an idle keep-alive connection as we reused it: one retry on a new one
             # (as Go's transport does, POSTs included). The request says so, whatever comes of
             # the resend (extension "relay_resent"): a peer that had taken the first one now has
             # it twice, and the remote writer counts the resend as a retry.
             request.extensions["relay_resent"] = True
-            conn = await self._connect(key, request, timeouts.get("connect"))
-            return await _exchange(self, key, conn, request, data, close, timeouts)
+            conn = await self._connect(key, request, timeouts.get("connect"), proxy)
+            response = await _exchange(self, key, conn, request, data, close, timeouts)
+        if proxy is not None and response.status_code == 407 and scheme == b"http":
+            await response.aclose()
+            raise ProxyError(f"proxy {proxy.shown} asks for credentials (HTTP 407 Proxy Authentication "
+                             "Required): give them in proxy_url (http://user:password@host:port)",
+                             url=_safe_url(request))
+        return response
 
 
 def _safe_url(request: httpx.Request) -> str:
@@ -279,16 +312,66 @@ def _describe(what: str, exc: BaseException) -> str:
     return f"{what}: {detail}"
 
 
-def _request_head(request: httpx.Request) -> tuple[bytes, bool]:
-    """The request line and headers, and whether the request asks to close the connection."""
-    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+def _request_head(
+    request: httpx.Request, target: bytes | None = None, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> tuple[bytes, bool]:
+    """The request line and headers, and whether the request asks to close the connection.
+    ``target``: the request target when not the path (the absolute URL, to a proxy); ``extra``:
+    more header lines (Proxy-Authorization)."""
+    parts = [request.method.encode("ascii"), b" ", target or request.url.raw_path, b" HTTP/1.1\r\n"]
     close = False
     for name, value in request.headers.raw:
         parts += (name, b": ", value, b"\r\n")
         if len(name) == 10 and name.lower() == b"connection" and b"close" in value.lower():
             close = True
+    for name, value in extra:
+        parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts), close
+
+
+async def _proxy_stream(proxy: Proxy, request: httpx.Request, tunnel: bool, url: str) -> anyio.abc.ByteStream:
+    """A connection to ``proxy``; with ``tunnel``, a CONNECT tunnel through it to the request's host."""
+    try:
+        stream: anyio.abc.ByteStream = await anyio.connect_tcp(proxy.host, proxy.port)
+    except socket.gaierror as exc:
+        raise ProxyError(f"cannot resolve proxy {proxy.shown}: {exc.strerror or exc}", url=url) from exc
+    except (*_NETWORK_ERRORS, anyio.EndOfStream) as exc:
+        raise ProxyError(_describe(f"cannot connect to proxy {proxy.shown}", exc), url=url) from exc
+    if not tunnel:
+        return stream
+    target = request.url.netloc  # host:port, the port always given for CONNECT
+    if request.url.port is None:
+        target += b":443"
+    lines = [b"CONNECT ", target, b" HTTP/1.1\r\nHost: ", target, b"\r\n"]
+    for name, value in (*proxy.auth, *proxy.connect):
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    buf = b""
+    try:
+        await stream.send(b"".join(lines))
+        while (end := buf.find(b"\r\n\r\n")) < 0:
+            if len(buf) > MAX_HEAD_SIZE:
+                raise ProxyError(f"proxy {proxy.shown} sent a CONNECT answer head larger than {MAX_HEAD_SIZE} bytes",
+                                 url=url)
+            buf += await stream.receive(RECEIVE_SIZE)
+    except (*_NETWORK_ERRORS, anyio.EndOfStream) as exc:
+        await anyio.aclose_forcefully(stream)
+        raise ProxyError(_describe(f"proxy {proxy.shown} closed the connection during CONNECT to "
+                                   f"{target.decode('ascii', 'replace')}", exc), url=url) from exc
+    except BaseException:
+        await anyio.aclose_forcefully(stream)
+        raise
+    status_line = buf[: buf.find(b"\r\n")]
+    version, _, rest = status_line.partition(b" ")
+    code = rest[:3]
+    if not (version.startswith(b"HTTP/1.") and code.isdigit() and code.startswith(b"2")) or end + 4 != len(buf):
+        await anyio.aclose_forcefully(stream)
+        shown = status_line[:100].decode("latin-1")
+        hint = ": give credentials in proxy_url (http://user:password@host:port)" if code == b"407" else ""
+        raise ProxyError(f"proxy {proxy.shown} refused CONNECT to {target.decode('ascii', 'replace')}: "
+                         f"{shown!r}{hint}", url=url)
+    return stream
 
 
 async def _request_body(request: httpx.Request) -> bytes | list[bytes]:

@@ -1,7 +1,8 @@
 """The relay's HTTP client: one `HTTPClient` per HTTP client config, for scrape, remote write and discovery.
 
 `HTTPClient` is the one place where a request gets its auth (``basic_auth``, ``authorization``,
-secret files re-read when they change), follows redirects (when ``follow_redirects``), runs under
+secret files re-read when they change; an ``oauth2`` token, fetched anew once when the target
+answers 401 to a cached one; a ``sigv4`` signature), follows redirects (when ``follow_redirects``), runs under
 its timeout and reads its body under a limit; every failure is a `relay._exceptions.HTTPError`
 whose ``reason`` was decided where it happened::
 
@@ -18,7 +19,8 @@ whose ``reason`` was decided where it happened::
 
 Under it is a transport: the relay's own `FastTransport` (default), or httpx's
 ``AsyncHTTPTransport`` (``--http-transport httpx``); their errors come out alike. `ClientPool` builds
-one client per distinct config, and rebuilds it when a certificate, key or CA file changes on disk
+one client per distinct config (with its proxy route, `relay.http.proxy`), and rebuilds it when a
+certificate, key or CA file changes on disk
 (rotated client certificates are picked up without a restart), checking the files' modification
 times at most every ``check_interval`` seconds.
 """
@@ -30,9 +32,10 @@ import contextlib
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+import warnings
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import httpx
@@ -48,34 +51,97 @@ from .._exceptions import (
     HTTPError,
     HTTPTimeout,
     ProtocolError,
+    ProxyError,
     TLSError,
     TransferError,
 )
 from ..config import Authorization, BasicAuth, HTTPClientConfig, TLSConfig
 from .fetch import decoded_chunks, read_body
+from .oauth2 import TokenSource
+from .proxy import ProxyRoute
+
+if TYPE_CHECKING:
+    from .sigv4 import SigV4Signer  # imports botocore only when a config has sigv4
 
 __all__ = ["ClientPool", "FileAuth", "HTTPClient", "Response", "StreamResponse", "build_ssl_context"]
 
 USER_AGENT = "etcd-metrics-relay/0.1"
 
 
-def build_ssl_context(tls: TLSConfig, where: str = "tls_config") -> ssl.SSLContext:
-    """An SSL context for ``tls``: verification on unless insecure_skip_verify, HTTP/1.1 only."""
+_TLS_VERSIONS: Final = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                        "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+
+def _check_readable(path: str, where: str) -> None:
+    """A ConfigError naming the key and the path when ``path`` cannot be read."""
     try:
-        ctx = ssl.create_default_context(cafile=tls.ca_file) if tls.ca_file else ssl.create_default_context()
-        if tls.cert_file and tls.key_file:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    except FileNotFoundError as exc:
-        raise ConfigError(where, f"cannot read {exc.filename}: no such file") from None
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError(where, f"cannot load certificates: {exc.__class__.__name__}: {exc.strerror or exc}") from None
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+@contextlib.contextmanager
+def _pem_path(pem: str) -> Iterator[str]:
+    """A path that reads as ``pem`` (for ssl's file-only load_cert_chain): an anonymous memory file
+    where the system has them, else a private temporary file removed at once."""
+    data = pem.encode()
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        fd = os.memfd_create("relay-tls", 0)
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield path
+
+
+def build_ssl_context(tls: TLSConfig, where: str = "tls_config") -> ssl.SSLContext:
+    """An SSL context for ``tls``: verification on unless insecure_skip_verify, HTTP/1.1 only.
+
+    The CA, certificate and key come inline (``ca``, ``cert``, ``key``: PEM) or from files; a file
+    that cannot be read is a ConfigError naming its key and path."""
+    for key in ("ca_file", "cert_file", "key_file"):
+        path = getattr(tls, key)
+        if path:
+            _check_readable(path, f"{where}.{key}")
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file or None, cadata=tls.ca or None)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        key = "ca" if tls.ca else "ca_file"
+        raise ConfigError(f"{where}.{key}", f"{'the inline CA' if tls.ca else tls.ca_file} does not load as "
+                          f"PEM certificates: {exc.__class__.__name__}: {exc}") from None
+    if (tls.cert or tls.cert_file) and (tls.key or tls.key_file):
+        with contextlib.ExitStack() as stack:
+            cert = tls.cert_file or stack.enter_context(_pem_path(tls.cert or ""))
+            key_pem = tls.key.reveal() if tls.key is not None and hasattr(tls.key, "reveal") else (tls.key or "")
+            key = tls.key_file or stack.enter_context(_pem_path(key_pem))
+            try:
+                ctx.load_cert_chain(cert, key)
+            except (ssl.SSLError, OSError) as exc:
+                names = f"{'cert' if tls.cert else 'cert_file'} and {'key' if tls.key else 'key_file'}"
+                detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise ConfigError(where, f"{names} do not load as a PEM certificate and its key: "
+                                  f"{exc.__class__.__name__}: {detail}") from None
     if tls.insecure_skip_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if tls.min_version == "TLS13":
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    else:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        with warnings.catch_warnings():  # TLS 1.0 and 1.1 are deprecated, and asked for by tls_config
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = _TLS_VERSIONS[tls.min_version or "TLS12"]
+            if tls.max_version:
+                ctx.maximum_version = _TLS_VERSIONS[tls.max_version]
+    except (ValueError, KeyError, ssl.SSLError) as exc:
+        raise ConfigError(f"{where}.min_version", f"not usable with this OpenSSL: {exc}") from None
     # etcd's client port treats HTTP/2 as gRPC: never offer it.
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
@@ -253,9 +319,13 @@ class HTTPClient:
         server_name: str | None = None,
         max_redirects: int = 10,
         user_agent: str = USER_AGENT,
+        oauth2: TokenSource | None = None,
+        signer: SigV4Signer | None = None,
     ) -> None:
         self.transport = transport
         self.auth = auth
+        self.oauth2 = oauth2
+        self.signer = signer
         self.follow_redirects = follow_redirects
         self.max_redirects = max_redirects
         self.user_agent = user_agent
@@ -331,10 +401,22 @@ class HTTPClient:
 
     async def _open(self, request: httpx.Request) -> httpx.Response:
         """Auth, the exchange up to the response head, and redirects (their bodies dropped)."""
+        fresh = True
         if self.auth is not None:
             request.headers["Authorization"] = self.auth.header()
+        elif self.oauth2 is not None:
+            request.headers["Authorization"], fresh = await self.oauth2.header()
+        if self.signer is not None:
+            await self.signer.sign(request)
         response = await self.transport.handle_async_request(request)
         response.request = request
+        if response.status_code == 401 and not fresh and self.oauth2 is not None:
+            # the cached token was refused (revoked, or expired early): once more with a new one
+            await read_body(response, _REDIRECT_BODY, truncate=True)
+            self.oauth2.invalidate()
+            request.headers["Authorization"], _ = await self.oauth2.header()
+            response = await self.transport.handle_async_request(request)
+            response.request = request
         hops = 0
         while response.status_code in _REDIRECTS and self.follow_redirects:
             location = response.headers.get("location")
@@ -376,6 +458,52 @@ class HTTPClient:
 
     async def aclose(self) -> None:
         await self.transport.aclose()
+        if self.oauth2 is not None:
+            await self.oauth2.client.aclose()
+
+
+class _ProxiedHTTPX(httpx.AsyncBaseTransport):
+    """``--http-transport httpx`` with a proxy: httpx's transports (one direct, one per proxy and
+    scheme), chosen per request by the route; proxy failures come out as `ProxyError`, as from
+    FastTransport. proxy_connect_header goes only on CONNECT (https targets), never to a target."""
+
+    def __init__(self, route: ProxyRoute, make: Any) -> None:
+        self.route = route
+        self._make = make
+        self.direct: httpx.AsyncBaseTransport = make(None)
+        self._via: dict[tuple[str, str], httpx.AsyncBaseTransport] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        proxy = self.route.choose(request.url)
+        if proxy is None:
+            return await self.direct.handle_async_request(request)
+        https = request.url.scheme == "https"
+        transport = self._via.get((proxy.shown, request.url.scheme))
+        if transport is None:
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in (*proxy.auth, *(proxy.connect if https
+                                                                                                 else ()))]
+            where = f"http://{proxy.host}:{proxy.port}" if ":" not in proxy.host else f"http://[{proxy.host}]:{proxy.port}"
+            transport = self._via[(proxy.shown, request.url.scheme)] = self._make(httpx.Proxy(where, headers=headers))
+        try:
+            response = await transport.handle_async_request(request)
+        except httpx.ProxyError as exc:
+            raise ProxyError(f"proxy {proxy.shown} refused CONNECT: {exc}", url=_safe(request.url)) from exc
+        except httpx.ConnectError as exc:
+            if https and _caused_by_ssl(exc):
+                raise
+            raise ProxyError(f"cannot connect to proxy {proxy.shown}: {exc}", url=_safe(request.url)) from exc
+        except httpx.ConnectTimeout as exc:
+            raise ProxyError(f"timed out connecting through proxy {proxy.shown}", url=_safe(request.url)) from exc
+        if response.status_code == 407 and not https:
+            await response.aclose()
+            raise ProxyError(f"proxy {proxy.shown} asks for credentials (HTTP 407 Proxy Authentication Required): "
+                             "give them in proxy_url (http://user:password@host:port)", url=_safe(request.url))
+        return response
+
+    async def aclose(self) -> None:
+        await self.direct.aclose()
+        for transport in self._via.values():
+            await transport.aclose()
 
 
 def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
@@ -436,27 +564,50 @@ class ClientPool:
         self._clients: dict[HTTPClientConfig, _Entry] = {}
         self._retired: list[HTTPClient] = []
 
-    def _transport(self, ctx: ssl.SSLContext | None, server_name: str | None) -> httpx.AsyncBaseTransport:
+    def _transport(
+        self, ctx: ssl.SSLContext | None, server_name: str | None, route: ProxyRoute | None = None
+    ) -> httpx.AsyncBaseTransport:
         if self.fast:
             from ._wire import FastTransport
 
             # Many targets can sit behind one host:port (distinct paths): keep a connection for each.
             return FastTransport(ssl_context=ctx, server_hostname=server_name,
-                                 max_keepalive_per_host=self.max_connections)
+                                 max_keepalive_per_host=self.max_connections, proxy=route)
         limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
-        return httpx.AsyncHTTPTransport(verify=ctx if ctx is not None else True, http2=False, limits=limits)
 
-    def _build(self, cfg: HTTPClientConfig) -> _Entry:
+        def make(proxy: httpx.Proxy | None) -> httpx.AsyncBaseTransport:
+            return httpx.AsyncHTTPTransport(verify=ctx if ctx is not None else True, http2=False, limits=limits,
+                                            proxy=proxy)
+
+        return make(None) if route is None else _ProxiedHTTPX(route, make)
+
+    def _build(self, cfg: HTTPClientConfig, where: str = "") -> _Entry:
         tls = cfg.tls_config
-        ctx = build_ssl_context(tls)
+        ctx = build_ssl_context(tls, f"{where}.tls_config" if where else "tls_config")
         auth = FileAuth(cfg.basic_auth, cfg.authorization) if (cfg.basic_auth or cfg.authorization) else None
+        route = ProxyRoute.from_config(cfg.proxy) if cfg.proxy.enabled else None
+        files = tuple(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
+        oauth2: TokenSource | None = None
+        signer: SigV4Signer | None = None
+        if cfg.oauth2 is not None:
+            o = cfg.oauth2
+            o_tls = o.tls_config if o.tls_config is not None else TLSConfig()
+            token_where = f"{where}.oauth2" if where else "oauth2"
+            token = self._build(HTTPClientConfig(tls_config=o_tls, proxy=o.proxy), token_where)
+            oauth2 = TokenSource(o, token.client)
+            files += token.files
+        if cfg.sigv4 is not None:
+            from .sigv4 import SigV4Signer
+
+            signer = SigV4Signer(cfg.sigv4, f"{where}.sigv4" if where else "sigv4")
         client = HTTPClient(
-            self._transport(ctx, tls.server_name),
+            self._transport(ctx, tls.server_name, route),
             auth=auth,
             follow_redirects=cfg.follow_redirects,
             server_name=tls.server_name,
+            oauth2=oauth2,
+            signer=signer,
         )
-        files = tuple(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
         return _Entry(client, files, _mtimes(files), time.monotonic())
 
     def get(self, cfg: HTTPClientConfig) -> HTTPClient:
@@ -476,8 +627,17 @@ class ClientPool:
         return entry.client
 
     def validate(self, cfg: HTTPClientConfig, where: str) -> None:
-        """Fail early (at config load) on unreadable certificate files."""
+        """Fail early (at config load) on unreadable certificate files, a sigv4 without botocore
+        or region, proxy environment variables that do not parse."""
         build_ssl_context(cfg.tls_config, f"{where}.tls_config")
+        if cfg.oauth2 is not None and cfg.oauth2.tls_config is not None:
+            build_ssl_context(cfg.oauth2.tls_config, f"{where}.oauth2.tls_config")
+        if cfg.proxy.enabled:
+            ProxyRoute.from_config(cfg.proxy)
+        if cfg.sigv4 is not None:
+            from .sigv4 import SigV4Signer
+
+            SigV4Signer(cfg.sigv4, f"{where}.sigv4")
 
     async def aclose(self) -> None:
         for entry in self._clients.values():

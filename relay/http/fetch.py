@@ -4,7 +4,9 @@ Everything here is bounded, whatever the peer sends:
 
 - a chunk-size line is at most ``MAX_CHUNK_LINE`` bytes and a chunk at most ``MAX_CHUNK_SIZE``;
   the trailer section at most ``MAX_TRAILERS`` bytes (`ChunkDecoder`, used by the wire layer);
-- gzip and deflate are inflated ``INFLATE_STEP`` bytes at a time with ``zlib``'s ``max_length``,
+- gzip and deflate are inflated ``INFLATE_STEP`` bytes at a time with ``zlib``'s ``max_length``
+  (zlib-ng's, where the ``zlib-ng`` package is installed: the same API, 2.2-2.5x faster on etcd's
+  own gzip; stdlib ``zlib`` otherwise, see `INFLATER`),
   yielding to the event loop between steps of one large input, so a zip bomb costs at most the
   limit (plus one step) of memory and never holds the loop for more than one step;
 - `read_body` stops at ``limit`` decoded bytes: `BodyLimitError`, or (``truncate=True``) the first
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import AsyncIterator
+from types import ModuleType
 from typing import Final
 
 import anyio.lowlevel
@@ -28,7 +31,7 @@ import httpx
 
 from .._exceptions import BodyLimitError, DecodeError, ProtocolError
 
-__all__ = ["INFLATE_STEP", "MAX_CHUNK_SIZE", "ChunkDecoder", "decoded_chunks", "read_body"]
+__all__ = ["INFLATER", "INFLATE_STEP", "MAX_CHUNK_SIZE", "ChunkDecoder", "decoded_chunks", "read_body"]
 
 #: A chunk-size line (size and extensions) longer than this is a protocol error.
 MAX_CHUNK_LINE: Final = 4096
@@ -41,6 +44,24 @@ MAX_TRAILERS: Final = 65_536
 INFLATE_STEP: Final = 1 << 20
 
 _HEX: Final = b"0123456789abcdefABCDEF"
+
+
+def _pick_inflater() -> ModuleType:
+    """zlib-ng's drop-in ``zlib`` module where it is installed (a dependency with wheels for the
+    common platforms), else the standard library's. Measured on a real etcd 3.5.1 gzip body (153 KB
+    inflated): 0.12 ms with zlib, 0.05 ms with zlib-ng (benchmarks/RESULTS.md)."""
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:
+        return zlib
+    return zlib_ng
+
+
+_zlib: Final = _pick_inflater()
+#: The module that inflates gzip and deflate bodies: ``zlib_ng.zlib_ng`` or ``zlib``.
+INFLATER: Final = _zlib.__name__
+#: What its decompressor raises (zlib-ng has its own class); stdlib zlib's is caught too.
+_ZLIB_ERRORS: Final = (zlib.error, _zlib.error)
 
 
 class _Empty(httpx.AsyncByteStream):
@@ -178,7 +199,7 @@ def _is_zlib_header(data: bytes) -> bool:
 
 async def _inflate(response: httpx.Response, encoding: str) -> AsyncIterator[bytes]:
     # wbits 47: zlib or gzip header, detected. "deflate" is zlib-wrapped by the RFC, raw in practice.
-    decoder = zlib.decompressobj(47)
+    decoder = _zlib.decompressobj(47)
     deflate = encoding == "deflate"
     first = True  # until the first bytes arrive
     try:
@@ -186,7 +207,7 @@ async def _inflate(response: httpx.Response, encoding: str) -> AsyncIterator[byt
             if first:
                 first = False
                 if deflate and not _is_zlib_header(data):  # raw deflate, as some servers send it
-                    decoder = zlib.decompressobj(-15)
+                    decoder = _zlib.decompressobj(-15)
             while data and not decoder.eof:  # trailing bytes after the compressed stream are ignored
                 out = decoder.decompress(data, INFLATE_STEP)
                 data = decoder.unconsumed_tail
@@ -197,7 +218,7 @@ async def _inflate(response: httpx.Response, encoding: str) -> AsyncIterator[byt
         out = decoder.flush()
         if not first and not decoder.eof:
             raise zlib.error("the compressed stream is truncated")
-    except zlib.error as exc:
+    except _ZLIB_ERRORS as exc:
         raise DecodeError(f"cannot decode {encoding} body: {exc}") from None
     if out:
         yield out

@@ -7,11 +7,9 @@ read by people and by one Prometheus, not by a fleet. It binds to loopback unles
 from __future__ import annotations
 
 import errno
-import html
 import ipaddress
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -19,26 +17,34 @@ from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import orjson
 from anyio.streams.tls import TLSStream
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import ui
 from .webconfig import WebConfig
 
-__all__ = ["Response", "WebServer", "parse_listen"]
+__all__ = ["Response", "WebServer", "listens_everywhere", "parse_listen"]
 
 log = logging.getLogger("relay.http.server")
 
 
 def parse_listen(value: str, where: str = "--listen") -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port)."""
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); ``:PORT`` (as Prometheus'
+    ``--web.listen-address``) -> ("", port), every interface (IPv4 and IPv6)."""
     from .._exceptions import ConfigError
 
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(where, f"{value!r} is not HOST:PORT")
+    if not sep or any(c.isspace() for c in host) or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(where, f"{value!r} is not HOST:PORT (or :PORT for every interface)")
     return host, int(port)
+
+
+def listens_everywhere(host: str) -> bool:
+    """True for an address that takes connections from other machines on every interface."""
+    return host in ("", "0.0.0.0", "::")
 
 
 @dataclass
@@ -49,7 +55,7 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 413: "Payload Too Large", 431:
             "Request Header Fields Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
 
@@ -85,6 +91,7 @@ class WebServer:
         pages: Mapping[str, Callable[[], Response]] | None = None,
         dropped: Callable[[str | None], tuple[list[dict[str, Any]], dict[str, int]]] | None = None,
         service_discovery: Callable[[str | None, int], bytes] | None = None,
+        query_pages: Mapping[str, Callable[[dict[str, list[str]]], Response]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -100,13 +107,14 @@ class WebServer:
         self.pages = pages or {}  # more GET endpoints: path -> response (relay.health: /fleet, /api/v1/alerts)
         self.dropped = dropped
         self.service_discovery = service_discovery
+        self.query_pages = query_pages or {}  # GET endpoints given the query: /config, /api/v1/status/*, ...
         self.bound_port = 0
         self.connections = 0
         self.accept_errors = 0
         self._slots = anyio.Semaphore(max_connections)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port, reuse_port=False)
+        listener = await anyio.create_tcp_listener(local_host=self.host or None, local_port=self.port, reuse_port=False)
         async with listener, anyio.create_task_group() as tg:
             self.bound_port = listener.listeners[0].extra(anyio.abc.SocketAttribute.local_port)
             for sub in listener.listeners:
@@ -271,7 +279,10 @@ class WebServer:
                 "text/html" in headers.get("accept", "") and path == "/targets"
             )
             if wants_html:
-                return Response(200, _targets_html(data), "text/html; charset=utf-8", _HTML_HEADERS)
+                # built in a thread: 10,000 targets take about 0.1 s (benchmarks/bench_ui.py), which
+                # the event loop must not wait for
+                page = await anyio.to_thread.run_sync(ui.targets_page, self.targets(), query)
+                return Response(200, page, "text/html; charset=utf-8", _HTML_HEADERS)
             dropped, counts = self.dropped(pool) if self.dropped is not None and state != "active" else ([], {})
             body: dict[str, Any] = {"activeTargets": data if state != "dropped" else [], "droppedTargets": dropped}
             if state != "active":
@@ -282,14 +293,18 @@ class WebServer:
             if not offset.isdigit():
                 return Response(400, f"parameter offset: {offset[:64]!r} is not a non-negative integer\n".encode())
             page = self.service_discovery(query.get("scrapePool", [None])[0] or None, int(offset))
-            return Response(200, page, "text/html; charset=utf-8", _HTML_HEADERS)
+            return Response(200, ui.with_nav(page, path), "text/html; charset=utf-8", _HTML_HEADERS)
         extra_page = self.pages.get(path)
         if extra_page is not None:
-            return extra_page()
+            resp = extra_page()
+            if resp.content_type.startswith("text/html"):
+                resp = Response(resp.status, ui.with_nav(resp.body, path), resp.content_type, _HTML_HEADERS)
+            return resp
+        query_page = self.query_pages.get(path)
+        if query_page is not None:
+            return query_page(query)
         if path == "/":
-            return Response(200, b'etcd metrics relay: <a href="/targets?format=html">targets</a> '
-                            b'<a href="/service-discovery">service discovery</a> '
-                            b'<a href="/metrics">metrics</a>\n', "text/html; charset=utf-8", _HTML_HEADERS)
+            return Response(302, b"", "text/plain", (("Location", "/targets?format=html"),))
         return Response(404, b"not found\n")
 
 
@@ -302,28 +317,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-_HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
-                 ("X-Content-Type-Options", "nosniff"))
+#: every HTML page's headers: no script, no external resource, no MIME sniffing
+HTML_HEADERS = _HTML_HEADERS = (("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+                                ("X-Content-Type-Options", "nosniff"))
 
-
-def _targets_html(targets: list[dict[str, Any]]) -> bytes:
-    rows = []
-    now = time.time()
-    for t in sorted(targets, key=lambda t: (t["labels"].get("job", ""), t["scrapeUrl"])):
-        color = {"up": "#2a2", "down": "#c22"}.get(t["health"], "#888")
-        ago = f"{now - t['lastScrapeTs']:.1f}s ago" if t["lastScrapeTs"] else "never"
-        labels = ", ".join(f"{k}={v!r}" for k, v in sorted(t["labels"].items()))
-        rows.append(
-            f"<tr><td>{html.escape(t['scrapeUrl'])}</td><td style='color:{color}'>{html.escape(t['health'])}</td>"
-            f"<td>{html.escape(labels)}</td><td>{ago}</td><td>{t['lastScrapeDuration'] * 1000:.1f} ms</td>"
-            f"<td>{t['lastSamples']}</td><td>{html.escape(t['lastError'])}</td></tr>"
-        )
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>relay targets</title>"
-        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style></head><body>"
-        f"<h1>Targets ({len(targets)})</h1><table><tr><th>Endpoint</th><th>State</th><th>Labels</th>"
-        "<th>Last scrape</th><th>Duration</th><th>Samples</th><th>Error</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>"
-    )
-    return page.encode()

@@ -435,6 +435,24 @@ cdef bytes _compress_kept(const uint8_t[::1] src):
     return data
 
 
+def max_timestamp(batch):
+    """The newest sample timestamp of ``batch`` (milliseconds), None when it is empty.
+
+    The C twin of ``relay.remote.encode.max_timestamp_py``.
+    """
+    cdef const int64_t[::1] ts
+    cdef Py_ssize_t i, n = len(batch.timestamps)
+    cdef int64_t hi
+    if n == 0:
+        return None
+    ts = batch.timestamps
+    hi = ts[0]
+    for i in range(1, n):
+        if ts[i] > hi:
+            hi = ts[i]
+    return hi
+
+
 def split_by_shard(batch, Py_ssize_t n):
     """Sample positions of ``batch`` per shard (``array('I')`` each, ascending): a sample goes to shard
     ``SeriesTable.hashes[sid] % n``, so a series always lands in the same shard, in order.

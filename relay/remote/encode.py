@@ -67,6 +67,8 @@ __all__ = [
     "decompress",
     "encode_and_compress",
     "encode_write_request",
+    "max_timestamp",
+    "max_timestamp_py",
     "split_by_shard",
     "split_by_shard_py",
 ]
@@ -219,6 +221,14 @@ def split_by_shard_py(batch: Batch, n: int) -> list[array[int]]:
     return shards
 
 
+def max_timestamp_py(batch: Batch) -> int | None:
+    """The newest sample timestamp of ``batch`` (milliseconds), None when it is empty.
+
+    The pure-Python twin of ``relay.remote._encode_c.max_timestamp``.
+    """
+    return max(batch.timestamps) if len(batch.timestamps) else None
+
+
 _c = load("relay.remote._encode_c")
 
 USING_EXTENSION: bool = _c is not None
@@ -227,12 +237,15 @@ USING_EXTENSION: bool = _c is not None
 if TYPE_CHECKING:
     WriteRequestEncoder = WriteRequestEncoderPy
     split_by_shard = split_by_shard_py
+    max_timestamp = max_timestamp_py
 elif _c is not None:
     WriteRequestEncoder = _c.WriteRequestEncoder
     split_by_shard = _c.split_by_shard
+    max_timestamp = _c.max_timestamp
 else:
     WriteRequestEncoder = WriteRequestEncoderPy
     split_by_shard = split_by_shard_py
+    max_timestamp = max_timestamp_py
 
 
 def encode_write_request(batch: Batch, index: Iterable[int] | None = None) -> bytes:

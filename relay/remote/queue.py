@@ -46,6 +46,7 @@ class Block:
     data: bytes
     samples: int
     attempts: int = 0
+    max_ts: int = 0  # newest sample timestamp (ms) in the block; 0 when unknown (read back after a restart)
 
 
 class BlockQueue:
@@ -147,6 +148,7 @@ class _Record:
     length: int
     samples: int
     data: bytes | None  # cached in memory, or None: read from disk when needed
+    max_ts: int = 0  # the block's newest sample timestamp (ms), kept in memory only (0 after a restart)
 
 
 class DiskQueue(BlockQueue):
@@ -268,7 +270,7 @@ class DiskQueue(BlockQueue):
             self._hold(block)
             return
         n = _HEADER.size + len(block.data)
-        rec = _Record(seg, self._write_offset, len(block.data), block.samples, block.data)
+        rec = _Record(seg, self._write_offset, len(block.data), block.samples, block.data, block.max_ts)
         self._records.append(rec)
         self._unsent_bytes += len(block.data)
         self._write_offset += n
@@ -343,7 +345,7 @@ class DiskQueue(BlockQueue):
             rec = self._records[0]
             if rec.data is not None:
                 self._in_flight = True
-                return Block(rec.data, rec.samples)
+                return Block(rec.data, rec.samples, max_ts=rec.max_ts)
             try:
                 with open(self._seg_path(rec.segment), "rb") as f:
                     f.seek(rec.offset)
@@ -355,7 +357,7 @@ class DiskQueue(BlockQueue):
                 ok = False
             if ok:
                 self._in_flight = True
-                return Block(data, rec.samples)
+                return Block(data, rec.samples, max_ts=rec.max_ts)
             self.corrupt_records += 1
             log.error("queue %s: record at %d:%d failed its checksum; skipped", self.folder, rec.segment, rec.offset)
             self.corrupt_samples += rec.samples

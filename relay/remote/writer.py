@@ -14,7 +14,9 @@ One :class:`RemoteWriter` per ``remote_write`` endpoint (as Prometheus' queue ma
                  -> BlockQueue per shard (bounded in bytes; drops the oldest, counted)
                  -> sender per shard: POST, retry 5xx / network errors with exponential backoff
                     and jitter up to max_backoff, 429 when retry_on_http_429 (honours
-                    Retry-After), other 4xx dropped and counted, the message logged once.
+                    Retry-After), 401/403/407 (credentials refused: a rotated secret file, a
+                    refreshed token or role fixes them, as vmagent retries them), other 4xx
+                    dropped and counted, the message logged once.
 
 ``push`` never blocks the scraper: it only appends to the shard and, when a block is full,
 encodes it (a fraction of a millisecond).
@@ -22,6 +24,7 @@ encodes it (a fraction of a millisecond).
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import logging
@@ -42,7 +45,7 @@ from ..config import RemoteWriteConfig
 from ..http.client import ClientPool
 from ..metrics import SelfMetrics
 from ..relabel import Relabeler
-from .encode import WriteRequestEncoder, split_by_shard
+from .encode import WriteRequestEncoder, max_timestamp, split_by_shard
 from .queue import Block, BlockQueue, DiskQueue, MemoryQueue
 
 __all__ = ["RemoteWriter", "classify_status", "redact_url", "retry_after_seconds"]
@@ -89,13 +92,19 @@ def _remove_folder(folder: Path) -> None:
     folder.rmdir()
 
 
+#: Credentials refused: retried (Prometheus drops them as any 4xx; vmagent retries), so that samples
+#: wait in the queue while a password file, token or role is fixed, instead of being lost.
+CREDENTIAL_STATUSES = frozenset((401, 403, 407))
+
+
 def classify_status(status: int, retry_on_429: bool) -> str:
-    """The one place that decides what a response status means (Prometheus' client.go rule)."""
+    """The one place that decides what a response status means (Prometheus' client.go rule, but
+    credentials refused are retried: `CREDENTIAL_STATUSES`)."""
     if 200 <= status < 300:
         return OK
     if status == 429:
         return RETRY if retry_on_429 else DROP
-    if status >= 500:
+    if status >= 500 or status in CREDENTIAL_STATUSES:
         return RETRY
     return DROP
 
@@ -122,6 +131,7 @@ class _Shard:
     pending_count: int = 0
     oldest: float = 0.0
     wake: anyio.Event = field(default_factory=anyio.Event)
+    pending_max_ts: int = 0  # newest timestamp (ms) among the pending samples
     retired: bool = False  # an old generation: send what is queued, then stop
 
 
@@ -174,6 +184,10 @@ class RemoteWriter:
         self.metrics = metrics
         self.url = redact_url(config.url)  # userinfo in the URL: sent as basic auth, shown as <secret>
         self.label = config.name or self.url
+        # remote_name as Prometheus': the endpoint's name, or a short hash (of the URL shown)
+        self.remote_name = config.name or hashlib.blake2b(self.url.encode(), digest_size=3).hexdigest()
+        self.metric_labels = (self.remote_name, self.url)  # labels of every relay_remote_write_* series
+        self.highest_sent_ts = 0  # ms, of what the receiver accepted
         q = config.queue_config
         self.max_samples = q.max_samples_per_send
         self.max_queue_bytes = max_queue_bytes
@@ -209,7 +223,14 @@ class RemoteWriter:
         }
         # user:password@ in the URL: the client sends it as basic auth, never on the wire
         self._url = httpx.URL(config.url)
-        metrics.rw_shards.labels(self.label).set(self.n_shards)
+        metrics.rw_shards.labels(*self.metric_labels).set(self.n_shards)
+        metrics.rw_queue_max_bytes.labels(*self.metric_labels).set(self.max_queue_bytes)
+        metrics.rw_highest_sent_timestamp.labels(*self.metric_labels).set(0)
+        # Counters exported from the start, at 0 (as Prometheus' queue manager does): rate() and
+        # increase() in alerts and dashboards then see 0, not "no data", on a healthy endpoint.
+        for counter in (metrics.rw_samples_sent, metrics.rw_samples_failed, metrics.rw_samples_retried,
+                        metrics.rw_bytes_sent):
+            counter.labels(*self.metric_labels)
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -217,29 +238,33 @@ class RemoteWriter:
         """Accept a batch (the scraper's sink). Never blocks."""
         if len(batch) == 0:
             return
+        hi = max_timestamp(batch) or 0
+        self.metrics.appended(hi)
         if self._relabel is not None:
             batch, dropped = self._relabel.apply(batch)
             if dropped:
                 self._drop(DROP_RELABEL, dropped)
+                hi = max_timestamp(batch) or 0
             if len(batch) == 0:
                 return
         self.pending_samples += len(batch)
         self.accepted_samples += len(batch)
         self._in_window += len(batch)
-        self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
+        self.metrics.rw_pending_samples.labels(*self.metric_labels).set(self.pending_samples)
         now = time.monotonic()
         key = batch.series.shard_key
         if key is not None:  # one source's batch: kept whole, in its source's shard
-            self._pend(self.shards[key % self.n_shards], batch, None, len(batch), now)
+            self._pend(self.shards[key % self.n_shards], batch, None, len(batch), now, hi)
             return
         parts = split_by_shard(batch, self.n_shards)
         for shard, index in zip(self.shards, parts, strict=True):
-            if len(index):
-                self._pend(shard, batch, index, len(index), now)
+            if len(index):  # (each part counts the batch's newest timestamp: at most one scrape early)
+                self._pend(shard, batch, index, len(index), now, hi)
 
-    def _pend(self, shard: _Shard, batch: Batch, index: array[int] | None, n: int, now: float) -> None:
+    def _pend(self, shard: _Shard, batch: Batch, index: array[int] | None, n: int, now: float, hi: int) -> None:
         if not shard.pending:
             shard.oldest = now
+        shard.pending_max_ts = max(shard.pending_max_ts, hi)
         shard.pending.append((batch, index))
         shard.pending_count += n
         if self.queue_dir is not None:  # on disk: each scrape is in the queue file before push returns,
@@ -267,9 +292,11 @@ class RemoteWriter:
                     need = 0
             n = len(enc)
             shard.pending_count -= n
-            self._enqueue(shard, Block(enc.finish_compressed(), n))
+            self._enqueue(shard, Block(enc.finish_compressed(), n, max_ts=shard.pending_max_ts))
         if shard.pending:
             shard.oldest = time.monotonic()
+        else:
+            shard.pending_max_ts = 0
 
     def _recover_shards(self) -> list[_Shard]:
         """Open what a previous run left in the queue folder; it is sent before anything new."""
@@ -316,7 +343,7 @@ class RemoteWriter:
             self.pending_samples -= q.corrupt_samples
             self._drop(DROP_QUEUE_CORRUPT, q.corrupt_samples)
             q.corrupt_samples = 0
-        self.metrics.rw_queue_bytes.labels(self.label).set(self.queue_bytes)
+        self.metrics.rw_queue_bytes.labels(*self.metric_labels).set(self.queue_bytes)
 
     def _enqueue(self, shard: _Shard, block: Block) -> None:
         shard.queue.put(block)
@@ -344,7 +371,7 @@ class RemoteWriter:
 
     def _drop(self, reason: str, n: int) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
-        self.metrics.rw_samples_dropped.labels(self.label, reason).inc(n)
+        self.metrics.rw_samples_dropped.labels(*self.metric_labels, reason).inc(n)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -364,7 +391,7 @@ class RemoteWriter:
                 self._tg.start_soon(self._sender, shard, None)
         for shard in self.shards:
             self._tg.start_soon(self._sender, shard, self._drained)
-        self.metrics.rw_shards.labels(self.label).set(len(self.shards))
+        self.metrics.rw_shards.labels(*self.metric_labels).set(len(self.shards))
 
     def _shard_done(self, shard: _Shard) -> None:
         shard.queue.close()
@@ -446,7 +473,7 @@ class RemoteWriter:
             shard.queue.ack()
             self.pending_samples -= block.samples
             self._account_queue(shard)
-            self.metrics.rw_pending_samples.labels(self.label).set(self.pending_samples)
+            self.metrics.rw_pending_samples.labels(*self.metric_labels).set(self.pending_samples)
 
     async def _send_with_retries(self, block: Block) -> None:
         q = self.config.queue_config
@@ -465,20 +492,25 @@ class RemoteWriter:
             try:
                 resp = await client.send(request, timeout=timeout, limit=RESPONSE_LIMIT, truncate=True)
                 verdict = classify_status(resp.status_code, q.retry_on_http_429)
-                self.metrics.rw_send_latency.labels(label).observe(time.perf_counter() - t0)
+                self.metrics.rw_send_latency.labels(*self.metric_labels).observe(time.perf_counter() - t0)
                 if verdict == OK:
                     self._out_window += block.samples
                     self._send_seconds_window += time.perf_counter() - t0
                     self.sent_samples += block.samples
-                    self.metrics.rw_samples_sent.labels(label).inc(block.samples)
-                    self.metrics.rw_bytes_sent.labels(label).inc(len(block.data))
+                    self.metrics.rw_samples_sent.labels(*self.metric_labels).inc(block.samples)
+                    self.metrics.rw_bytes_sent.labels(*self.metric_labels).inc(len(block.data))
+                    if block.max_ts > self.highest_sent_ts:
+                        self.highest_sent_ts = block.max_ts
+                        self.metrics.rw_highest_sent_timestamp.labels(*self.metric_labels).set(block.max_ts / 1000)
                     return
                 message = resp.content[:512].decode("utf-8", "replace").strip()
                 if verdict == DROP:
                     self._log_once(f"{label}: HTTP {resp.status_code}, dropping {block.samples} samples: {message}")
                     self._drop(DROP_HTTP_4XX, block.samples)
                     return
-                self._log_once(f"{label}: HTTP {resp.status_code}, will retry: {message}")
+                refused = " (credentials refused: check basic_auth, authorization, oauth2 or sigv4)" \
+                    if resp.status_code in CREDENTIAL_STATUSES else ""
+                self._log_once(f"{label}: HTTP {resp.status_code}{refused}, will retry: {message}")
                 if resp.status_code == 429:
                     wait = retry_after_seconds(resp.headers.get("retry-after"))
             except HTTPError as exc:
@@ -486,7 +518,7 @@ class RemoteWriter:
             finally:
                 if request.extensions.get("relay_resent"):  # the transport sent it again on a new connection
                     self._retried(block.samples)
-            self.metrics.rw_samples_failed.labels(label).inc(block.samples)
+            self.metrics.rw_samples_failed.labels(*self.metric_labels).inc(block.samples)
             if wait is None:
                 wait = backoff * (0.5 + random.random() / 2)
                 backoff = min(backoff * 2, q.max_backoff)
@@ -494,7 +526,7 @@ class RemoteWriter:
 
     def _retried(self, n: int) -> None:
         self.retried_samples += n
-        self.metrics.rw_samples_retried.labels(self.label).inc(n)
+        self.metrics.rw_samples_retried.labels(*self.metric_labels).inc(n)
 
     def _log_once(self, message: str) -> None:
         if message not in self._messages_seen:
@@ -530,6 +562,18 @@ class RemoteWriter:
         if self.queue_dir is None and self.pending_samples > 0:
             self._drop(DROP_SHUTDOWN, self.pending_samples)
             self.pending_samples = 0
+
+    def forget_metrics(self) -> None:
+        """Remove this endpoint's series from every remote-write metric (it was removed by a reload)."""
+        m = self.metrics
+        for metric in (m.rw_samples_sent, m.rw_samples_failed, m.rw_samples_retried, m.rw_bytes_sent, m.rw_queue_bytes,
+                       m.rw_pending_samples, m.rw_shards, m.rw_send_latency, m.rw_highest_sent_timestamp,
+                       m.rw_queue_max_bytes):
+            with contextlib.suppress(KeyError):  # never set
+                metric.remove(*self.metric_labels)
+        for reason in self.dropped:
+            with contextlib.suppress(KeyError):
+                m.rw_samples_dropped.remove(*self.metric_labels, reason)
 
     def stats(self) -> dict[str, object]:
         return {
