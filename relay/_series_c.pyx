@@ -11,7 +11,7 @@ BLAKE2b-64 hashes, series found through the series index by that hash and their 
 from cpython.array cimport array, clone, resize, resize_smart
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
@@ -388,6 +388,64 @@ cdef class SeriesTable:
         self.label_ids = self.label_ids[:]
         self.starts = self.starts[:]
         self.hashes = self.hashes[:]
+
+    def subset(self, ids):
+        """A new table of only the series ``ids`` (an iterable of ints; those outside the table
+        ignored), added in id order, and ``remap``: array('i') over this table's ids, each one's id
+        in the new table or -1. ``shard_key`` is kept. As relay.batch.SeriesTablePy.subset."""
+        cdef Py_ssize_t n = Py_SIZE_of(self.hashes), sid, k, s0, s1, total, count = 0
+        cdef array remap = clone(_I32, n, False)
+        cdef int *rm = remap.data.as_ints
+        cdef array id_arr
+        cdef const uint32_t *off = self.pair_offsets.data.as_uints
+        cdef const unsigned char *base
+        cdef unsigned char *buf = NULL
+        cdef unsigned char *o
+        cdef size_t cap = 0
+        cdef uint32_t q
+        cdef SeriesTable new = SeriesTable()
+        memset(rm, 0xFF, n * sizeof(int))
+        if isinstance(ids, array) and (<array>ids).ob_descr.typecode == b"I":
+            id_arr = ids
+            for k in range(Py_SIZE_of(id_arr)):
+                sid = id_arr.data.as_uints[k]
+                if sid < n and rm[sid] == -1:
+                    rm[sid] = -2
+                    count += 1
+        else:
+            for x in ids:
+                sid = x
+                if 0 <= sid < n and rm[sid] == -1:
+                    rm[sid] = -2
+                    count += 1
+        new.reserve_c(count)
+        base = <const unsigned char *>PyByteArray_AS_STRING(self.pairs)
+        try:
+            for sid in range(n):
+                if rm[sid] != -2:
+                    continue
+                s0 = self.starts.data.as_uints[sid]
+                s1 = self.starts.data.as_uints[sid + 1]
+                total = 0
+                for k in range(s0, s1):
+                    q = label_at(self.label_ids, k)
+                    total += off[q + 1] - off[q]
+                if <size_t>total > cap:
+                    PyMem_Free(buf)
+                    cap = <size_t>total * 2 + 64
+                    buf = <unsigned char *>PyMem_Malloc(cap)
+                    if buf == NULL:
+                        raise MemoryError()
+                o = buf
+                for k in range(s0, s1):
+                    q = label_at(self.label_ids, k)
+                    memcpy(o, base + off[q], off[q + 1] - off[q])
+                    o += off[q + 1] - off[q]
+                rm[sid] = new.add_encoded_c(buf, total)
+        finally:
+            PyMem_Free(buf)
+        new.shard_key = self.shard_key
+        return new, remap
 
     def reserve(self, Py_ssize_t count):
         """Size the dedup index for ``count`` series in all."""

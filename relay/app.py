@@ -34,7 +34,7 @@ from .http.pages import PAGE_SIZE, JobDiscovery, service_discovery_html
 from .http.server import HTML_HEADERS, Response, WebServer, listens_everywhere
 from .http.status import api_ok, build_info_json, redact_config, rfc3339, targets_metadata
 from .http.webconfig import load_web_config
-from .metrics import SelfMetrics
+from .metrics import SelfMetrics, watch_loop_lag
 from .remote.writer import RemoteWriter
 from .scrape import ScrapeManager
 
@@ -250,7 +250,7 @@ class Relay:
         """Re-read the config file; on any error keep the running config and return the error.
 
         The file is read, parsed and checked in a worker thread (the loop goes on scraping), then
-        applied on the loop. One reload at a time."""
+        applied on the loop in slices (ScrapeManager.apply_async). One reload at a time."""
         async with self._reload_lock:
             try:
                 config, text = await anyio.to_thread.run_sync(self._load_for_reload)
@@ -262,7 +262,7 @@ class Relay:
                 self._reload_failed()
                 log.error("config reload failed, keeping the running config: %s: %s", exc.__class__.__name__, exc)
                 return f"{self.options.config_file}: {exc.__class__.__name__}: {exc}"
-            error = self._apply(config)
+            error = await self._apply(config)
             if error is None:
                 self.config_text = text
                 self.config_digest = self._tried_digest = self._read_config_files(config)[1]
@@ -315,9 +315,9 @@ class Relay:
                 log.info("config file %s changed, reloading", self.options.config_file)
                 await self.reload()
 
-    def _apply(self, config: Config) -> str | None:
+    async def _apply(self, config: Config) -> str | None:
         retired = self._sync_writers(config)
-        self.scraper.apply(config)
+        await self.scraper.apply_async(config)
         self.config = config
         self.metrics.config_reloads.labels("success").inc()
         log.info("config reloaded from %s", self.options.config_file)
@@ -457,6 +457,7 @@ class Relay:
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> dict[str, Any]:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            tg.start_soon(watch_loop_lag, self.metrics)
             self._sync_writers(self.config)
             port = 0
             if self.options.listen is not None:

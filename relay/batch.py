@@ -435,6 +435,21 @@ class SeriesTablePy:
         self.starts = self.starts[:]
         self.hashes = self.hashes[:]
 
+    def subset(self, ids: Iterable[int]) -> tuple[SeriesTablePy, array[int]]:
+        """A new table of only the series ``ids`` (ids outside the table ignored), added in id order,
+        and ``remap``: array('i') over this table's ids, each one's id in the new table or -1.
+        ``shard_key`` is kept. The scrape loop's way to forget a churning target's old series: the
+        batches already out keep this table, unchanged."""
+        n = len(self.hashes)
+        remap = array("i", (-1,)) * n
+        keep = sorted({sid for sid in ids if 0 <= sid < n})
+        new = type(self)()
+        new.reserve(len(keep))
+        for sid in keep:
+            remap[sid] = new.add_encoded(self.label_bytes(sid))
+        new.shard_key = self.shard_key
+        return new, remap
+
     def reserve(self, count: int) -> None:
         """Size the dedup index for ``count`` series in all (a parser knows its body's size)."""
         cap = 2 * count + count // 16 + 8  # load just under 1/2: a little room to grow

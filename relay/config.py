@@ -107,6 +107,7 @@ def parse_duration(text: object, where: str) -> float:
     return sum(int(g) * unit for g, unit in zip(groups, _DURATION_UNITS, strict=True) if g)
 
 
+DEFAULT_BODY_SIZE_LIMIT = 16 << 20  # body_size_limit when none is set (vmagent's -promscrape.maxScrapeSize)
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGTPE]?i?B)?$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5, "E": 1024**6}
 
@@ -533,7 +534,7 @@ class ScrapeConfig:
     honor_labels: bool = False
     honor_timestamps: bool = True
     sample_limit: int = 0
-    body_size_limit: int = 0
+    body_size_limit: int = DEFAULT_BODY_SIZE_LIMIT  # 0: no limit, as Prometheus
     label_limit: int = 0
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0
@@ -604,7 +605,7 @@ class GlobalConfig:
     scrape_timeout: float = 10.0
     external_labels: tuple[tuple[str, str], ...] = ()
     sample_limit: int = 0
-    body_size_limit: int = 0
+    body_size_limit: int = DEFAULT_BODY_SIZE_LIMIT  # 0: no limit, as Prometheus
     label_limit: int = 0
     label_name_length_limit: int = 0
     label_value_length_limit: int = 0

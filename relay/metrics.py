@@ -13,8 +13,10 @@ gauges, so that Prometheus' own alerts port over with a rename (README: "Self-me
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+import anyio
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -26,9 +28,11 @@ from prometheus_client import (
 
 from .buildinfo import build_info
 
-__all__ = ["RW", "SelfMetrics"]
+__all__ = ["LOOP_LAG_BUCKETS", "RW", "SelfMetrics", "watch_loop_lag"]
 
 RW = ["remote_name", "url"]  # the labels of every remote-write metric
+
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class SelfMetrics:
@@ -76,6 +80,20 @@ class SelfMetrics:
         self.web_accept_errors = Counter(
             "relay_web_accept_errors", "Failed accept() calls on the web listener (out of file descriptors, ...).",
             registry=r
+        )
+        self.loop_lag = Histogram(
+            "relay_event_loop_lag_seconds",
+            "How late the event loop ran a timer due now (a monitor task sleeps 50 ms and measures how much "
+            "longer it took): a long step on the loop shows here.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_cpu = Histogram(
+            "relay_event_loop_cpu_seconds",
+            "CPU time the event loop's thread used between two wake-ups of the lag monitor (50 ms apart "
+            "when nothing stalls): far above 50 ms is one long step of the relay's own, not a busy machine.",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
         )
         # remote write, per endpoint: labelled remote_name, url (RW below)
         self.rw_highest_timestamp = Gauge(
@@ -136,3 +154,23 @@ class SelfMetrics:
 
     def set_series_cache_source(self, fn: Callable[[], float]) -> None:
         self.series_cache.set_function(fn)
+
+
+async def watch_loop_lag(metrics: SelfMetrics, period: float = 0.05) -> None:
+    """Sleep ``period`` again and again; observe how much later than asked each wake-up came
+    (``relay_event_loop_lag_seconds``), and the CPU time the loop's thread used meanwhile
+    (``relay_event_loop_cpu_seconds``).
+
+    Whatever holds the event loop (a long parse, a large discovery update) delays every timer
+    due meanwhile; the delay of this one is the stall, to within a period (a stall that ends
+    just before the timer is due is not seen). The lag also grows when the process waits for a
+    CPU (a busy machine) or for the GIL (another thread); the CPU time does not: a window that
+    took much more CPU than its ``period`` is one long step of the relay's own."""
+    observe_lag = metrics.loop_lag.observe
+    observe_cpu = metrics.loop_cpu.observe
+    clock, cpu = time.monotonic, time.thread_time
+    while True:
+        t0, c0 = clock(), cpu()
+        await anyio.sleep(period)
+        observe_lag(max(0.0, clock() - t0 - period))
+        observe_cpu(cpu() - c0)

@@ -66,6 +66,21 @@ PROVIDER_RESTART_PAUSE = 5.0
 
 Sink = Callable[[Batch], None]
 
+SLICE_SECONDS = 0.02
+"""A large sync (a reload, a discovery update of many targets) lets the event loop go after this
+much work, so that no target waits longer than about this for its scrape."""
+CHECK_EVERY = 64
+"""Targets between two looks at the clock during a sync."""
+PARSE_IN_THREAD = 1 << 20
+"""A body of this many bytes or more is parsed in a worker thread: the C parser lets go of the GIL
+every 4,096 lines there, the Python one at the interpreter's switch interval, so the loop runs on
+(an etcd member's body is about 160 KB: parsed on the loop, which costs no thread hop)."""
+FORGET_FACTOR = 1.5
+FORGET_SLACK = 1024
+"""A target's series cache (and table) is cut back to its last scrape's series once it holds more
+than FORGET_FACTOR times them plus FORGET_SLACK: a churning target costs about two scrapes' series."""
+
+
 def accept_header(protocols: Sequence[str], escaping: str = "allow-utf-8") -> str:
     """The Accept header for ``scrape_protocols``, as Prometheus 3 writes it: each format with a
     weight one tenth below the last (from ``q=0.6``), ``escaping=`` on the 1.0.0 formats, ``*/*``
@@ -174,6 +189,9 @@ class ScrapeLoop:
         self.parser.series.shard_key = mix_label_hashes((target.stable_hash(),))
         self._synthetic_ids = [self._synthetic_id(n) for n in SYNTHETIC]
         self._last_ids: array[int] = array("I")
+        self._good = 0  # samples of the last good scrape, dropped ones included
+        self._size_mark = 0  # max(cache, table) after the last scrape
+        self.forgotten = 0  # times the series cache was cut back to the live series (_forget)
         self._headers = {
             "Accept": accept_header(sc.scrape_protocols, sc.metric_name_escaping_scheme),
             "Accept-Encoding": "gzip" if sc.enable_compression else "identity",
@@ -274,9 +292,12 @@ class ScrapeLoop:
             response = await self._fetch(sc)  # bounded by scrape_timeout
             if response.status_code != 200:
                 raise StatusError(response.status_code, url=target.url)
-            batch = self.parser.parse(response.content,
-                                      body_content_type(response.headers.get("content-type"),
-                                                        sc.fallback_scrape_protocol), ts_ms)
+            body = response.content
+            content_type = body_content_type(response.headers.get("content-type"), sc.fallback_scrape_protocol)
+            if len(body) >= PARSE_IN_THREAD:  # a large body: parsed off the event loop's thread
+                batch = await anyio.to_thread.run_sync(self.parser.parse, body, content_type, ts_ms)
+            else:
+                batch = self.parser.parse(body, content_type, ts_ms)
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:
@@ -302,6 +323,10 @@ class ScrapeLoop:
                 out.append(sid, STALE_NAN, ts_ms)
             self._last_ids = array("I")
             values = (0.0, duration, 0.0, 0.0, 0.0)
+            size = max(len(self.parser), len(self.parser.series))
+            if size - self._size_mark > FORGET_SLACK and size > 2 * self._good + FORGET_SLACK:
+                self._forget(array("I"))  # new series in a failed scrape, and many: churn (Prometheus
+                # forces a flush at twice the last good size too)
         else:
             out = batch
             ids = batch.ids
@@ -314,11 +339,32 @@ class ScrapeLoop:
             h.health, h.last_error, h.last_reason, h.last_samples = "up", "", "", n
             self.metrics.scraped_samples.labels(job).inc(n)
             added = len(self.parser.series) - series_before
-            values = (1.0, duration, float(n + self.parser.last_dropped), float(n), float(added))
+            scraped = n + self.parser.last_dropped
+            values = (1.0, duration, float(scraped), float(n), float(added))
+            self._good = scraped
         for sid, value in zip((up_id, dur_id, scraped_id, post_id, added_id), values, strict=True):
             out.append(sid, value, ts_ms)
         self._emit(out)
+        if batch is not None and max(len(self.parser), len(self.parser.series)) > (
+                FORGET_FACTOR * (self._good + len(SYNTHETIC)) + FORGET_SLACK):
+            self._forget(batch.ids[: self.health.last_samples])  # this scrape's (not its stale markers)
+        self._size_mark = max(len(self.parser), len(self.parser.series))
         return out
+
+    def _forget(self, live: array[int]) -> None:
+        """Forget every series but ``live`` (this scrape's) and the synthetic ones, as Prometheus'
+        scrape cache forgets entries not seen in the last scrape: the parser's cache keeps only
+        theirs and a new series table holds only them (renumbered). Batches already out keep the
+        old table; remote write and etcd health take the new one as a new table of the target.
+        Only when the target's series churn (more series kept than FORGET_FACTOR times a scrape's):
+        a target whose series stay the same never pays for it."""
+        keep = array("I", live)
+        keep.extend(self._synthetic_ids)
+        table, remap = self.parser.series.subset(keep)
+        self.parser.retain(remap, table)
+        self._last_ids = array("I", [remap[sid] for sid in self._last_ids])
+        self._synthetic_ids = [remap[sid] for sid in self._synthetic_ids]
+        self.forgotten += 1
 
 
 def staleness_tracked(batch: Batch, n: int, default_ms: int) -> array[int]:
@@ -386,6 +432,9 @@ class ScrapeManager:
         self.target_errors: dict[str, list[str]] = {}
         self.over_limit: dict[str, str] = {}  # job -> why its scrapes fail (target_limit)
         self.kubernetes = KubernetesHub(clients)  # watchers shared by the jobs' kubernetes_sd_configs
+        self._sync_lock = anyio.Lock()
+        self._stopped = False
+        self._sync_wanted = anyio.Event()
         metrics.set_series_cache_source(lambda: float(sum(len(lp.parser) for lp in self.loops.values())))
 
     @property
@@ -400,26 +449,67 @@ class ScrapeManager:
     async def run(self, config: Config, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = self.kubernetes.tg = tg
-            self.apply(config)
+            await self.apply_async(config)
+            tg.start_soon(self._syncer)
             task_status.started()
             await anyio.sleep_forever()
 
     def apply(self, config: Config) -> None:
-        """Switch to ``config``: jobs whose config is unchanged keep their discovery and loops."""
+        """Switch to ``config`` in one step (tests, small configs): see :meth:`apply_async`."""
+        for _ in self._switch_jobs(config):
+            pass
+        for _ in self._sync_steps():
+            pass
+
+    async def apply_async(self, config: Config) -> None:
+        """Switch to ``config``: jobs whose config is unchanged keep their discovery and loops.
+
+        Done in slices of at most SLICE_SECONDS of work with the event loop let go between them
+        (a reload of thousands of jobs must not stall the scrapes); returns once the new targets
+        run. One sync at a time (with discovery updates)."""
+        async with self._sync_lock:
+            await self._run_sliced(self._switch_jobs(config))
+            await self._run_sliced(self._sync_steps())
+
+    def _request_sync(self) -> None:
+        """A discovery update: the syncer task applies it (and any that come meanwhile) soon."""
+        self._sync_wanted.set()
+
+    async def _syncer(self) -> None:
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted = anyio.Event()
+            async with self._sync_lock:
+                await self._run_sliced(self._sync_steps())
+
+    @staticmethod
+    async def _run_sliced(steps: Iterator[None]) -> None:
+        """Run ``steps`` (a generator yielding at its checkpoints), letting the loop go whenever a
+        slice has taken SLICE_SECONDS."""
+        clock = time.perf_counter
+        until = clock() + SLICE_SECONDS
+        for _ in steps:
+            if clock() > until:
+                await anyio.sleep(0)
+                until = clock() + SLICE_SECONDS
+
+    def _switch_jobs(self, config: Config) -> Iterator[None]:
+        """Drop the jobs gone, start the new and the changed ones; yields every CHECK_EVERY jobs."""
         assert self._tg is not None
         self.config = config
         wanted = {sc.job_name: sc for sc in config.scrape_configs}
         for name in list(self.jobs):
             if name not in wanted:
                 self._drop_job(name)
-        for name, sc in wanted.items():
+        for n, (name, sc) in enumerate(wanted.items(), 1):
+            if n % CHECK_EVERY == 0:
+                yield
             old = self.jobs.get(name)
             if old is None:
                 self._start_job(sc, None)
             elif old.config != sc:
                 old.scope.cancel()
                 self._start_job(sc, old)
-        self._sync_all()
 
     def _drop_job(self, name: str) -> None:
         job = self.jobs.pop(name)
@@ -515,7 +605,7 @@ class ScrapeManager:
             job.waiting.discard(index)
             if not job.waiting:
                 job.carry = None
-            self._sync_all()
+            self._request_sync()
 
         with job.scope:
             last: str | None = None
@@ -537,15 +627,28 @@ class ScrapeManager:
                 await anyio.sleep(PROVIDER_RESTART_PAUSE)
 
     def _desired(self) -> dict[tuple[str, str, Labels], Target]:
+        """The targets all jobs' discovery gives now, in one step (see :meth:`_desired_steps`)."""
+        out: dict[tuple[str, str, Labels], Target] = {}
+        for _ in self._desired_steps(out):
+            pass
+        return out
+
+    def _desired_steps(self, desired: dict[tuple[str, str, Labels], Target]) -> Iterator[None]:
+        """Fill ``desired`` with the targets all jobs' discovery gives now; yields every
+        CHECK_EVERY addresses (a checkpoint for :meth:`_run_sliced`)."""
         assert self.config is not None
-        desired: dict[tuple[str, str, Labels], Target] = {}
-        self.target_errors = {}
-        for name, job in self.jobs.items():
+        cluster = self.config.cluster
+        errors: dict[str, list[str]] = {}
+        n = 0
+        for name, job in list(self.jobs.items()):
             count = 0
             built: dict[tuple[str, int], tuple[TargetGroup, Target | str | None]] = {}
             for groups in [*job.groups.values(), job.carry or []]:
                 for g in groups:
                     for addr in g.targets:
+                        n += 1
+                        if n % CHECK_EVERY == 0:
+                            yield
                         key = (addr, id(g))  # the entry holds g: its id is not reused meanwhile
                         known = job.built.get(key)
                         if known is not None and known[0] is g:
@@ -557,16 +660,16 @@ class ScrapeManager:
                                 t = str(exc)
                         built[key] = (g, t)
                         if isinstance(t, str):
-                            self.target_errors.setdefault(name, []).append(t)
+                            errors.setdefault(name, []).append(t)
                             continue
-                        if t is None or not select_for_member(t, self.config.cluster):
+                        if t is None or not select_for_member(t, cluster):
                             continue
                         desired.setdefault(t.key, t)
                         count += 1
             job.built = built
             self.metrics.targets.labels(name).set(count)
             self._target_limit(job.config, count)
-        return desired
+        self.target_errors = errors
 
     def _target_limit(self, sc: ScrapeConfig, count: int) -> None:
         """``target_limit``: over it, every scrape of the job fails (as Prometheus) until it has fewer."""
@@ -579,20 +682,46 @@ class ScrapeManager:
             self.over_limit.pop(sc.job_name, None)
 
     def _sync_all(self) -> None:
+        """Bring the loops to what discovery gives now, in one step."""
+        for _ in self._sync_steps():
+            pass
+
+    def _sync_steps(self) -> Iterator[None]:
+        """Bring the loops to what discovery gives now: stop the gone, start the new; yields at
+        checkpoints (every CHECK_EVERY targets), so that a large change can be cut into slices."""
         assert self._tg is not None
-        desired = self._desired()
-        for key in list(self.loops):
+        desired: dict[tuple[str, str, Labels], Target] = {}
+        yield from self._desired_steps(desired)
+        for n, key in enumerate(list(self.loops), 1):
+            if n % CHECK_EVERY == 0:
+                yield
             if key not in desired:
-                self.loops.pop(key).stop()
+                loop = self.loops.pop(key, None)
+                if loop is not None:
+                    loop.stop()
         extra = self.extra_labels
         exemplars = self.keep_exemplars
-        for key, target in desired.items():
+        # scrape_settings of each distinct config once per sync (by id; the entry holds the config)
+        settings: dict[int, tuple[ScrapeConfig, ScrapeConfig]] = {}
+
+        def settings_of(sc: ScrapeConfig) -> ScrapeConfig:
+            got = settings.get(id(sc))
+            if got is None:
+                got = settings[id(sc)] = (sc, scrape_settings(sc))
+            return got[1]
+
+        for n, (key, target) in enumerate(desired.items(), 1):
+            if n % CHECK_EVERY == 0:
+                yield
+            if self._stopped:
+                return
             loop = self.loops.get(key)
-            same = loop is not None and scrape_settings(loop.target.config) == scrape_settings(target.config)
-            if loop is not None and same and loop.extra_labels == extra:
-                loop.target = target  # the same target; what discovery says of it may have changed
-                loop.parser.keep_exemplars = exemplars
-                continue
+            if loop is not None and loop.extra_labels == extra:
+                old_sc, new_sc = loop.target.config, target.config
+                if old_sc is new_sc or settings_of(old_sc) == settings_of(new_sc):
+                    loop.target = target  # the same target; what discovery says of it may have changed
+                    loop.parser.keep_exemplars = exemplars
+                    continue
             if loop is not None:
                 loop.stop()
             loop = self.loops[key] = ScrapeLoop(target, self.clients, self.sinks, self.metrics, extra_labels=extra,
@@ -613,6 +742,7 @@ class ScrapeManager:
             yield loop.parser.families
 
     def stop_all(self) -> None:
+        self._stopped = True  # a sync under way (in slices) starts nothing more
         for loop in self.loops.values():
             loop.stop(stale=False)
         for job in self.jobs.values():

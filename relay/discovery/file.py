@@ -141,8 +141,11 @@ class FileSDProvider(Provider):
                 errors: list[str] = []
                 for f in self._files():
                     try:
-                        # in a worker thread: a large file is parsed while the loop goes on scraping
-                        current[f] = await anyio.to_thread.run_sync(read_file_sd, f)
+                        # in a worker thread: a file of 100,000 targets takes a while to read
+                        groups = await anyio.to_thread.run_sync(read_file_sd, f)
+                        # the same groups as last time: the same objects, which the scrape
+                        # manager knows (it relabels only group objects it has not seen)
+                        current[f] = previous[f] if groups == previous.get(f) else groups
                         if said.pop(f, None) is not None:
                             log.info("file_sd for job %s: %s is valid again", self.job, f)
                     except (DiscoveryError, MemoryError) as exc:

@@ -31,6 +31,7 @@ cdef extern from "Python.h":
 
 import array as _array_module  # cpython.array needs the array module imported
 import sys
+import threading as _threading
 
 from relay.textparse import _text_py as _py
 from relay._exceptions import ParseError, ScrapeError
@@ -422,6 +423,15 @@ cdef object _IS_OM = _py.is_openmetrics
 cdef object _LABEL_MERGE = LabelMerge
 cdef int32_t DROPPED = _py.DROPPED
 
+cdef extern from "pythread.h":
+    unsigned long PyThread_get_thread_ident() nogil
+
+# A parse in a worker thread (ScrapeLoop sends large bodies there) lets go of the GIL every
+# YIELD_LINES + 1 lines, so that the event loop's thread runs meanwhile (CPython hands the GIL to a
+# waiting thread when it is released); on the main thread it never does.
+cdef Py_ssize_t YIELD_LINES = 0xFFF
+cdef unsigned long _MAIN_THREAD = <unsigned long>_threading.main_thread().ident
+
 
 cdef str _text(const unsigned char *p, Py_ssize_t n):
     """Bytes of the body as text for a message (as the Python twin's ``.decode(errors='replace')``)."""
@@ -607,6 +617,49 @@ cdef class Parser:
         kt_init(&self._comments, 8)
         self._info = []
 
+    def retain(self, remap, series=None):
+        """Forget the cache entries of series that ``remap`` (an array('i') over the table's ids)
+        maps to -1, and of dropped series; renumber the others to ``remap[sid]``. The comment lines
+        seen and the families are forgotten too (the next parse reads them again). With ``series``,
+        new series go to that table from now on (``remap`` maps the old table's ids into it). As
+        _text_py.Parser.retain."""
+        cdef int[::1] rm = remap
+        cdef Py_ssize_t nmap = rm.shape[0], kept = 0, i
+        cdef Table old = self._keys
+        cdef Slot *s
+        cdef int32_t sid
+        cdef list info = self._info, new_info = []
+        cdef bint om_info = len(info) > 0
+        for i in range(<Py_ssize_t>old.cap):
+            sid = old.slots[i].sid
+            if old.slots[i].h1 != 0 and 0 <= sid < nmap and rm[sid] >= 0:
+                kept += 1
+        kt_alloc(&self._keys, cap_for(<size_t>kept) if kept > 6 else 8)
+        self._keys.count = 0
+        for i in range(<Py_ssize_t>old.cap):
+            sid = old.slots[i].sid
+            if old.slots[i].h1 == 0 or not (0 <= sid < nmap and rm[sid] >= 0):
+                continue
+            s = table_find(&self._keys, old.slots[i].h1, old.slots[i].h2)
+            if om_info:
+                new_info.append(info[old.slots[i].ordinal] if old.slots[i].ordinal < len(info) else None)
+            s.sid = rm[sid]
+            s.ordinal = <uint32_t>self._keys.count
+            s.h1 = old.slots[i].h1
+            s.h2 = old.slots[i].h2
+            self._keys.count += 1
+        PyMem_Free(old.slots)
+        self._info = new_info
+        kt_free(&self._comments)
+        kt_init(&self._comments, 8)
+        self.families = {}
+        if series is not None:
+            self.series = series
+            self._resolver.series = series
+            self._add_encoded = series.add_encoded
+            self._table = series if isinstance(series, CSeriesTable) else None
+            self._direct = self._table is not None
+
     def cache_bytes(self):
         """Memory held by the cache: (table slots, key bytes used, key bytes allocated, per-key list).
         Keys are 128-bit hashes in the slots: no key bytes are kept (0, 0)."""
@@ -765,6 +818,9 @@ cdef class Parser:
         cdef bint cold = self._keys.count == 0  # nothing to hit: go straight to the forward scan
         while pos < n:
             lineno += 1
+            if (lineno & YIELD_LINES) == 0 and PyThread_get_thread_ident() != _MAIN_THREAD:
+                with nogil:  # in a worker thread (a large body): let the event loop's thread run
+                    pass
             eol = <const unsigned char *>memchr(buf + pos, 10, n - pos)
             end = (eol - buf) if eol != NULL else n
             p = pos
@@ -1301,6 +1357,9 @@ cdef class Parser:
         sample = checker.sample
         while pos < n:
             lineno += 1
+            if (lineno & YIELD_LINES) == 0 and PyThread_get_thread_ident() != _MAIN_THREAD:
+                with nogil:  # in a worker thread (a large body): let the event loop's thread run
+                    pass
             eol = <const unsigned char *>memchr(buf + pos, 10, n - pos)
             end = (eol - buf) if eol != NULL else n
             p = pos

@@ -984,6 +984,23 @@ class Parser:
         self._parsed.clear()
         self._comments.clear()
 
+    def retain(self, remap: array[int], series: SeriesTable | None = None) -> None:
+        """Forget the cache entries of series that ``remap`` (an array('i') over the table's ids)
+        maps to -1, and of dropped series; renumber the others to ``remap[sid]``. The comment lines
+        seen and the families are forgotten too (the next parse reads them again). With ``series``,
+        new series go to that table from now on (``remap`` maps the old table's ids into it).
+
+        The scrape loop calls it when a target's series churn (see ScrapeLoop._forget), so that
+        the cache holds about two scrapes' series, not every series the target ever sent."""
+        n = len(remap)
+        self._cache = {k: remap[v] for k, v in self._cache.items() if 0 <= v < n and remap[v] >= 0}
+        self._parsed = {k: v for k, v in self._parsed.items() if k in self._cache}
+        self._comments.clear()
+        self.families = {}
+        if series is not None:
+            self.series = series
+            self._resolver.series = series
+
     def parse(self, body: bytes | bytearray | memoryview, content_type: str | None = None,
               timestamp_ms: int | None = None) -> Batch:
         """Parse one body; raises :class:`ParseError` (bad body) or :class:`ScrapeError` (limits)."""
