@@ -9,12 +9,18 @@ cd "$(dirname "$0")/.."
 
 extras="demo"
 required_apt=""
+# the relay and its demo: a receiver, etcd 3.4, a compiler for the C twins
+wanted_apt="victoria-metrics prometheus etcd-server gcc python3-dev python3-venv"
+# the tests' real peers besides: DNS (dns_sd), a forward proxy, a browser (the UI), Alertmanager
+test_apt="victoria-metrics prometheus etcd-server dnsmasq tinyproxy chromium prometheus-alertmanager"
 for e in "$@"; do
   extras="$extras,$e"
-  if [ "$e" = test ]; then required_apt="victoria-metrics prometheus etcd-server dnsmasq tinyproxy chromium prometheus-alertmanager"; fi
+  if [ "$e" = test ]; then
+    required_apt="$test_apt"
+    wanted_apt="$wanted_apt dnsmasq tinyproxy chromium prometheus-alertmanager"
+  fi
 done
 
-wanted_apt="victoria-metrics prometheus etcd-server dnsmasq tinyproxy chromium prometheus-alertmanager gcc python3-dev python3-venv"
 missing=""
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in $wanted_apt; do
