@@ -99,7 +99,13 @@ def test_replicas_share_the_fleet(fleet: Path, victoria_metrics: VictoriaMetrics
         assert set(counts.values()) == {rf}, f"R={rf}: some member scraped {set(counts.values())} times"
         assert all(0.2 * MEMBERS * rf / 3 < len(r) < 2 * MEMBERS * rf / 3 for r in per_replica)  # roughly even
         # What arrived: one up series per member and replica; the replica label tells copies apart.
-        rows = victoria_metrics.query(f'count by (instance) (last_over_time(up{{job="{job}"}}[10m]))')
+        # (what the replicas sent while stopping can take VictoriaMetrics a moment to show: bounded wait)
+        deadline = time.monotonic() + 30
+        while True:
+            rows = victoria_metrics.query(f'count by (instance) (last_over_time(up{{job="{job}"}}[10m]))')
+            if (len(rows) == MEMBERS and {r["value"][1] for r in rows} == {str(rf)}) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert len(rows) == MEMBERS and {r["value"][1] for r in rows} == {str(rf)}
         replicas = victoria_metrics.query(f'count by (relay_replica) (last_over_time(up{{job="{job}"}}[10m]))')
         assert len(replicas) == (3 if rf > 1 else 1)
